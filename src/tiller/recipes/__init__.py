@@ -1,0 +1,1 @@
+"""One readable file per stage: data, sft, reward, dpo, rloo, evaluate, pipeline."""

@@ -1,0 +1,172 @@
+"""Policy evaluation: the trained policy against its starting model, scored by a judge.
+
+    tiller eval policy --config FILE
+
+Both models answer the same held-out prompts (greedy by default, batched); the judge scores
+both answers the same way. Reported: win rate of the policy (ties count half, Wilson 95%
+interval), mean judge reward of each and the improvement, length ratio (policy / reference, in
+tokens), the share of answers cut at the length limit without EOS, and the KL of the policy to
+the reference on the policy's own answers. By default the judge is the reward model trained on
+the half of the pairs the RLOO reward model never saw, so the win rate is not measured by the
+model that was optimized against; when that reward model is present too, its scores are
+reported beside the judge's, and a gap between the two is over-optimization.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from tiller import losses
+from tiller.config import Config, RewardBackendConfig
+from tiller.models import load_causal_lm, load_tokenizer
+from tiller.recipes.data import load_prompts
+from tiller.recipes.rloo import build_batch, completion_logprobs, encode_prompts
+from tiller.rewards import make_reward_backend
+from tiller.rollout import Sampling, make_engine
+
+
+def default_judge_path(run_dir: Path) -> Path:
+    judge = run_dir / "judge" / "model"
+    if judge.exists():
+        return judge
+    print(f"[eval] warning: no held-out judge at {judge}; judging with the RLOO reward model, so "
+          "over-optimization cannot show (add the 'judge' stage to the pipeline)", flush=True)
+    return run_dir / "reward" / "model"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sampling, batch_size: int, seed: int):
+    engine = make_engine("transformers", model, tokenizer)
+    completions, has_eos = [], []
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start:start + batch_size]
+        gen = engine.generate(chunk, 1, sampling, [seed + start + i for i in range(len(chunk))])
+        completions += gen.completions
+        has_eos += gen.has_eos
+    return completions, has_eos
+
+
+@torch.no_grad()
+def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_size: int, device) -> list[float]:
+    """Sequence KL (k1: sum of log pi - log pi_ref over the answer's tokens) on the policy's answers."""
+    values: list[float] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        ids, mask, completion_mask, prompt_len = build_batch(prompt_ids[start:start + batch_size],
+                                                             completions[start:start + batch_size], 1, pad_id)
+        ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
+        lp, _ = completion_logprobs(policy, ids, mask, prompt_len, 1.0)
+        lr, _ = completion_logprobs(reference, ids, mask, prompt_len, 1.0)
+        values += losses.sequence_kl(lp, lr, completion_mask, "k1").cpu().tolist()
+    return values
+
+
+def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:
+    e = cfg.eval
+    run_dir = Path(cfg.run_dir)
+    policy_path = policy_path or e.policy or str(run_dir / "rloo" / "model")
+    if label is None:
+        parent = Path(policy_path).parent
+        label = parent.name if parent.parent.resolve() == run_dir.resolve() else "policy"
+    if not Path(policy_path).exists():
+        raise FileNotFoundError(f"no policy at {policy_path}: train one first (tiller rloo / tiller dpo) or set eval.policy")
+    reference_path = e.reference or cfg.model.name
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.time()
+
+    tokenizer = load_tokenizer(policy_path, cfg.model)
+    prompts = load_prompts(run_dir, e.split)[: e.num_prompts]
+    encoded, dropped = encode_prompts(prompts, tokenizer, cfg.rloo.max_prompt_tokens, cfg.model.enable_thinking)
+    messages = [m for m, _ in encoded]
+    prompt_ids = [ids for _, ids in encoded]
+    print(f"[eval] {label}: policy {policy_path} vs reference {reference_path} on {len(encoded)} {e.split} prompts "
+          f"({dropped} dropped as too long); {'greedy' if e.greedy else f'temperature {e.temperature}'}, "
+          f"up to {e.max_new_tokens} new tokens", flush=True)
+    sampling = Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
+
+    policy = load_causal_lm(policy_path, cfg.model, device=device).eval()
+    reference = load_causal_lm(reference_path, cfg.model, device=device).eval()
+    policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed)
+    reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed)
+    kl = policy_kl(policy, reference, prompt_ids, policy_answers, tokenizer.pad_token_id, e.batch_size, device)
+    del policy, reference
+
+    policy_texts = tokenizer.batch_decode(policy_answers, skip_special_tokens=True)
+    reference_texts = tokenizer.batch_decode(reference_answers, skip_special_tokens=True)
+    judge_cfg = e.judge
+    judge_path = judge_cfg.path or (default_judge_path(run_dir) if judge_cfg.backend == "classifier" else None)
+    judge = make_reward_backend(judge_cfg, default_path=judge_path, device=device)
+    policy_scores = judge.score(messages, policy_texts)
+    reference_scores = judge.score(messages, reference_texts)
+    judge.close()
+
+    # The reward model RLOO optimized against, when it is not the judge: its view of the same answers.
+    train_rm = run_dir / "reward" / "model"
+    optimized = {}
+    if judge_cfg.backend == "classifier" and train_rm.exists() and Path(str(judge_path)).resolve() != train_rm.resolve():
+        rm = make_reward_backend(RewardBackendConfig(backend="classifier", max_length=judge_cfg.max_length), train_rm, device)
+        rm_policy, rm_reference = rm.score(messages, policy_texts), rm.score(messages, reference_texts)
+        optimized = {
+            "optimized_rm_policy_mean": sum(rm_policy) / len(rm_policy),
+            "optimized_rm_reference_mean": sum(rm_reference) / len(rm_reference),
+            "optimized_rm_win_rate": losses.win_rate(rm_policy, rm_reference)["win_rate"],
+        }
+
+    wr = losses.win_rate(policy_scores, reference_scores)
+    n = len(policy_texts)
+    policy_len = sum(len(c) for c in policy_answers) / n
+    reference_len = sum(len(c) for c in reference_answers) / n
+    summary = {
+        "label": label, "policy": str(policy_path), "reference": str(reference_path),
+        "judge": str(judge_path or judge_cfg.url or judge_cfg.function), "n": n,
+        "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
+        "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
+        "reward_policy_mean": sum(policy_scores) / n, "reward_reference_mean": sum(reference_scores) / n,
+        "reward_improvement": (sum(policy_scores) - sum(reference_scores)) / n,
+        "length_ratio": policy_len / max(reference_len, 1e-9),
+        "policy_mean_length": policy_len, "reference_mean_length": reference_len,
+        "truncated_policy": sum(not x for x in policy_eos) / n,
+        "truncated_reference": sum(not x for x in reference_eos) / n,
+        "kl_mean": sum(kl) / n, **optimized,
+        "seconds": time.time() - started,
+    }
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [json.dumps({
+        "prompt": m, "policy": pt, "reference": rt_, "policy_score": ps, "reference_score": rs,
+        "policy_tokens": len(pa), "reference_tokens": len(ra), "policy_has_eos": pe, "reference_has_eos": re_, "kl": k_,
+    }) for m, pt, rt_, ps, rs, pa, ra, pe, re_, k_ in zip(messages, policy_texts, reference_texts, policy_scores,
+                                                          reference_scores, policy_answers, reference_answers,
+                                                          policy_eos, reference_eos, kl)]
+    _atomic_write(out / f"{label}_samples.jsonl", "\n".join(rows) + "\n")
+    _atomic_write(out / f"{label}.json", json.dumps(summary, indent=1))
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"evaluation of '{s['label']}' on {s['n']} held-out prompts (judge: {s['judge']})",
+        f"  win rate vs reference   {s['win_rate']:.3f}  (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}; "
+        f"{s['wins']} wins, {s['ties']} ties, {s['losses']} losses)",
+        f"  judge reward            policy {s['reward_policy_mean']:+.3f} | reference {s['reward_reference_mean']:+.3f} "
+        f"| improvement {s['reward_improvement']:+.3f}",
+        f"  length ratio            {s['length_ratio']:.2f}  (policy {s['policy_mean_length']:.1f} / reference "
+        f"{s['reference_mean_length']:.1f} tokens)",
+        f"  cut at length limit     policy {s['truncated_policy']:.1%} | reference {s['truncated_reference']:.1%}",
+        f"  KL(policy || reference) {s['kl_mean']:.3f} nats per answer",
+    ]
+    if "optimized_rm_policy_mean" in s:
+        lines.append(f"  optimized reward model  policy {s['optimized_rm_policy_mean']:+.3f} | reference "
+                     f"{s['optimized_rm_reference_mean']:+.3f} | win rate {s['optimized_rm_win_rate']:.3f}")
+    lines.append(f"  time                    {s['seconds']:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The pipeline: the configured stages in order, each in its own folder of one run folder.
+
+    tiller pipeline --config FILE [--only STAGE | --from STAGE] [--resume]
+
+A stage whose folder holds a DONE marker is complete and skipped. `--from STAGE` re-runs that
+stage and every later one; `--only STAGE` runs just that one (re-running it if complete);
+`--resume` continues an interrupted training stage from its last checkpoint. A failing stage
+stops the pipeline with a message naming it; the stages already finished stay as they are.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+from tiller.config import Config
+
+
+def is_complete(run_dir: Path, stage: str) -> bool:
+    if stage == "report":
+        return False  # cheap, and it must reflect the latest state of the run
+    return (run_dir / stage / "DONE").is_file()
+
+
+def run_stage(cfg: Config, stage: str, resume: bool) -> None:
+    if stage == "data":
+        from tiller.recipes import data
+
+        data.run(cfg)
+    elif stage in ("reward", "judge"):
+        from tiller.recipes import reward
+
+        reward.run(cfg, stage=stage, resume=resume)
+    elif stage == "sft":
+        from tiller.recipes import sft
+
+        sft.run(cfg, resume=resume)
+    elif stage == "rloo":
+        from tiller.recipes import rloo
+
+        rloo.run(cfg, resume=resume)
+    elif stage == "dpo":
+        from tiller.recipes import dpo
+
+        dpo.run(cfg, resume=resume)
+    elif stage == "eval":
+        run_evaluation(cfg)
+    elif stage == "report":
+        from tiller.report import write_report
+
+        print(f"[report] {write_report(Path(cfg.run_dir))}", flush=True)
+    else:  # config validation already rejects unknown names
+        raise ValueError(f"unknown stage {stage!r}")
+
+
+def run_evaluation(cfg: Config) -> None:
+    """The eval stage: accuracy of each reward model, then each trained policy against the start."""
+    from tiller.recipes import evaluate, reward
+
+    run_dir = Path(cfg.run_dir)
+    for stage in ("reward", "judge"):
+        if (run_dir / stage / "model").exists():
+            reward.run_eval(cfg, stage=stage)
+    evaluated = 0
+    for stage in ("rloo", "dpo"):
+        if stage in cfg.pipeline.stages and (run_dir / stage / "model").exists():
+            evaluate.run(cfg, policy_path=str(run_dir / stage / "model"), label=stage)
+            evaluated += 1
+    if not evaluated:
+        raise FileNotFoundError(f"the eval stage found no trained policy in {run_dir} (rloo/model or dpo/model)")
+    (run_dir / "eval" / "DONE").write_text("done\n")
+
+
+def select_stages(stages: list[str], only: str | None, from_stage: str | None) -> tuple[list[str], set[str]]:
+    """(stages to visit, stages to force re-running)."""
+    for name, value in (("--only", only), ("--from", from_stage)):
+        if value is not None and value not in stages:
+            raise ValueError(f"{name} {value}: not one of this config's pipeline.stages {stages}")
+    if only and from_stage:
+        raise ValueError("give --only or --from, not both")
+    if only:
+        return [only], {only}
+    if from_stage:
+        chosen = stages[stages.index(from_stage):]
+        return chosen, set(chosen)
+    return list(stages), set()
+
+
+def run(cfg: Config, only: str | None = None, from_stage: str | None = None, resume: bool = False) -> int:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stages, forced = select_stages(cfg.pipeline.stages, only, from_stage)
+    finished: list[str] = []
+    started = time.time()
+    for stage in stages:
+        if stage not in forced and is_complete(run_dir, stage):
+            print(f"[pipeline] {stage}: complete, skipped ({run_dir / stage})", flush=True)
+            finished.append(stage)
+            continue
+        if stage in forced:
+            (run_dir / stage / "DONE").unlink(missing_ok=True)
+        print(f"[pipeline] {stage}: starting", flush=True)
+        t0 = time.time()
+        try:
+            run_stage(cfg, stage, resume)
+        except Exception as e:  # a stage failure ends the pipeline with a clear message
+            traceback.print_exc()
+            raise PipelineError(
+                f"stage '{stage}' failed: {type(e).__name__}: {e}\n"
+                f"finished stages are intact in {run_dir}: {finished or 'none'}; fix the cause and run the "
+                f"same command again (add --resume to continue '{stage}' from its last checkpoint)"
+            ) from e
+        print(f"[pipeline] {stage}: done in {time.time() - t0:.0f} s", flush=True)
+        finished.append(stage)
+    print(f"[pipeline] finished {finished} in {time.time() - started:.0f} s", flush=True)
+    _print_final_summary(run_dir)
+    return 0
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def _print_final_summary(run_dir: Path) -> None:
+    import json
+
+    from tiller.recipes.evaluate import format_summary
+
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        if path.name.endswith("_model.json"):
+            continue
+        print(format_summary(json.loads(path.read_text())), flush=True)
+    report = run_dir / "report.html"
+    if report.is_file():
+        print(f"report: {report.resolve()}", flush=True)

@@ -1,0 +1,295 @@
+"""Reward model stage: Bradley-Terry training on chosen/rejected pairs, and its evaluation.
+
+    tiller reward --config FILE [--resume]      trains <run_dir>/reward/model
+    tiller eval reward --config FILE [--model DIR]
+
+Read top to bottom: encode pairs with the reward model's own chat template, build the model
+(LoRA or full, score head always trained), then a plain loop: per optimizer step each process
+takes its share of `pairs_per_step` pairs in micro-batches; chosen and rejected go through the
+model in one concatenated forward; the loss is scaled so the gradient is the mean over the
+global batch however it is split over accumulation steps and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tiller import losses
+from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.config import Config, to_yaml
+from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation, save_model
+from tiller.recipes.data import load_pairs
+from tiller.scoring import ScoreHead, pad_batch
+from tiller.tracking import Tracker
+from tiller.training import (
+    Runtime,
+    gradient_accumulation,
+    make_optimizer,
+    make_scheduler,
+    setup_runtime,
+    show_progress,
+    trainable_parameter_count,
+    use_gradient_checkpointing,
+)
+
+
+@dataclass
+class EncodedPair:
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+    domain: str | None
+    prompt: list[dict]
+    chosen_text: str
+    rejected_text: str
+
+
+def subset(items: list, which: str) -> list:
+    """`first_half` / `second_half` give two disjoint halves (for an independent judge)."""
+    if which == "all":
+        return items
+    half = len(items) // 2
+    return items[:half] if which == "first_half" else items[half:]
+
+
+def judge_subset(reward_subset: str) -> str:
+    if reward_subset == "all":
+        raise ValueError(
+            "the judge must be trained on pairs the RLOO reward model never saw: set "
+            "reward.train_subset: first_half (the judge then takes second_half)"
+        )
+    return "second_half" if reward_subset == "first_half" else "first_half"
+
+
+def encode_pairs(pairs, tokenizer, max_length: int, truncation: str, enable_thinking=None) -> tuple[list[EncodedPair], int]:
+    """Token ids of prompt+chosen and prompt+rejected; returns (encoded, number dropped as too long)."""
+    encoded, dropped = [], 0
+    for pair in pairs:
+        _, chosen_text = render_conversation(tokenizer, pair.prompt, pair.chosen, enable_thinking)
+        _, rejected_text = render_conversation(tokenizer, pair.prompt, pair.rejected, enable_thinking)
+        ids = tokenizer([chosen_text, rejected_text], add_special_tokens=False)["input_ids"]
+        if max(len(ids[0]), len(ids[1])) > max_length:
+            if truncation == "drop":
+                dropped += 1
+                continue
+            ids = [x[-max_length:] for x in ids]  # cut from the left: the prompt's start goes first
+        encoded.append(EncodedPair(ids[0], ids[1], float(pair.margin), pair.domain, pair.prompt, pair.chosen, pair.rejected))
+    return encoded, dropped
+
+
+def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One concatenated forward: rows [0, n) are chosen, [n, 2n) rejected."""
+    input_ids, attention_mask = pad_batch([p.chosen for p in batch] + [p.rejected for p in batch], pad_id)
+    scores = scorer(input_ids.to(device), attention_mask.to(device)).float()
+    return scores[: len(batch)], scores[len(batch):]
+
+
+@torch.no_grad()
+def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, device, batch_size: int = 8, num_samples: int = 4) -> dict:
+    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength."""
+    was_training = scorer.training
+    scorer.eval()
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        c, r = score_pairs(scorer, pairs[start:start + batch_size], pad_id, device)
+        chosen.append(c.cpu())
+        rejected.append(r.cpu())
+    scorer.train(was_training)
+    if not pairs:
+        return {"n": 0}
+    c, r = torch.cat(chosen), torch.cat(rejected)
+    correct = (c > r).float() + 0.5 * (c == r).float()
+    low, high = losses.accuracy_interval(float(correct.sum()), len(pairs))
+    report = {
+        "n": len(pairs),
+        "accuracy": float(correct.mean()),
+        "accuracy_ci95": [low, high],
+        "mean_margin": float((c - r).mean()),
+        "by_domain": {},
+        "by_strength": {},
+        "samples": [],
+    }
+    for key, values in (("by_domain", [p.domain or "unknown" for p in pairs]),
+                        ("by_strength", [str(int(p.margin)) for p in pairs])):
+        for value in sorted(set(values)):
+            idx = torch.tensor([i for i, v in enumerate(values) if v == value])
+            report[key][value] = {"n": len(idx), "accuracy": float(correct[idx].mean())}
+    for i in range(min(num_samples, len(pairs))):
+        p = pairs[i]
+        report["samples"].append({
+            "prompt": p.prompt[-1]["content"], "chosen": p.chosen_text, "rejected": p.rejected_text,
+            "chosen_score": float(c[i]), "rejected_score": float(r[i]),
+        })
+    return report
+
+
+def format_eval(report: dict, title: str) -> str:
+    if not report.get("n"):
+        return f"{title}: no pairs to evaluate"
+    lo, hi = report["accuracy_ci95"]
+    lines = [f"{title}: pairwise accuracy {report['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {report['n']} pairs, "
+             f"mean margin {report['mean_margin']:.3f}"]
+    for key, label in (("by_domain", "domain"), ("by_strength", "|preference|")):
+        parts = [f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in report[key].items()]
+        lines.append(f"  by {label}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def _build_model(cfg: Config, name: str, tokenizer, rt: Runtime):
+    rcfg = cfg.reward
+    model = load_reward_model(name, cfg.model, device=str(rt.device), pad_token_id=tokenizer.pad_token_id)
+    if use_gradient_checkpointing(cfg.model, rt.device):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if rcfg.lora.enabled:
+        model = apply_lora(model, rcfg.lora, "SEQ_CLS")
+    return model
+
+
+def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: int | None = None) -> Path:
+    """Train a reward model; `stage` is "reward" or "judge" (the held-out judge for evaluation).
+
+    `stop_after` ends the loop after that many steps without finishing (tests use it to
+    simulate a killed run)."""
+    rcfg = cfg.reward
+    rt = setup_runtime(cfg.seed)
+    out = Path(cfg.run_dir) / stage
+    which = rcfg.train_subset if stage == "reward" else judge_subset(rcfg.train_subset)
+    name = rcfg.model or cfg.model.name
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+
+    tokenizer = load_tokenizer(name, cfg.model)
+    train_pairs = subset(load_pairs(cfg.run_dir, "train"), which)
+    val_pairs = load_pairs(cfg.run_dir, "validation")
+    train, dropped_train = encode_pairs(train_pairs, tokenizer, rcfg.train.max_length, rcfg.train.truncation, cfg.model.enable_thinking)
+    val, dropped_val = encode_pairs(val_pairs, tokenizer, rcfg.train.max_length, rcfg.train.truncation, cfg.model.enable_thinking)
+
+    t = rcfg.train
+    accum = gradient_accumulation(t.pairs_per_step, t.micro_batch_per_device, rt.world_size, "pairs")
+    steps_per_epoch = len(train) // t.pairs_per_step
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training pairs are fewer than reward.train.pairs_per_step={t.pairs_per_step}")
+    total_steps = t.max_steps or int(math.ceil(t.epochs * steps_per_epoch))
+    rt.print(
+        f"[{stage}] model {name} | pairs: train {len(train)} ({which}; {dropped_train} dropped > {t.max_length} tokens), "
+        f"validation {len(val)} ({dropped_val} dropped)\n"
+        f"[{stage}] {t.pairs_per_step} pairs/step = {t.micro_batch_per_device} per micro-batch x {accum} accumulation "
+        f"x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, {total_steps} steps"
+    )
+
+    model = _build_model(cfg, name, tokenizer, rt)
+    trainable, total = trainable_parameter_count(model)
+    rt.print(f"[{stage}] trainable parameters {trainable:,} of {total:,} ({'LoRA' if rcfg.lora.enabled else 'full'})")
+    scorer = rt.accelerator.prepare_model(ScoreHead(model))
+    optimizer = make_optimizer(scorer, rcfg.optim)
+    scheduler = make_scheduler(optimizer, rcfg.optim, total_steps)
+
+    start_step = 0
+    ckpt_root = out / "checkpoints"
+    if resume:
+        last = latest_checkpoint(ckpt_root)
+        if last is None:
+            rt.print(f"[{stage}] --resume: no checkpoint in {ckpt_root}, starting from scratch")
+        else:
+            start_step = load_checkpoint(last, scorer, optimizer, scheduler, rank=rt.rank)["step"]
+            rt.print(f"[{stage}] resumed from {last} at step {start_step}")
+
+    tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
+    pad_id = tokenizer.pad_token_id
+    per_process = t.pairs_per_step // rt.world_size
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_step, desc=stage, disable=not (rt.is_main and show_progress()))
+    started = time.time()
+    scorer.train()
+    for step in range(start_step, total_steps):
+        if stop_after is not None and step >= stop_after:
+            break
+        epoch, index = divmod(step, steps_per_epoch)
+        # The order of an epoch depends only on (seed, epoch): a resumed run sees the same pairs.
+        order = list(range(len(train)))
+        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
+        batch_ids = order[index * t.pairs_per_step:(index + 1) * t.pairs_per_step]
+        mine = batch_ids[rt.rank * per_process:(rt.rank + 1) * per_process]
+        step_metrics: dict[str, float] = {}
+        for micro in range(accum):
+            batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
+            sync = rt.accelerator.no_sync(scorer) if micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device)
+                margins = torch.tensor([p.margin for p in batch], device=rt.device)
+                loss, metrics = losses.bradley_terry_loss(chosen, rejected, margins, rcfg.margin_scale, rcfg.center_coef)
+                # Mean over the global batch: this micro-batch's share, times world size
+                # because DDP averages gradients over processes.
+                rt.accelerator.backward(loss * len(batch) / t.pairs_per_step * rt.world_size)
+            for k, v in metrics.items():
+                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / accum
+        grad_norm = rt.accelerator.clip_grad_norm_(scorer.parameters(), rcfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        step_metrics.update({"train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
+                             "train/epoch": done / steps_per_epoch})
+        if done % t.log_every == 0:
+            tracker.log(step_metrics, done)
+        bar.set_postfix(loss=f"{step_metrics['loss/bt']:.3f}", acc=f"{step_metrics['reward/accuracy']:.2f}")
+        bar.update(1)
+        if t.eval_every and done % t.eval_every == 0 and done < total_steps and rt.is_main:
+            report = evaluate_pairs(scorer, val, pad_id, rt.device, t.micro_batch_per_device, 0)
+            tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, done)
+            bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
+        if t.save_every and done % t.save_every == 0 and done < total_steps:
+            save_checkpoint(ckpt_root, done, scorer, optimizer, scheduler, {"stage": stage}, t.keep_checkpoints,
+                            rt.rank, rt.world_size, rt.barrier)
+    bar.close()
+    if stop_after is not None and stop_after < total_steps:
+        tracker.close()
+        return out
+
+    elapsed = time.time() - started
+    if rt.is_main:
+        report = evaluate_pairs(scorer, val, pad_id, rt.device, t.micro_batch_per_device, rcfg.num_eval_samples)
+        report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
+        tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
+        print(format_eval(report, f"[{stage}] validation"), flush=True)
+        print(f"[{stage}] trained in {elapsed:.0f} s", flush=True)
+        unwrapped = rt.accelerator.unwrap_model(scorer).model
+        save_model(unwrapped, tokenizer, out / "model", merge_lora=rcfg.lora.merge_on_save)
+        (out / "eval.json").write_text(json.dumps(report, indent=1))
+        (out / "DONE").write_text(f"{total_steps} steps\n")
+        print(f"[{stage}] saved {out / 'model'}", flush=True)
+    tracker.close()
+    rt.barrier()
+    return out
+
+
+def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") -> dict:
+    """`tiller eval reward`: score the validation pairs with a trained reward model."""
+    path = model_path or str(Path(cfg.run_dir) / stage / "model")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no reward model at {path}: run `tiller reward` first or pass --model")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(path, cfg.model)
+    model = load_reward_model(path, cfg.model, device=device, pad_token_id=tokenizer.pad_token_id)
+    val, dropped = encode_pairs(load_pairs(cfg.run_dir, "validation"), tokenizer, cfg.reward.train.max_length,
+                                cfg.reward.train.truncation, cfg.model.enable_thinking)
+    report = evaluate_pairs(ScoreHead(model), val, tokenizer.pad_token_id, device, cfg.reward.train.micro_batch_per_device,
+                            cfg.reward.num_eval_samples)
+    report["dropped_too_long"] = dropped
+    print(format_eval(report, f"reward model {path}"))
+    for s in report.get("samples", []):
+        print(f"  - prompt: {s['prompt'][:80]!r}\n    chosen {s['chosen_score']:+.2f} | rejected {s['rejected_score']:+.2f}")
+    out = Path(cfg.run_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stage}_model.json").write_text(json.dumps(report, indent=1))
+    return report

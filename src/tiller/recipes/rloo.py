@@ -1,0 +1,333 @@
+"""RLOO stage: REINFORCE Leave-One-Out against a reward (definition in DESIGN.md).
+
+    tiller rloo --config FILE [--resume]      trains <run_dir>/rloo/model
+
+One step, top to bottom:
+  1. take `prompts_per_step` prompts (each process its own whole prompts);
+  2. sample k = `completions_per_prompt` completions per prompt with the rollout engine;
+  3. score them with the reward backend (no gradients, batched);
+  4. reference log-probs: the base with the LoRA adapter disabled (or a frozen copy);
+  5. per sequence R = score - missing_eos_penalty*[no EOS] - beta*KL, leave-one-out
+     advantages, and the REINFORCE (or clipped-ratio) loss, reduced over the global batch.
+With one update per batch (num_ppo_epochs=1) the policy forward that carries the gradient also
+gives the log-probs for the KL: micro-batches hold whole prompt groups, so the advantages of a
+group are known inside its micro-batch and no separate no-grad policy pass is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from tiller import losses
+from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.config import Config, to_yaml
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt, save_model
+from tiller.recipes.data import load_prompts
+from tiller.recipes.reward import subset
+from tiller.rewards import make_reward_backend
+from tiller.rollout import Sampling, make_engine
+from tiller.scoring import pad_batch
+from tiller.tracking import Tracker
+from tiller.training import (
+    make_optimizer,
+    make_scheduler,
+    setup_runtime,
+    show_progress,
+    trainable_parameter_count,
+    use_gradient_checkpointing,
+)
+
+
+def encode_prompts(prompts, tokenizer, max_tokens: int, enable_thinking=None) -> tuple[list[tuple[list[dict], list[int]]], int]:
+    """(messages, prompt ids) for prompts that fit in max_tokens; returns the number dropped."""
+    texts = [render_prompt(tokenizer, p.messages, enable_thinking) for p in prompts]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    kept = [(p.messages, x) for p, x in zip(prompts, ids) if len(x) <= max_tokens]
+    return kept, len(prompts) - len(kept)
+
+
+def build_batch(prompt_ids: list[list[int]], completions: list[list[int]], k: int, pad_id: int):
+    """[left-padded prompt | right-padded completion] rows, so every completion starts at the same
+    column and one `logits_to_keep` slice covers exactly the completion tokens."""
+    prompts_rep = [p for p in prompt_ids for _ in range(k)]
+    p_ids, p_mask = pad_batch(prompts_rep, pad_id, left=True)
+    c_ids, c_mask = pad_batch([c if c else [pad_id] for c in completions], pad_id)
+    for i, c in enumerate(completions):  # an empty completion keeps one masked pad token
+        if not c:
+            c_mask[i] = 0
+    return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), c_mask, p_ids.shape[1]
+
+
+def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False):
+    """Per-token log-probs of the completion tokens; logits are computed for completion
+    positions only, and the log-softmax is never materialized over the vocabulary."""
+    completion_len = input_ids.shape[1] - prompt_len
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                logits_to_keep=completion_len + 1, use_cache=False)
+    logits = out.logits[:, :-1]
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature  # the sampling distribution is the tempered one
+    logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
+    entropy = losses.token_entropy(logits.detach()) if with_entropy else None
+    return logps, entropy
+
+
+def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
+    """A prompt's sampling seed depends on (run seed, step, prompt), not on batching."""
+    return ((seed * 1_000_003 + step) * 100_003 + prompt_index) % (2**62)
+
+
+def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
+    r = cfg.rloo
+    rt = setup_runtime(cfg.seed)
+    out = Path(cfg.run_dir) / "rloo"
+    name = r.model or cfg.model.name
+    k = r.completions_per_prompt
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+
+    # ---- prompts and batch arithmetic
+    tokenizer = load_tokenizer(name, cfg.model)
+    prompts, dropped = encode_prompts(subset(load_prompts(cfg.run_dir, r.prompt_split), r.prompt_subset), tokenizer,
+                                      r.max_prompt_tokens, cfg.model.enable_thinking)
+    if r.prompts_per_step % rt.world_size:
+        raise ValueError(f"rloo.prompts_per_step={r.prompts_per_step} must be a multiple of the {rt.world_size} processes "
+                         "(each process takes whole prompt groups)")
+    prompts_per_process = r.prompts_per_step // rt.world_size
+    completions_per_process = prompts_per_process * k
+    if completions_per_process % r.micro_batch_per_device:
+        raise ValueError(f"{completions_per_process} completions per process per step are not a multiple of "
+                         f"rloo.micro_batch_per_device={r.micro_batch_per_device}")
+    accum = completions_per_process // r.micro_batch_per_device
+    steps_per_epoch = len(prompts) // r.prompts_per_step
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(prompts)} prompts are fewer than rloo.prompts_per_step={r.prompts_per_step}")
+    completions_per_step = r.prompts_per_step * k
+    if r.max_steps:
+        total_steps = r.max_steps
+    elif r.total_episodes:
+        total_steps = math.ceil(r.total_episodes / completions_per_step)
+    else:
+        total_steps = steps_per_epoch
+    fused = r.num_ppo_epochs == 1 and not r.whiten_advantages and r.micro_batch_per_device % k == 0
+    rt.print(
+        f"[rloo] policy {name} | {len(prompts)} prompts ({dropped} dropped > {r.max_prompt_tokens} tokens)\n"
+        f"[rloo] {r.prompts_per_step} prompts x {k} completions = {completions_per_step} completions/step; per process "
+        f"{completions_per_process} = {r.micro_batch_per_device} per micro-batch x {accum} accumulation; "
+        f"{total_steps} steps ({total_steps * completions_per_step} episodes)\n"
+        f"[rloo] update: {'single pass (log-probs for KL from the gradient forward)' if fused else 'no-grad old log-probs, then ' + str(r.num_ppo_epochs) + ' epoch(s)'}"
+    )
+
+    # ---- models: policy (LoRA or full), reference (adapter disabled or frozen copy), reward
+    policy = load_causal_lm(name, cfg.model, device=str(rt.device))
+    if use_gradient_checkpointing(cfg.model, rt.device):
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    reference = None
+    if r.lora.enabled:
+        policy = apply_lora(policy, r.lora, "CAUSAL_LM")
+    else:
+        reference = load_causal_lm(name, cfg.model, device=str(rt.device)).eval().requires_grad_(False)
+    trainable, total = trainable_parameter_count(policy)
+    rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
+    reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
+    model = rt.accelerator.prepare_model(policy)
+    unwrapped = rt.accelerator.unwrap_model(model)
+    optimizer = make_optimizer(model, r.optim)
+    scheduler = make_scheduler(optimizer, r.optim, total_steps * r.num_ppo_epochs)
+    engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout)
+    sampling = Sampling(r.rollout.max_new_tokens, r.rollout.temperature, r.rollout.top_p, r.rollout.top_k)
+
+    start_step = 0
+    ckpt_root = out / "checkpoints"
+    if resume:
+        last = latest_checkpoint(ckpt_root)
+        if last is None:
+            rt.print(f"[rloo] --resume: no checkpoint in {ckpt_root}, starting from scratch")
+        else:
+            start_step = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)["step"]
+            rt.print(f"[rloo] resumed from {last} at step {start_step}")
+
+    tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "rloo"})
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_step, desc="rloo", disable=not (rt.is_main and show_progress()))
+    model.train()
+    for step in range(start_step, total_steps):
+        if stop_after is not None and step >= stop_after:
+            break
+        timings: dict[str, float] = {}
+        # ---- 1. prompts: an epoch's order depends only on (seed, epoch)
+        epoch, index = divmod(step, steps_per_epoch)
+        order = list(range(len(prompts)))
+        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
+        global_ids = order[index * r.prompts_per_step:(index + 1) * r.prompts_per_step]
+        mine = global_ids[rt.rank * prompts_per_process:(rt.rank + 1) * prompts_per_process]
+        messages = [prompts[i][0] for i in mine]
+        prompt_ids = [prompts[i][1] for i in mine]
+
+        # ---- 2. generate
+        t0 = time.perf_counter()
+        engine.sync_weights(unwrapped)
+        gen = engine.generate(prompt_ids, k, sampling, [sampling_seed(cfg.seed, step, i) for i in mine])
+        timings["generate"] = time.perf_counter() - t0
+
+        # ---- 3. reward
+        t0 = time.perf_counter()
+        texts = tokenizer.batch_decode(gen.completions, skip_special_tokens=True)
+        scores = torch.tensor(reward.score([m for m in messages for _ in range(k)], texts, group_size=k),
+                              dtype=torch.float32, device=rt.device)
+        timings["reward"] = time.perf_counter() - t0
+
+        input_ids, attention_mask, completion_mask, prompt_len = build_batch(prompt_ids, gen.completions, k, tokenizer.pad_token_id)
+        input_ids, attention_mask = input_ids.to(rt.device), attention_mask.to(rt.device)
+        completion_mask = completion_mask.to(rt.device).float()
+        has_eos = torch.tensor(gen.has_eos, device=rt.device)
+        mb = r.micro_batch_per_device
+        micro_slices = [slice(i * mb, (i + 1) * mb) for i in range(accum)]
+
+        # ---- 4. reference log-probs
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ref_logps = torch.cat([
+                _reference_logprobs(unwrapped, reference, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature)
+                for s in micro_slices])
+        timings["reference"] = time.perf_counter() - t0
+
+        # ---- 5. loss and update; normalize by the global token (or sequence) count
+        t0 = time.perf_counter()
+        local_norm = completion_mask.sum() if r.aggregation == "token_mean" else torch.tensor(float(len(texts)), device=rt.device)
+        global_norm = rt.accelerator.reduce(local_norm.clone(), reduction="sum") if rt.world_size > 1 else local_norm
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(name: str, value: torch.Tensor, weight: float) -> None:
+            sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
+
+        if fused:
+            for i, s in enumerate(micro_slices):
+                sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
+                with sync:
+                    logps, entropy = completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len,
+                                                         r.rollout.temperature, with_entropy=True)
+                    kl = losses.sequence_kl(logps.detach(), ref_logps[s], completion_mask[s], r.kl_estimator)
+                    rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], r.beta, r.missing_eos_penalty)
+                    advantages = losses.rloo_advantages(rewards, k)
+                    loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, completion_mask[s], r.clip_eps,
+                                                       r.aggregation, normalizer=global_norm)
+                    rt.accelerator.backward(loss * rt.world_size)  # DDP averages over processes
+                share = (s.stop - s.start) / len(texts)
+                _collect(add, logps.detach(), entropy, completion_mask[s], kl, rewards, advantages, scores[s], share)
+                add("loss/policy_avg", loss, 1.0)
+                for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
+                    add(key, metrics[key], share)
+            grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                old = [completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature, True)
+                       for s in micro_slices]
+            old_logps = torch.cat([o[0] for o in old])
+            entropy_all = torch.cat([o[1] for o in old])
+            kl = losses.sequence_kl(old_logps, ref_logps, completion_mask, r.kl_estimator)
+            rewards = losses.rloo_rewards(scores, kl, has_eos, r.beta, r.missing_eos_penalty)
+            advantages = losses.rloo_advantages(rewards, k)
+            if r.whiten_advantages:
+                gathered = rt.accelerator.gather(advantages) if rt.world_size > 1 else advantages
+                advantages = (advantages - gathered.mean()) / (gathered.std() + 1e-8)
+            _collect(add, old_logps, entropy_all, completion_mask, kl, rewards, advantages, scores, 1.0)
+            for ppo_epoch in range(r.num_ppo_epochs):
+                for i, s in enumerate(micro_slices):
+                    sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
+                    with sync:
+                        logps, _ = completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature)
+                        loss, metrics = losses.policy_loss(logps, old_logps[s], advantages[s], completion_mask[s], r.clip_eps,
+                                                           r.aggregation, normalizer=global_norm)
+                        rt.accelerator.backward(loss * rt.world_size)
+                    share = (s.stop - s.start) / len(texts) / r.num_ppo_epochs
+                    add("loss/policy_avg", loss, 1.0 / r.num_ppo_epochs)
+                    for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
+                        add(key, metrics[key], share)
+                grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        timings["train"] = time.perf_counter() - t0
+        done = step + 1
+
+        # ---- metrics (averaged over processes), samples, checkpoints
+        lengths = torch.tensor([len(c) for c in gen.completions], dtype=torch.float32, device=rt.device)
+        step_metrics = {name: value for name, value in sums.items()}
+        step_metrics.update({
+            "val/num_eos_tokens": has_eos.float().sum(),
+            "completions/mean_length": lengths.mean(),
+            "completions/min_length": lengths.min(),
+            "completions/max_length": lengths.max(),
+            "train/grad_norm": torch.as_tensor(float(grad_norm)),
+            "train/lr": torch.tensor(scheduler.get_last_lr()[0]),
+            "train/episode": torch.tensor(float(done * completions_per_step)),
+        })
+        if rt.world_size > 1:
+            step_metrics = {key: rt.accelerator.reduce(torch.as_tensor(v, device=rt.device).float(), reduction="mean")
+                            for key, v in step_metrics.items()}
+        step_total = sum(timings.values())
+        step_metrics.update({f"time/{key}": v for key, v in timings.items()})
+        step_metrics["time/step"] = step_total
+        step_metrics["time/completions_per_second"] = completions_per_step / step_total
+        if done % r.log_every == 0:
+            logged = tracker.log(step_metrics, done)
+        else:
+            logged = {}
+        if logged:
+            bar.set_postfix(reward=f"{logged.get('objective/scores', 0):.3f}", kl=f"{logged.get('objective/kl', 0):.3f}")
+        bar.update(1)
+        if r.sample_every and done % r.sample_every == 0 and rt.is_main:
+            sample = f"prompt: {messages[0][-1]['content']}\ncompletion: {texts[0]}\nscore: {float(scores[0]):.3f}"
+            tracker.log_text("samples/completion", sample, done)
+            if not show_progress():
+                print(f"[rloo] step {done}: {json.dumps({k: round(v, 4) for k, v in logged.items()})}", flush=True)
+        if r.save_every and done % r.save_every == 0 and done < total_steps:
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints,
+                            rt.rank, rt.world_size, rt.barrier)
+    bar.close()
+    reward.close()
+    finished = stop_after is None or stop_after >= total_steps
+    if finished and rt.is_main:
+        save_model(unwrapped, tokenizer, out / "model", merge_lora=r.lora.merge_on_save)
+        (out / "DONE").write_text(f"{total_steps} steps\n")
+        print(f"[rloo] saved {out / 'model'}", flush=True)
+    tracker.close()
+    rt.barrier()
+    return out
+
+
+def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature):
+    if reference is not None:
+        return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature)[0]
+    with policy.disable_adapter():  # LoRA: the base weights are the reference, one copy in memory
+        was_training = policy.training
+        policy.eval()
+        try:
+            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0]
+        finally:
+            policy.train(was_training)
+
+
+def _collect(add, logps, entropy, mask, kl, rewards, advantages, scores, share: float) -> None:
+    """Per-step metrics named as RLOO users expect (TRL's names)."""
+    add("objective/scores", scores.mean(), share)
+    seq_entropy = -(logps * mask).sum(-1)  # sampled-token entropy estimate per sequence
+    add("objective/entropy", seq_entropy.mean(), share)
+    add("policy/entropy_avg", losses.masked_mean(entropy, mask), share)
+    add("objective/kl", kl.mean(), share)
+    add("objective/rlhf_reward", rewards.mean(), share)
+    add("objective/advantage_std", advantages.std() if advantages.numel() > 1 else advantages.sum() * 0, share)

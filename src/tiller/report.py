@@ -1,0 +1,779 @@
+"""`tiller report RUN_DIR`: one self-contained HTML file with the tables and plots of a run folder.
+
+It reads whatever the stages left behind and never needs a model, a GPU or the network:
+
+    <stage>/config.yaml                the resolved config of each stage
+    data/stats.json                    rows read, kept and dropped (by reason, domain, language)
+    reward/, judge/                    metrics.jsonl and eval.json of the reward models
+    sft/, dpo/, rloo/                  metrics.jsonl (rloo/samples.jsonl too)
+    eval/<label>.json                  win rate of a policy against its reference, and
+    eval/<label>_samples.jsonl         the answers behind it
+    eval/reward_model.json, judge_model.json   `tiller eval reward` reports
+
+A stage that has not run gets a "stage not run" note; a file that cannot be read gets a note
+saying why, in its own section: a partial run still gives a report. Plots are matplotlib (Agg
+canvas, no pyplot state) embedded as base64 PNG, so the file can be mailed or archived as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+STAGES = ("data", "sft", "reward", "judge", "dpo", "rloo", "eval")
+REWARD_STAGES = (("reward", "reward model"), ("judge", "held-out judge"))
+TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("reference", "reference log-probs"),
+              ("train", "train (forward + backward)"))
+WRITES_DONE = ("data", "reward", "judge", "rloo")  # stages that mark their end with a DONE file
+NUM_SIDE_BY_SIDE = 8
+FIGSIZE = (6.4, 3.6)
+DPI = 100
+NOT_RUN = "stage not run"
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a line cut by a killed process is skipped, not fatal."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _metrics(path: Path) -> list[dict]:
+    """Same as tracking.read_metrics (merged by step, last one wins), tolerant of a torn last line."""
+    from tiller.tracking import read_metrics
+
+    try:
+        return read_metrics(path)
+    except (ValueError, KeyError, TypeError):
+        by_step: dict = {}
+        for row in _read_jsonl(path):
+            if isinstance(row.get("step"), (int, float)):
+                by_step[row["step"]] = {**by_step.get(row["step"], {}), **row}
+        return [by_step[s] for s in sorted(by_step)]
+
+
+def _num(value: Any) -> Optional[float]:
+    """A float from a metric value; the tracker writes non-finite values as strings ("nan", "inf")."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for row in rows:
+        y = _num(row.get(key))
+        x = _num(row.get("step"))
+        if y is not None and x is not None:
+            xs.append(x)
+            ys.append(y)
+    if not any(math.isfinite(y) for y in ys):
+        return [], []
+    return xs, ys
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
+    v = _num(value)
+    if v is None:
+        return "&ndash;" if value is None else esc(value)
+    if not math.isfinite(v):
+        return esc(v)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    v = _num(value)
+    return "&ndash;" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(value: Any, low: Any, high: Any) -> str:
+    if _num(value) is None:
+        return "&ndash;"
+    if _num(low) is None or _num(high) is None:
+        return _fmt(value)
+    return f"{_fmt(value)} <span class=ci>[{_fmt(low)}, {_fmt(high)}]</span>"
+
+
+def _table(header: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
+    """Cells are HTML already (escape text before it gets here)."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _note(text: str, cls: str = "note") -> str:
+    return f"<p class={cls}>{text}</p>"
+
+
+def _not_run(stage: str, hint: str = "") -> str:
+    extra = f" {hint}" if hint else ""
+    return _note(f"<b>{esc(stage)}</b>: {NOT_RUN} (no <code>{esc(stage)}/</code> folder in this run).{extra}", "notrun")
+
+
+def _text_block(text: Any, cls: str = "text") -> str:
+    return f"<div class={cls}>{esc(text if text is not None else '')}</div>"
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    fig.clear()  # a Figure made without pyplot is freed with its last reference; clear it anyway
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
+
+
+def _figure(ncols: int = 1):
+    from matplotlib.figure import Figure
+
+    width = FIGSIZE[0] if ncols == 1 else 4.8 * ncols
+    fig = Figure(figsize=(width, FIGSIZE[1]), dpi=DPI, layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=9)
+    return fig, axes
+
+
+def _smooth(ys: list[float]) -> Optional[list[float]]:
+    """Trailing mean over ~5% of the points, for curves too noisy to read raw (>= 40 points)."""
+    n = len(ys)
+    if n < 40:
+        return None
+    w = max(2, n // 20)
+    out, window = [], []
+    for y in ys:
+        if math.isfinite(y):
+            window.append(y)
+        if len(window) > w:
+            window.pop(0)
+        out.append(sum(window) / len(window) if window else float("nan"))
+    return out
+
+
+def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str) -> int:
+    drawn = 0
+    for i, (label, xs, ys) in enumerate(lines):
+        if not xs:
+            continue
+        color = f"C{i}"
+        smooth = _smooth(ys)
+        marker = "o" if len(xs) <= 30 else None
+        if smooth is None:
+            ax.plot(xs, ys, color=color, label=label, marker=marker, markersize=3, linewidth=1.6)
+        else:
+            ax.plot(xs, ys, color=color, alpha=0.25, linewidth=1)
+            ax.plot(xs, smooth, color=color, label=f"{label} (trailing mean)", linewidth=1.8)
+        drawn += 1
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if drawn > 1 or (drawn == 1 and len(lines) > 1) or any(_smooth(ys) is not None for _, _, ys in lines if ys):
+        ax.legend(fontsize=8)
+    return drawn
+
+
+def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step") -> str:
+    """One axis; lines are (label, steps, values). Empty string if there is nothing to draw."""
+    if not any(xs for _, xs, _ in lines):
+        return ""
+    fig, (ax,) = _figure()
+    _draw_lines(ax, lines, title, xlabel, ylabel)
+    return _png(fig)
+
+
+def _panels(panels: list[tuple[str, str, list[tuple[str, list, list]]]], xlabel: str = "optimizer step") -> str:
+    """Several small axes side by side: (title, ylabel, lines) each; panels with no data are left out."""
+    panels = [p for p in panels if any(xs for _, xs, _ in p[2])]
+    if not panels:
+        return ""
+    if len(panels) == 1:
+        return _line_plot(panels[0][0], panels[0][1], panels[0][2], xlabel)
+    fig, axes = _figure(len(panels))
+    for ax, (title, ylabel, lines) in zip(axes, panels):
+        _draw_lines(ax, lines, title, xlabel, ylabel)
+    return _png(fig)
+
+
+def _length_band_plot(rows: list[dict]) -> str:
+    xs, mean = _series(rows, "completions/mean_length")
+    if not xs:
+        return ""
+    fig, (ax,) = _figure()
+    lo_x, lo = _series(rows, "completions/min_length")
+    hi_x, hi = _series(rows, "completions/max_length")
+    if lo_x and lo_x == hi_x:
+        ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.2, label="min to max in the step")
+    ax.plot(xs, mean, color="C0", linewidth=1.6, marker="o" if len(xs) <= 30 else None, markersize=3, label="mean")
+    ax.set_title("Completion length per step", fontsize=11)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("completion length (tokens)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _time_plot(rows: list[dict]) -> str:
+    parts = [(label, _series(rows, f"time/{key}")) for key, label in TIME_PARTS]
+    parts = [(label, xs, ys) for label, (xs, ys) in parts if xs]
+    if not parts:
+        return ""
+    steps = sorted(set.intersection(*(set(xs) for _, xs, _ in parts)))
+    if not steps:
+        return ""
+    values = [[dict(zip(xs, ys))[s] for s in steps] for _, xs, ys in parts]
+    values = [[v if math.isfinite(v) else 0.0 for v in vs] for vs in values]
+    fig, (ax,) = _figure()
+    labels = [label for label, _, _ in parts]
+    if len(steps) <= 40:
+        bottom = [0.0] * len(steps)
+        width = 0.8 * (min(b - a for a, b in zip(steps, steps[1:])) if len(steps) > 1 else 1.0)
+        for i, (label, vs) in enumerate(zip(labels, values)):
+            ax.bar(steps, vs, bottom=bottom, width=width, color=f"C{i}", label=label)
+            bottom = [b + v for b, v in zip(bottom, vs)]
+    else:
+        ax.stackplot(steps, *values, labels=labels, colors=[f"C{i}" for i in range(len(values))], alpha=0.85)
+    ax.set_title("Time per step, by phase", fontsize=11)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def _length_histogram(label: str, policy: list[float], reference: list[float]) -> str:
+    if not policy and not reference:
+        return ""
+    fig, (ax,) = _figure()
+    everything = policy + reference
+    lo, hi = min(everything), max(everything)
+    nbins = max(5, min(40, int(math.sqrt(len(everything))) * 2))
+    if hi <= lo:
+        edges = [lo - 0.5, lo + 0.5]
+    else:
+        step = (hi - lo) / nbins
+        edges = [lo + i * step for i in range(nbins + 1)]
+    if reference:
+        ax.hist(reference, bins=edges, alpha=0.5, color="C0", label=f"before: reference (mean {sum(reference) / len(reference):.0f})")
+    if policy:
+        ax.hist(policy, bins=edges, alpha=0.5, color="C3", label=f"after: {label} (mean {sum(policy) / len(policy):.0f})")
+    ax.set_title(f"Completion lengths on the evaluation prompts: {label}", fontsize=11)
+    ax.set_xlabel("completion length (tokens)")
+    ax.set_ylabel("completions")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _section(anchor: str, title: str, body: Callable[[], str]) -> str:
+    try:
+        content = body()
+    except Exception as e:  # a broken file spoils its own section, never the report
+        content = _note(f"could not render this section: {esc(type(e).__name__)}: {esc(e)}", "error")
+    return f"<section id='{anchor}'><h2>{esc(title)}</h2>\n{content}\n</section>\n"
+
+
+def _stages_found(run_dir: Path) -> list[str]:
+    found = [s for s in STAGES if (run_dir / s).is_dir()]
+    extra = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in STAGES and (p / "config.yaml").is_file()) \
+        if run_dir.is_dir() else []
+    return found + extra
+
+
+def _header(run_dir: Path, stages: list[str]) -> str:
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    rows = [["run folder", f"<code>{esc(run_dir.resolve())}</code>"], ["report written", esc(now)]]
+    stage_cells = []
+    for s in STAGES:
+        if s in stages:
+            done = (run_dir / s / "DONE").is_file()
+            mark = " &#10003;" if done else (" (unfinished)" if s in WRITES_DONE else "")
+            stage_cells.append(f"<span class=found>{esc(s)}{mark}</span>")
+        else:
+            stage_cells.append(f"<span class=missing>{esc(s)}</span>")
+    stage_cells += [f"<span class=found>{esc(s)}</span>" for s in stages if s not in STAGES]
+    rows.append(["stages", " ".join(stage_cells)])
+    return _table(["", ""], rows, "kv")
+
+
+def _configs(run_dir: Path, stages: list[str]) -> str:
+    parts = []
+    top = run_dir / "config.yaml"
+    if top.is_file():
+        parts.append(f"<details><summary>run (<code>config.yaml</code>)</summary><pre>{esc(top.read_text(errors='replace'))}</pre></details>")
+    for s in stages:
+        path = run_dir / s / "config.yaml"
+        if path.is_file():
+            parts.append(f"<details><summary>{esc(s)} (<code>{esc(s)}/config.yaml</code>)</summary>"
+                         f"<pre>{esc(path.read_text(errors='replace'))}</pre></details>")
+    if not parts:
+        return _note("no resolved config in this run folder (stages write <code>&lt;stage&gt;/config.yaml</code> when they start).")
+    return "\n".join(parts)
+
+
+def _data(run_dir: Path) -> str:
+    if not (run_dir / "data").is_dir():
+        return _not_run("data", "Run <code>tiller data --config FILE</code>.")
+    stats = _read_json(run_dir / "data" / "stats.json")
+    if stats is None:
+        return _note("<code>data/stats.json</code> is missing: the data stage did not finish.", "notrun")
+    meta = [[esc(k.replace("_", " ")), esc(stats[k] if stats.get(k) is not None else "all")]
+            for k in ("format", "source", "languages", "domains", "max_prompt_tokens", "tokenizer") if k in stats]
+    splits = list((stats.get("splits") or {}).values())
+    if not splits:
+        return _table(["setting", "value"], meta, "kv") + _note("stats.json has no splits.")
+
+    def keys(attr: str) -> list[str]:
+        total: dict[str, int] = {}
+        for s in splits:
+            for k, v in (s.get(attr) or {}).items():
+                total[k] = total.get(k, 0) + int(v)
+        return [k for k, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    def row(label: str, values: list, cls: str = "") -> list[str]:
+        return [f"<span class='{cls}'>{label}</span>"] + [_fmt(v) if v != "" else "" for v in values]
+
+    rows = [
+        row("rows read", [s.get("rows_read") for s in splits], "b"),
+        row("pairs kept", [s.get("pairs_kept") for s in splits], "b"),
+        row("conversations kept", [s.get("conversations_kept") for s in splits]),
+        row("RL prompts kept", [s.get("prompts_kept") for s in splits]),
+        row("ties (of rows read)", [s.get("ties") for s in splits]),
+        row("rows dropped", [s.get("rows_dropped", sum((s.get("dropped") or {}).values())) for s in splits], "b"),
+    ]
+    rows += [row(f"dropped: {esc(k)}", [(s.get("dropped") or {}).get(k, 0) for s in splits], "ind")
+             for k in keys("dropped")]
+    rows += [row(f"RL prompts dropped: {esc(k)}", [(s.get("prompts_dropped") or {}).get(k, 0) for s in splits])
+             for k in keys("prompts_dropped")]
+    for title, attr in (("rows read by domain", "domains_read"), ("rows read by language", "languages_read"),
+                        ("kept by domain", "domains_kept"), ("kept by language", "languages_kept")):
+        ks = keys(attr)
+        if ks:
+            rows.append([f"<span class=group>{title}</span>"] + [""] * len(splits))
+            rows += [row(esc(k), [(s.get(attr) or {}).get(k, 0) for s in splits], "ind") for k in ks]
+    header = ["count"] + [esc(s.get("split", "?")) for s in splits]
+    source = "; ".join(f"{esc(s.get('split'))}: {esc(s.get('source'))}" for s in splits if s.get("source"))
+    out = _table(["setting", "value"], meta, "kv")
+    if source:
+        out += _note(f"sources: {source}")
+    out += _table(header, rows, "num data")
+    out += _note("Every row read is either kept or dropped under exactly one reason; ties still give an RL prompt.")
+    return out
+
+
+def _reward_eval_block(report: dict, title: str) -> str:
+    if not report.get("n"):
+        return f"<h4>{esc(title)}</h4>" + _note("no pairs were evaluated.")
+    lo, hi = (report.get("accuracy_ci95") or [None, None])[:2]
+    facts = [
+        ["pairwise accuracy (95% CI)", _ci(report.get("accuracy"), lo, hi)],
+        ["validation pairs", _fmt(report.get("n"))],
+        ["mean margin (chosen &minus; rejected score)", _fmt(report.get("mean_margin"), signed=True)],
+    ]
+    for key, label in (("train_pairs", "training pairs"), ("subset", "training subset"), ("steps", "optimizer steps"),
+                       ("train_seconds", "training time (s)"), ("dropped_too_long", "pairs dropped as too long")):
+        if key in report:
+            facts.append([label, _fmt(report[key], 0) if key == "train_seconds" else _fmt(report[key])])
+    out = f"<h4>{esc(title)}</h4>" + _table(["", ""], facts, "kv")
+    tables = []
+    for key, label in (("by_domain", "domain"), ("by_strength", "preference strength |overall_preference|")):
+        groups = report.get(key) or {}
+        if groups:
+            items = sorted(groups.items(), key=lambda kv: (int(kv[0]) if str(kv[0]).lstrip("-").isdigit() else 0, str(kv[0])))
+            tables.append(f"<div><h5>by {esc(label)}</h5>"
+                          + _table([esc(label.split(' ')[0]), "pairs", "accuracy"],
+                                   [[esc(k), _fmt(v.get("n")), _fmt(v.get("accuracy"))] for k, v in items], "num")
+                          + "</div>")
+    if tables:
+        out += "<div class=row>" + "".join(tables) + "</div>"
+    samples = report.get("samples") or []
+    if samples:
+        rows = []
+        for s in samples:
+            ok = (_num(s.get("chosen_score")) or 0) > (_num(s.get("rejected_score")) or 0)
+            rows.append([_text_block(s.get("prompt")),
+                         _text_block(s.get("chosen")) + f"<div class=score>score {_fmt(s.get('chosen_score'), signed=True)}</div>",
+                         _text_block(s.get("rejected")) + f"<div class=score>score {_fmt(s.get('rejected_score'), signed=True)}</div>",
+                         "<span class=good>right</span>" if ok else "<span class=bad>wrong</span>"])
+        out += (f"<details open><summary>sample validation pairs ({len(samples)})</summary>"
+                + _table(["prompt (last user turn)", "chosen (annotators' preference)", "rejected", "RM"], rows, "samples")
+                + "</details>")
+    return out
+
+
+def _reward_models(run_dir: Path) -> str:
+    if not any((run_dir / s).is_dir() for s, _ in REWARD_STAGES) and not any(
+            (run_dir / "eval" / f"{s}_model.json").is_file() for s, _ in REWARD_STAGES):
+        return _not_run("reward", "Run <code>tiller reward --config FILE</code>.")
+    out = []
+    for stage, name in REWARD_STAGES:
+        folder = run_dir / stage
+        out.append(f"<h3>{esc(name)} (<code>{esc(stage)}/</code>)</h3>")
+        extra = run_dir / "eval" / f"{stage}_model.json"
+        if not folder.is_dir() and not extra.is_file():
+            out.append(_not_run(stage))
+            continue
+        report = _read_json(folder / "eval.json")
+        if report is not None:
+            out.append(_reward_eval_block(report, "validation after training"))
+        elif folder.is_dir():
+            out.append(_note(f"no <code>{esc(stage)}/eval.json</code>: the stage has not finished.", "notrun"))
+        if extra.is_file():
+            out.append(_reward_eval_block(_read_json(extra) or {}, f"tiller eval {stage} (eval/{stage}_model.json)"))
+        rows = _metrics(folder / "metrics.jsonl")
+        plot = _panels([
+            ("Bradley-Terry loss", "loss (nats per pair)", [("train", *_series(rows, "loss/bt"))]),
+            ("Pairwise accuracy", "accuracy (share of pairs)",
+             [("train batch", *_series(rows, "reward/accuracy")), ("validation", *_series(rows, "eval/accuracy"))]),
+        ])
+        plot2 = _panels([
+            ("Reward margin", "chosen − rejected score",
+             [("train batch", *_series(rows, "reward/margin")), ("validation", *_series(rows, "eval/mean_margin"))]),
+            ("Learning rate", "learning rate", [("lr", *_series(rows, "train/lr"))]),
+        ])
+        if plot:
+            out.append(f"<div class=plots>{plot}{plot2}</div>")
+        elif folder.is_dir():
+            out.append(_note(f"no training curves (<code>{esc(stage)}/metrics.jsonl</code> is missing or empty)."))
+    return "\n".join(out)
+
+
+def _rloo(run_dir: Path) -> str:
+    folder = run_dir / "rloo"
+    if not folder.is_dir():
+        return _not_run("rloo", "Run <code>tiller rloo --config FILE</code>.")
+    rows = _metrics(folder / "metrics.jsonl")
+    if not rows:
+        return _note("<code>rloo/metrics.jsonl</code> is missing or empty: no step was logged yet.", "notrun")
+    last = rows[-1]
+    facts = [["steps logged", _fmt(len(rows))], ["last step", _fmt(last.get("step"))]]
+    for key, label in (("objective/scores", "reward-model score"), ("objective/rlhf_reward", "RLHF reward (score − β·KL − EOS penalty)"),
+                       ("objective/kl", "KL (nats per sequence)"), ("completions/mean_length", "mean completion length (tokens)"),
+                       ("time/completions_per_second", "completions per second")):
+        xs, ys = _series(rows, key)
+        if xs:
+            facts.append([f"{label}: first &rarr; last", f"{_fmt(ys[0])} &rarr; {_fmt(ys[-1])}"])
+    out = [_table(["", ""], facts, "kv")]
+    if not (folder / "DONE").is_file():
+        out.append(_note("no <code>rloo/DONE</code>: the stage has not finished (or is still running).", "notrun"))
+    plots = [
+        _line_plot("Reward during RLOO", "reward (reward-model score)",
+                   [("score", *_series(rows, "objective/scores")),
+                    ("RLHF reward (score − β·KL − penalty)", *_series(rows, "objective/rlhf_reward"))]),
+        _line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *_series(rows, "objective/kl"))]),
+        _line_plot("Policy loss", "loss (REINFORCE, per token)", [("policy loss", *_series(rows, "loss/policy_avg"))]),
+        _panels([
+            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *_series(rows, "objective/entropy"))]),
+            ("Entropy per token", "entropy (nats per token)", [("token", *_series(rows, "policy/entropy_avg"))]),
+        ]),
+        _length_band_plot(rows),
+        _time_plot(rows),
+        _panels([
+            ("Importance ratio", "π / π_old (mean)", [("ratio", *_series(rows, "val/ratio"))]),
+            ("Completions ending in EOS", "completions per step", [("with EOS", *_series(rows, "val/num_eos_tokens"))]),
+        ]),
+    ]
+    out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
+    samples = _read_jsonl(folder / "samples.jsonl")
+    if samples:
+        shown = samples[-5:]
+        items = "".join(f"<h5>step {esc(s.get('step'))} &middot; {esc(s.get('name', ''))}</h5>{_text_block(s.get('text'), 'text pre')}"
+                        for s in shown)
+        out.append(f"<details><summary>training samples (last {len(shown)} of {len(samples)})</summary>{items}</details>")
+    return "\n".join(out)
+
+
+def _sft_dpo(run_dir: Path) -> str:
+    out = []
+    for stage, panels in (
+        ("sft", [("SFT loss", "loss (nats per token)", [("train", "loss/sft"), ("validation", "eval/loss")])]),
+        ("dpo", [("DPO loss", "loss (nats per pair)", [("train", "loss/dpo"), ("validation", "eval/loss")]),
+                 ("Implicit reward accuracy", "accuracy (share of pairs)", [("train", "rewards/accuracies"),
+                                                                            ("validation", "eval/accuracy")]),
+                 ("Implicit reward margin", "β·log-ratio margin (nats)", [("train", "rewards/margins")])]),
+    ):
+        out.append(f"<h3>{stage.upper()} (<code>{stage}/</code>)</h3>")
+        folder = run_dir / stage
+        if not folder.is_dir():
+            out.append(_not_run(stage))
+            continue
+        rows = _metrics(folder / "metrics.jsonl")
+        if not rows:
+            out.append(_note(f"<code>{stage}/metrics.jsonl</code> is missing or empty.", "notrun"))
+            continue
+        plots = [_line_plot(title, ylabel, [(name, *_series(rows, key)) for name, key in lines])
+                 for title, ylabel, lines in panels]
+        used = {key for _, _, lines in panels for _, key in lines} | {"step", "time"}
+        extra = sorted(k for k in rows[-1] if k not in used and _num(rows[-1][k]) is not None)
+        out.append(f"<p class=note>{len(rows)} steps logged, last step {_fmt(rows[-1].get('step'))}"
+                   + (f"; last values: " + ", ".join(f"{esc(k)} {_fmt(rows[-1][k], 4)}" for k in extra[:8]) if extra else "")
+                   + "</p>")
+        out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
+    return "\n".join(out)
+
+
+def _eval_labels(run_dir: Path) -> list[tuple[str, dict]]:
+    folder = run_dir / "eval"
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name.endswith("_model.json"):
+            continue
+        try:
+            summary = _read_json(path) or {}
+        except (ValueError, OSError) as e:
+            summary = {"error": f"{type(e).__name__}: {e}"}
+        found.append((str(summary.get("label") or path.stem), {**summary, "_stem": path.stem}))
+    return found
+
+
+def _samples(run_dir: Path, summary: dict) -> list[dict]:
+    return _read_jsonl(run_dir / "eval" / f"{summary['_stem']}_samples.jsonl")
+
+
+def _evaluation(run_dir: Path) -> str:
+    if not (run_dir / "eval").is_dir():
+        return _not_run("eval", "Run <code>tiller eval --config FILE</code> after training a policy.")
+    labels = _eval_labels(run_dir)
+    if not labels:
+        return _note("no policy evaluation (<code>eval/&lt;label&gt;.json</code>) in this run.", "notrun")
+    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "reward policy", "reward reference",
+              "improvement", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
+    has_opt = any("optimized_rm_win_rate" in s for _, s in labels)
+    if has_opt:
+        header += ["optimized RM: policy / reference", "optimized RM win rate"]
+    rows = []
+    for label, s in labels:
+        if "error" in s:
+            rows.append([esc(label), _note(esc(s["error"]), "error")] + [""] * (len(header) - 2))
+            continue
+        row = [f"<b>{esc(label)}</b>", _fmt(s.get("n")), _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
+               f"{_fmt(s.get('wins'))} / {_fmt(s.get('ties'))} / {_fmt(s.get('losses'))}",
+               _fmt(s.get("reward_policy_mean"), signed=True), _fmt(s.get("reward_reference_mean"), signed=True),
+               _fmt(s.get("reward_improvement"), signed=True), _fmt(s.get("length_ratio"), 2),
+               _pct(s.get("truncated_policy")), _pct(s.get("truncated_reference")), _fmt(s.get("kl_mean"))]
+        if has_opt:
+            row += [f"{_fmt(s.get('optimized_rm_policy_mean'), signed=True)} / {_fmt(s.get('optimized_rm_reference_mean'), signed=True)}",
+                    _fmt(s.get("optimized_rm_win_rate"))]
+        rows.append(row)
+    out = _table(header, rows, "num eval")
+    details = []
+    for label, s in labels:
+        if "error" in s:
+            continue
+        details.append(f"<li><b>{esc(label)}</b>: policy <code>{esc(s.get('policy'))}</code> vs reference "
+                       f"<code>{esc(s.get('reference'))}</code>, judged by <code>{esc(s.get('judge'))}</code>; "
+                       f"mean length {_fmt(s.get('policy_mean_length'), 1)} vs {_fmt(s.get('reference_mean_length'), 1)} tokens; "
+                       f"{_fmt(s.get('seconds'), 0)} s</li>")
+    out += f"<ul class=small>{''.join(details)}</ul>"
+    out += _note("Win rate: share of prompts where the judge scores the policy's answer above the reference's (ties count "
+                 "half), with a 95% interval. Truncated: answers that hit the token limit without an end-of-sequence token. "
+                 "KL: sequence-level log π &minus; log π<sub>ref</sub> on the policy's own answers. "
+                 + ("A large gap between the optimized reward model's win rate and the judge's is a sign of reward hacking."
+                    if has_opt else ""))
+    return out
+
+
+def _lengths(run_dir: Path) -> str:
+    if not (run_dir / "eval").is_dir():
+        return _not_run("eval")
+    labels = [(label, s) for label, s in _eval_labels(run_dir) if "error" not in s]
+    if not labels:
+        return _note("no policy evaluation in this run.", "notrun")
+    plots = []
+    for label, s in labels:
+        rows = _samples(run_dir, s)
+        policy = [v for v in (_num(r.get("policy_tokens")) for r in rows) if v is not None]
+        reference = [v for v in (_num(r.get("reference_tokens")) for r in rows) if v is not None]
+        plot = _length_histogram(label, policy, reference)
+        plots.append(plot or _note(f"{esc(label)}: no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>."))
+    return "<div class=plots>" + "".join(plots) + "</div>"
+
+
+def _prompt_html(prompt: Any) -> str:
+    """The last user turn in full, earlier turns folded away."""
+    if isinstance(prompt, str):
+        return _text_block(prompt)
+    if not isinstance(prompt, list) or not prompt:
+        return _text_block(json.dumps(prompt, ensure_ascii=False))
+    last = prompt[-1] if isinstance(prompt[-1], dict) else {"role": "?", "content": prompt[-1]}
+    out = ""
+    if len(prompt) > 1:
+        turns = "".join(f"<div class=turn><b>{esc(m.get('role', '?') if isinstance(m, dict) else '?')}:</b> "
+                        f"{esc(m.get('content', '') if isinstance(m, dict) else m)}</div>" for m in prompt[:-1])
+        out += f"<details><summary>{len(prompt) - 1} earlier turn(s)</summary>{turns}</details>"
+    return out + f"<div class=text><b>{esc(last.get('role', 'user'))}:</b> {esc(last.get('content', ''))}</div>"
+
+
+def _answer_html(row: dict, who: str) -> str:
+    eos = row.get(f"{who}_has_eos")
+    cut = " <span class=bad>cut at the limit</span>" if eos is False else ""
+    return (_text_block(row.get(who)) +
+            f"<div class=score>score {_fmt(row.get(f'{who}_score'), signed=True)} &middot; "
+            f"{_fmt(row.get(f'{who}_tokens'))} tokens{cut}</div>")
+
+
+def _side_by_side(run_dir: Path) -> str:
+    if not (run_dir / "eval").is_dir():
+        return _not_run("eval")
+    labels = [(label, s) for label, s in _eval_labels(run_dir) if "error" not in s]
+    if not labels:
+        return _note("no policy evaluation in this run.", "notrun")
+    out = []
+    for label, s in labels:
+        rows = _samples(run_dir, s)
+        out.append(f"<h3>{esc(label)}</h3>")
+        if not rows:
+            out.append(_note(f"no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>."))
+            continue
+        shown = rows[:NUM_SIDE_BY_SIDE]
+        body = []
+        for i, r in enumerate(shown):
+            ps, rs = _num(r.get("policy_score")), _num(r.get("reference_score"))
+            verdict = ""
+            if ps is not None and rs is not None:
+                verdict = ("<span class=good>policy wins</span>" if ps > rs else
+                           "<span class=bad>reference wins</span>" if ps < rs else "tie")
+            kl = f" &middot; KL {_fmt(r.get('kl'))} nats" if r.get("kl") is not None else ""
+            body.append(f"<tr class=prompt><td colspan=2><span class=idx>#{i + 1}</span> {verdict}{kl}"
+                        f"{_prompt_html(r.get('prompt'))}</td></tr>")
+            body.append(f"<tr><td>{_answer_html(r, 'reference')}</td><td>{_answer_html(r, 'policy')}</td></tr>")
+        out.append(f"<table class=sbs><thead><tr><th>before: reference <code>{esc(s.get('reference', ''))}</code></th>"
+                   f"<th>after: {esc(label)} <code>{esc(s.get('policy', ''))}</code></th></tr></thead>"
+                   f"<tbody>{''.join(body)}</tbody></table>")
+        out.append(_note(f"The first {len(shown)} of {len(rows)} evaluation prompts, in file order (not picked); "
+                         f"scores are the judge's."))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- page
+
+CSS = """
+body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1180px;
+padding:16px 24px;color:#1f2328;line-height:1.45;font-size:14px}
+h1{font-size:24px;margin:8px 0 4px}h2{font-size:19px;border-bottom:2px solid #d0d7de;padding-bottom:4px;margin-top:32px}
+h3{font-size:16px;margin:22px 0 8px}h4{font-size:14px;margin:14px 0 6px}h5{font-size:13px;margin:10px 0 4px}
+table{border-collapse:collapse;margin:6px 0 10px}th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top}
+th{background:#f6f8fa;text-align:left;font-weight:600}table.num td{text-align:right}table.num td:first-child{text-align:left}
+table.kv td:first-child{color:#57606a}table.kv thead{display:none}
+.ci{color:#57606a;font-size:12px}.ind{padding-left:16px}.group{font-weight:600;color:#57606a}.b{font-weight:600}
+.notrun{color:#8a6d00;background:#fff8c5;border:1px solid #eedd88;padding:6px 10px;border-radius:4px}
+.error{color:#82071e;background:#ffebe9;border:1px solid #ffcecb;padding:6px 10px;border-radius:4px}
+.note{color:#57606a;font-size:13px}.small{font-size:13px;color:#57606a}
+.found{background:#dafbe1;border:1px solid #aceebb;border-radius:10px;padding:1px 8px;margin-right:4px}
+.missing{background:#f6f8fa;border:1px solid #d0d7de;color:#8c959f;border-radius:10px;padding:1px 8px;margin-right:4px;
+text-decoration:line-through}
+.plots img{max-width:100%;margin:4px 8px 8px 0;border:1px solid #eaeef2}.row{display:flex;gap:24px;flex-wrap:wrap}
+.text{white-space:pre-wrap;word-break:break-word;max-height:320px;overflow:auto;font-size:13px}
+.pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;padding:6px}
+pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:480px}
+.score{color:#57606a;font-size:12px;margin-top:4px;border-top:1px dashed #d0d7de;padding-top:2px}
+.good{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+table.sbs{table-layout:fixed;width:100%}table.sbs td{width:50%}table.sbs tr.prompt td{background:#f6f8fa}
+table.samples{table-layout:fixed;width:100%}table.samples td:last-child,table.samples th:last-child{width:60px}
+.idx{font-weight:600;margin-right:6px}.turn{font-size:12px;color:#57606a;white-space:pre-wrap}
+details{margin:6px 0}summary{cursor:pointer;font-weight:600}nav a{margin-right:12px}code{font-size:12px}
+"""
+
+SECTIONS = (
+    ("configs", "Resolved configs"),
+    ("data", "Data"),
+    ("reward", "Reward models"),
+    ("rloo", "RLOO training"),
+    ("sft-dpo", "SFT and DPO training"),
+    ("evaluation", "Evaluation"),
+    ("lengths", "Completion lengths"),
+    ("samples", "Sample answers"),
+)
+
+
+def render(run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    stages = _stages_found(run_dir)
+    bodies: dict[str, Callable[[], str]] = {
+        "configs": lambda: _configs(run_dir, stages),
+        "data": lambda: _data(run_dir),
+        "reward": lambda: _reward_models(run_dir),
+        "rloo": lambda: _rloo(run_dir),
+        "sft-dpo": lambda: _sft_dpo(run_dir),
+        "evaluation": lambda: _evaluation(run_dir),
+        "lengths": lambda: _lengths(run_dir),
+        "samples": lambda: _side_by_side(run_dir),
+    }
+    nav = "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in SECTIONS)
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>tiller report: {esc(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>tiller report: {esc(run_dir.resolve().name)}</h1>",
+        _section("run", "Run", lambda: _header(run_dir, stages)),
+        f"<nav>{nav}</nav>",
+    ]
+    parts += [_section(anchor, title, bodies[anchor]) for anchor, title in SECTIONS]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `<run_dir>/report.html` (atomically) and return its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no such directory)")
+    text = render(run_dir)
+    path = run_dir / "report.html"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".html.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,49 @@
+"""A trained sequence-classifier reward model (the output of `tiller reward`).
+
+Completions are decoded text; they are re-rendered with the reward model's own tokenizer and
+chat template, so a reward model with another tokenizer than the policy works as it is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tiller.config import ModelConfig, RewardBackendConfig
+from tiller.models import load_reward_model, load_tokenizer, render_conversation
+from tiller.rewards import strip_thinking
+from tiller.scoring import ScoreHead, pad_batch
+
+
+class ClassifierReward:
+    def __init__(self, path: str, cfg: RewardBackendConfig, device: str = "cpu", model_cfg: ModelConfig | None = None):
+        self.cfg = cfg
+        self.device = device
+        self.tokenizer = load_tokenizer(path, model_cfg)
+        model = load_reward_model(path, model_cfg, device=device, pad_token_id=self.tokenizer.pad_token_id)
+        model.eval()
+        self.scorer = ScoreHead(model)
+        self.skipped_too_long = 0
+
+    def encode(self, prompt: list[dict], completion: str) -> list[int]:
+        text = strip_thinking(completion) if self.cfg.strip_thinking else completion
+        _, full = render_conversation(self.tokenizer, prompt, text)
+        ids = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.cfg.max_length:
+            # Keep the end (the answer and the end of turn the score is read at); count it.
+            self.skipped_too_long += 1
+            ids = ids[-self.cfg.max_length:]
+        return ids
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+        encoded = [self.encode(p, c) for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        for start in range(0, len(encoded), self.cfg.batch_size):
+            chunk = encoded[start:start + self.cfg.batch_size]
+            input_ids, attention_mask = pad_batch(chunk, self.tokenizer.pad_token_id)
+            out = self.scorer(input_ids.to(self.device), attention_mask.to(self.device))
+            scores.extend(out.float().cpu().tolist())
+        return scores
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,482 @@
+"""A generative reward model (GenRM) behind an OpenAI-compatible chat-completions server.
+
+Made for nvidia/Llama-3_3-Nemotron-Super-49B-GenRM-Multilingual served by vLLM (see
+docs/remote-rewards.md); any server speaking the same protocol works.
+
+    rloo:
+      reward:
+        backend: genrm
+        url: http://127.0.0.1:8000/v1            # OpenAI base URL; "/v1" is added if the path is empty
+        model_name: nvidia/Llama-3_3-Nemotron-Super-49B-GenRM-Multilingual
+        api_key_env: GENRM_API_KEY                # the key is read from this variable, never the config
+        genrm_mode: pairwise                      # or single
+        genrm_both_orders: true
+        genrm_fallback: null                      # null: an unparseable answer is an error
+
+Request format. The GenRM takes the conversation as ordinary chat messages (`user` /
+`assistant`, the last turn being the user's) followed by the candidate(s) as messages with the
+custom roles `response_1` and, to compare two, `response_2`; its chat template turns them into
+its judging prompt. This is how NVIDIA's own clients call it: NeMo-RL's GenRM pairwise
+environment (written for nvidia/Llama-3_3-Nemotron-Super-49B-GenRM; `_format_genrm_messages`
+appends `{"role": "response_1"}` / `{"role": "response_2"}` to the conversation history and
+splits the generated text at `</think>`), and NeMo-Gym's `genrm_model` server
+(responses_api_models/genrm_model: "conversation history should use standard user and
+assistant roles, with the last turn being a user turn").
+
+Answer format. The model reasons first, then writes (HelpSteer3 GenRM output format, as in
+NeMo-RL's HelpSteer3 GenRM prompt and its `_parse_genrm_output`):
+
+    [The Begin of Individual Scores]
+    \\boxed{x, y}        helpfulness 1-5 of each response in order (one number for one response)
+    [The End of Individual Scores]
+    [The Begin of Ranking Score]
+    \\boxed{z}           1-6: 1 = response 1 much better, 2 better, 3 slightly better,
+    [The End of Ranking Score]       4 = response 2 slightly better, 5 better, 6 much better
+
+The parser reads those sections when present, and otherwise the last `\\boxed{}` in the
+answer, which may also hold all three numbers at once (`\\boxed{h1, h2, ranking}`). Text after
+the box is ignored; of several boxes the last one counts; a score outside its range is a
+parse failure. Text up to a closing `</think>` (the GenRM's own reasoning) is skipped.
+(The full model card could not be read from the search index here; the format above is the
+one NVIDIA's training/inference code for this model family writes and parses.)
+
+Scores for the k completions of a prompt (consecutive in `score(..., group_size=k)`):
+- `single`: one request per completion, reward = its helpfulness (1-5).
+- `pairwise`: every pair (i, j) of the group is judged; the ranking z gives response 1 the
+  preference p = (6 - z) / 5 (1.0 much better ... 0.0 much worse) and response 2 1 - p; a
+  completion's reward is its mean preference over its comparisons, in [0, 1]. With
+  `genrm_both_orders` each pair is judged in both orders (i first, then j first) and the two
+  are averaged, which cancels a judge's preference for a position; without it the order
+  alternates from pair to pair. k(k-1) requests per prompt (k(k-1)/2 with one order).
+Before judging, a completion's leading Qwen3 `<think>...</think>` block is removed
+(`strip_thinking`), so the judge sees the answer only.
+
+Failures, all counted in `metrics()`:
+- transport: HTTP 408/429/5xx, refused/dropped connections, timeouts: retried `max_retries`
+  times with exponential backoff, then `RemoteRewardError` naming the URL and last error;
+- unparseable answer: asked once more (sampling with temperature 0.6, so a greedy answer is
+  not repeated verbatim); if the second answer fails too, the comparison (pairwise) or the
+  completion (single) takes `genrm_fallback`, or `GenRMParseError` is raised when it is None.
+  In pairwise mode a fallen-back comparison is left out of the mean; a completion with no
+  comparison left gets `genrm_fallback` as its reward;
+- a request the server refuses as invalid (HTTP 400/413/422, e.g. longer than its context):
+  the same fallback rule, without a retry;
+- at construction, `check()` asks the server for its models: unreachable, wrong key or a
+  model it does not serve is a clear error before any training starts.
+System messages in the conversation are not sent (the GenRM's chat template supplies its own
+judging instructions) and are counted as `reward/genrm_system_messages_dropped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from tiller.config import RewardBackendConfig
+from tiller.rewards import strip_thinking
+from tiller.rewards.http import (
+    RemoteRequestRejected,
+    RemoteRewardError,
+    RetryPolicy,
+    read_token,
+    request_json,
+    run_all,
+)
+
+log = logging.getLogger("tiller.rewards")
+
+HELPFULNESS_RANGE = (1.0, 5.0)
+RANKING_RANGE = (1.0, 6.0)
+RETRY_TEMPERATURE = 0.6
+RETRY_TOP_P = 0.95
+# Statuses that mean "this request cannot be served" (too long, invalid), not "try later".
+REJECTED_STATUSES = frozenset({400, 413, 422})
+
+
+class GenRMParseError(ValueError):
+    """The GenRM's answer holds no usable score."""
+
+
+@dataclass(frozen=True)
+class GenRMVerdict:
+    """Scores read from one GenRM answer."""
+
+    helpfulness: tuple[float, ...]  # one per response; may be empty in pairwise mode
+    ranking: float | None = None  # 1-6, pairwise only
+
+    @property
+    def preference_1(self) -> float:
+        """How much response 1 is preferred: 1.0 (much better) ... 0.0 (much worse)."""
+        if self.ranking is None:
+            raise ValueError("a single-response verdict has no ranking")
+        return (RANKING_RANGE[1] - self.ranking) / (RANKING_RANGE[1] - RANKING_RANGE[0])
+
+
+# ----------------------------------------------------------------------------- request building
+
+
+def build_genrm_messages(prompt: Sequence[dict], responses: Sequence[str], strip: bool = True) -> tuple[list[dict], int]:
+    """The chat messages for one GenRM request, and how many system messages were left out.
+
+    The conversation (user/assistant turns, last one the user's) followed by one message per
+    candidate with role `response_1`, `response_2`."""
+    if not 1 <= len(responses) <= 2:
+        raise ValueError(f"the GenRM judges one or two responses at a time, got {len(responses)}")
+    messages: list[dict] = []
+    dropped = 0
+    for i, m in enumerate(prompt):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"prompt message {i} must be a mapping with string 'role' and 'content', got {m!r:.120}")
+        if m["role"] == "system":
+            dropped += 1
+            continue
+        if m["role"] not in ("user", "assistant"):
+            raise ValueError(f"prompt message {i} has role {m['role']!r}; the GenRM takes user and assistant turns")
+        messages.append({"role": m["role"], "content": m["content"]})
+    if not messages or messages[-1]["role"] != "user":
+        last = messages[-1]["role"] if messages else "nothing"
+        raise ValueError(f"the GenRM judges the answer to a user turn: the conversation must end with a user message, not {last}")
+    for n, text in enumerate(responses, start=1):
+        messages.append({"role": f"response_{n}", "content": strip_thinking(text) if strip else text})
+    return messages, dropped
+
+
+# ----------------------------------------------------------------------------- answer parsing
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathbf|mathrm)\{([^{}]*)\}")
+
+
+def _boxes(text: str) -> list[str]:
+    """Contents of every \\boxed{...} in order (nested braces allowed)."""
+    out = []
+    start = 0
+    while True:
+        i = text.find("\\boxed{", start)
+        if i < 0:
+            return out
+        j = i + len("\\boxed{")
+        depth = 1
+        k = j
+        while k < len(text) and depth:
+            if text[k] == "{":
+                depth += 1
+            elif text[k] == "}":
+                depth -= 1
+            k += 1
+        if depth:  # unclosed box: the answer was cut off
+            return out
+        out.append(text[j:k - 1])
+        start = k
+
+
+def _numbers(box: str) -> list[float]:
+    content = _TEXT_WRAPPER.sub(r"\1", box).replace("$", "").strip()
+    parts = [p.strip() for p in content.split(",")]
+    values = []
+    for p in parts:
+        if not _NUMBER.fullmatch(p):
+            raise GenRMParseError(f"\\boxed{{{box}}} does not hold comma-separated numbers")
+        values.append(float(p))
+    return values
+
+
+def _section(text: str, name: str) -> str | None:
+    begin = f"[The Begin of {name}]"
+    i = text.rfind(begin)
+    if i < 0:
+        return None
+    rest = text[i + len(begin):]
+    j = rest.find(f"[The End of {name}]")
+    return rest if j < 0 else rest[:j]
+
+
+def _check_range(values: Sequence[float], lo_hi: tuple[float, float], what: str) -> None:
+    for v in values:
+        if not lo_hi[0] <= v <= lo_hi[1]:
+            raise GenRMParseError(f"{what} {v:g} is outside {lo_hi[0]:g}-{lo_hi[1]:g}")
+
+
+def parse_genrm_answer(text: str | None, num_responses: int) -> GenRMVerdict:
+    """Read the scores from a GenRM answer (see the module docstring); GenRMParseError if none."""
+    if num_responses not in (1, 2):
+        raise ValueError(f"num_responses must be 1 or 2, got {num_responses}")
+    if not text or not text.strip():
+        raise GenRMParseError("empty answer")
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    elif text.lstrip().startswith("<think>"):
+        raise GenRMParseError("the reasoning never finished (<think> without </think>)")
+    individual = _section(text, "Individual Scores")
+    ranking_sec = _section(text, "Ranking Score")
+
+    def last_box(where: str | None) -> list[float] | None:
+        boxes = _boxes(where) if where is not None else []
+        return _numbers(boxes[-1]) if boxes else None
+
+    if num_responses == 1:
+        values = last_box(individual) if individual is not None else None
+        if values is None:
+            values = last_box(text)
+        if values is None:
+            raise GenRMParseError("no \\boxed{} score in the answer")
+        if len(values) != 1:
+            raise GenRMParseError(f"expected one helpfulness score for one response, got {len(values)} numbers")
+        _check_range(values, HELPFULNESS_RANGE, "helpfulness")
+        return GenRMVerdict(helpfulness=(values[0],))
+
+    helpfulness: list[float] | None
+    ranking: float | None = None
+    if individual is not None or ranking_sec is not None:
+        helpfulness = last_box(individual)
+        r = last_box(ranking_sec)
+        if r is not None:
+            if len(r) != 1:
+                raise GenRMParseError(f"expected one ranking score, got {len(r)} numbers")
+            ranking = r[0]
+        elif helpfulness is not None and len(helpfulness) == 3:
+            helpfulness, ranking = helpfulness[:2], helpfulness[2]
+    else:
+        boxes = _boxes(text)
+        if not boxes:
+            raise GenRMParseError("no \\boxed{} score in the answer")
+        last = _numbers(boxes[-1])
+        helpfulness = None
+        if len(last) == 3:
+            helpfulness, ranking = last[:2], last[2]
+        elif len(last) == 1:
+            ranking = last[0]
+            if len(boxes) >= 2:
+                try:
+                    prev = _numbers(boxes[-2])
+                except GenRMParseError:
+                    prev = []
+                helpfulness = prev if len(prev) == 2 else None
+        else:
+            raise GenRMParseError(f"expected a ranking score (or h1, h2, ranking) in the last \\boxed{{}}, got {len(last)} numbers")
+    if ranking is None:
+        raise GenRMParseError("no ranking score in the answer")
+    if helpfulness is not None and len(helpfulness) != 2:
+        raise GenRMParseError(f"expected two helpfulness scores for two responses, got {len(helpfulness)}")
+    _check_range([ranking], RANKING_RANGE, "ranking")
+    _check_range(helpfulness or [], HELPFULNESS_RANGE, "helpfulness")
+    return GenRMVerdict(helpfulness=tuple(helpfulness or ()), ranking=ranking)
+
+
+# ----------------------------------------------------------------------------- the client
+
+
+def openai_base_url(url: str) -> str:
+    """`http://h:8000` -> `http://h:8000/v1`; a URL with a path (…/v1, …/chat/completions) is kept."""
+    base = url.strip().rstrip("/")
+    if base.endswith("/chat/completions"):
+        base = base[: -len("/chat/completions")]
+    if urllib.parse.urlsplit(base).path in ("", "/"):
+        base += "/v1"
+    return base
+
+
+class GenRMReward:
+    """Rewards from a GenRM over an OpenAI-compatible chat-completions API (module docstring)."""
+
+    def __init__(self, cfg: RewardBackendConfig, *, backoff_s: float | None = None, check: bool = True):
+        if not cfg.url:
+            raise ValueError("reward backend 'genrm' needs reward.url (the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1)")
+        self.cfg = cfg
+        self.base_url = openai_base_url(cfg.url)
+        self.model_name = cfg.model_name
+        self.policy = RetryPolicy.from_config(cfg, backoff_s)
+        self.fallback = cfg.genrm_fallback
+        self.temperature = float(getattr(cfg, "genrm_temperature", 0.0))
+        self.max_tokens = getattr(cfg, "genrm_max_tokens", None)
+        self._key = read_token(cfg.api_key_env, None, "GenRM server")
+        self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="tiller-genrm")
+        self._lock = threading.Lock()
+        self._counts = {
+            "reward/genrm_requests": 0,
+            "reward/genrm_retries": 0,
+            "reward/genrm_parse_failures": 0,
+            "reward/genrm_parse_retries": 0,
+            "reward/genrm_fallbacks": 0,
+            "reward/genrm_rejected": 0,
+            "reward/genrm_system_messages_dropped": 0,
+        }
+        self._warned_system = False
+        if check:
+            self.check()
+        elif not self.model_name:
+            raise ValueError("reward.model_name is required when the server is not checked")
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"GenRMReward(url={self.base_url!r}, model={self.model_name!r}, mode={self.cfg.genrm_mode!r})"
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _refused(self, e: RemoteRequestRejected) -> RemoteRewardError:
+        if e.status in (401, 403):
+            hint = (f"refused the API key from ${self.cfg.api_key_env}" if self.cfg.api_key_env
+                    else "requires an API key: name its environment variable in reward.api_key_env")
+            return RemoteRewardError(f"the GenRM server at {self.base_url} {hint} ({e})", url=self.base_url, status=e.status)
+        if e.status == 404:
+            return RemoteRewardError(
+                f"{e}: is reward.url the server's OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)?",
+                url=self.base_url, status=e.status,
+            )
+        return e
+
+    def check(self) -> list[str]:
+        """Ask the server which models it serves: fail clearly if it is unreachable, refuses the
+        key, or does not serve `model_name` (None picks the only/first one it serves)."""
+        url = f"{self.base_url}/models"
+        try:
+            answer = request_json(url, policy=self.policy, token=self._key, what="GenRM server check",
+                                  on_retry=lambda _: self._count("reward/genrm_retries"))
+        except RemoteRequestRejected as e:
+            raise self._refused(e) from None
+        except RemoteRewardError as e:
+            raise RemoteRewardError(
+                f"the GenRM server is unreachable: {e}. Start it first (docs/remote-rewards.md) or fix reward.url.",
+                url=url,
+            ) from None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        if not ids:
+            raise RemoteRewardError(f"{url} lists no models; is this an OpenAI-compatible server? answer: {str(answer)[:200]}", url=url)
+        if self.model_name is None:
+            self.model_name = ids[0]
+            log.info("GenRM: reward.model_name not set, using %s served at %s", ids[0], self.base_url)
+        elif self.model_name not in ids:
+            raise RemoteRewardError(
+                f"the GenRM server at {self.base_url} does not serve reward.model_name={self.model_name!r}; it serves {ids}",
+                url=url,
+            )
+        return ids
+
+    # -- one judgement
+
+    def _complete(self, messages: list[dict], retry: bool, abort: threading.Event | None) -> str:
+        body: dict = {
+            "model": self.model_name,
+            "messages": messages,
+            "temperature": max(self.temperature, RETRY_TEMPERATURE) if retry else self.temperature,
+            "top_p": RETRY_TOP_P if retry else 1.0,
+            "stream": False,
+        }
+        if self.max_tokens:
+            body["max_tokens"] = int(self.max_tokens)
+        self._count("reward/genrm_requests")
+        url = f"{self.base_url}/chat/completions"
+        try:
+            answer = request_json(url, body, policy=self.policy, token=self._key, what="GenRM request",
+                                  on_retry=lambda _: self._count("reward/genrm_retries"), abort=abort)
+        except RemoteRequestRejected as e:
+            raise self._refused(e) from None
+        try:
+            content = answer["choices"][0]["message"].get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise RemoteRewardError(f"{url} answered without choices[0].message: {str(answer)[:200]}", url=url) from None
+        return content or ""
+
+    def judge(self, prompt: Sequence[dict], responses: Sequence[str], abort: threading.Event | None = None) -> GenRMVerdict | None:
+        """Judge one or two responses to a conversation. None means: use the fallback."""
+        messages, dropped = build_genrm_messages(prompt, responses, strip=self.cfg.strip_thinking)
+        if dropped:
+            self._count("reward/genrm_system_messages_dropped", dropped)
+            if not self._warned_system:
+                self._warned_system = True
+                log.warning("GenRM: system messages are not sent to the judge (its chat template has its own instructions)")
+        error: Exception | None = None
+        answer = ""
+        for attempt in range(2):  # the answer, then one more try if it cannot be read
+            try:
+                answer = self._complete(messages, retry=attempt > 0, abort=abort)
+            except RemoteRequestRejected as e:
+                if e.status not in REJECTED_STATUSES:
+                    raise
+                self._count("reward/genrm_rejected")
+                error = e
+                break  # the same request would be refused again
+            try:
+                return parse_genrm_answer(answer, len(responses))
+            except GenRMParseError as e:
+                self._count("reward/genrm_parse_failures")
+                error = e
+                if attempt == 0:
+                    self._count("reward/genrm_parse_retries")
+        if self.fallback is None:
+            if isinstance(error, RemoteRequestRejected):
+                raise RemoteRewardError(
+                    f"{error}; set reward.genrm_fallback to score such requests with a fixed value instead",
+                    url=self.base_url, status=error.status,
+                ) from None
+            tail = answer.strip()[-300:]
+            raise GenRMParseError(
+                f"the GenRM at {self.base_url} gave no readable score twice ({error}); its last answer ended with: "
+                f"{tail!r}. Set reward.genrm_fallback to use a fixed score instead."
+            )
+        self._count("reward/genrm_fallbacks")
+        log.warning("GenRM: no usable score (%s); using genrm_fallback=%g", error, self.fallback)
+        return None
+
+    # -- the backend interface
+
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} completions")
+        if group_size < 1 or n % group_size:
+            raise ValueError(f"{n} completions do not split into groups of {group_size}")
+        if n == 0:
+            return []
+        abort = threading.Event()
+        if self.cfg.genrm_mode == "single":
+            verdicts = run_all(self._pool, [lambda i=i: self.judge(prompts[i], [completions[i]], abort) for i in range(n)], abort)
+            return [v.helpfulness[0] if v is not None else float(self.fallback) for v in verdicts]
+        if self.cfg.genrm_mode != "pairwise":
+            raise ValueError(f"unknown genrm_mode {self.cfg.genrm_mode!r}: use single or pairwise")
+        if group_size < 2:
+            raise ValueError("genrm_mode 'pairwise' compares the completions of a prompt: it needs group_size >= 2")
+        pairs = self.comparison_pairs(n, group_size, self.cfg.genrm_both_orders)
+        verdicts = run_all(
+            self._pool,
+            [lambda i=i, j=j: self.judge(prompts[i], [completions[i], completions[j]], abort) for i, j in pairs],
+            abort,
+        )
+        prefs: list[list[float]] = [[] for _ in range(n)]
+        for (i, j), v in zip(pairs, verdicts):
+            if v is None:
+                continue
+            prefs[i].append(v.preference_1)
+            prefs[j].append(1.0 - v.preference_1)
+        return [sum(p) / len(p) if p else float(self.fallback) for p in prefs]
+
+    @staticmethod
+    def comparison_pairs(n: int, group_size: int, both_orders: bool) -> list[tuple[int, int]]:
+        """(first, second) completion indices of every comparison, groups of `group_size`."""
+        pairs = []
+        for start in range(0, n, group_size):
+            p = 0
+            for a in range(group_size):
+                for b in range(a + 1, group_size):
+                    i, j = start + a, start + b
+                    if both_orders:
+                        pairs += [(i, j), (j, i)]
+                    else:
+                        pairs.append((i, j) if p % 2 == 0 else (j, i))
+                    p += 1
+        return pairs
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counters since construction (`reward/genrm_*`)."""
+        with self._lock:
+            return {k: float(v) for k, v in self._counts.items()}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,348 @@
+"""Rewards from a remote `tiller serve-reward` server, and the retrying JSON-over-HTTP helper
+that the GenRM client shares.
+
+`reward.backend: http` points an RLOO run (or `eval.judge`) at a server started with
+`tiller serve-reward`:
+
+    rloo:
+      reward:
+        backend: http
+        url: http://127.0.0.1:8765          # the address serve-reward printed
+        api_key_env: TILLER_REWARD_TOKEN    # the variable holding the bearer token (the default)
+
+The protocol is two endpoints (see `tiller.rewards.server`): `GET /health` and
+`POST /score` with `{"prompts": [[{role, content}, ...], ...], "completions": [...],
+"group_size": k}` answered by `{"scores": [...]}`.
+
+Robustness (shared with the GenRM client through `request_json`):
+- at most `concurrency` requests in flight; each waits at most `timeout_s` for an answer;
+- HTTP 408/429/5xx, refused or dropped connections and timeouts are retried `max_retries`
+  times with exponential backoff (and jitter; a `Retry-After` header is honoured);
+- any other HTTP error fails at once, with the server's own error message;
+- when retries are exhausted a `RemoteRewardError` names the URL and the last error.
+`score` either returns every score or raises: it never returns a partial list and never
+substitutes a value.
+
+Only the standard library is used (urllib, concurrent.futures, json).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tiller.config import RewardBackendConfig
+from tiller.rewards import strip_thinking
+
+log = logging.getLogger("tiller.rewards")
+
+DEFAULT_TOKEN_ENV = "TILLER_REWARD_TOKEN"
+
+
+class RemoteRewardError(RuntimeError):
+    """A remote reward server could not be used: unreachable after the retries, a request it
+    refused, or an answer of the wrong shape. The message names the URL."""
+
+    def __init__(self, message: str, url: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class RemoteRequestRejected(RemoteRewardError):
+    """The server answered with an HTTP error that retrying cannot fix (4xx other than 408/429)."""
+
+
+# ----------------------------------------------------------------------------- retrying requests
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 4
+    timeout_s: float = 120.0
+    # Wait before retry n (0-based): backoff_s * 2**n, at most max_backoff_s, plus up to 25% jitter.
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, cfg: RewardBackendConfig, backoff_s: float | None = None) -> "RetryPolicy":
+        return cls(
+            max_retries=cfg.max_retries,
+            timeout_s=cfg.timeout_s,
+            backoff_s=backoff_s if backoff_s is not None else float(getattr(cfg, "retry_backoff_s", 1.0)),
+            max_backoff_s=float(getattr(cfg, "retry_max_backoff_s", 30.0)),
+        )
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        d = min(self.max_backoff_s, self.backoff_s * (2 ** retry))
+        d *= 1.0 + 0.25 * random.random()  # concurrent clients should not retry in lockstep
+        if retry_after is not None:
+            d = max(d, retry_after)
+        return min(d, self.max_backoff_s * 1.25)
+
+
+RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_FROM_ENV = urllib.request.build_opener()
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    # A loopback server is never reached through an http_proxy from the environment.
+    return _DIRECT if _is_loopback(urllib.parse.urlsplit(url).hostname) else _FROM_ENV
+
+
+def _error_text(body: bytes) -> str:
+    """The human part of an error body: OpenAI's {"error": {"message"}}, ours {"error": "..."}, ..."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:300] or "(empty body)"
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message", value)
+            if value:
+                return str(value)[:300]
+    return text[:300]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def request_json(
+    url: str,
+    payload: Any = None,
+    *,
+    policy: RetryPolicy,
+    token: str | None = None,
+    what: str = "request",
+    on_retry: Callable[[str], None] | None = None,
+    abort: threading.Event | None = None,
+) -> Any:
+    """GET (payload None) or POST a JSON body, retrying what a retry can fix; return parsed JSON.
+
+    Raises `RemoteRequestRejected` for a non-retryable HTTP error and `RemoteRewardError`
+    (naming the URL, the number of attempts and the last error) once retries are exhausted.
+    The token goes into the Authorization header only; it is never part of a message.
+    """
+    data = None if payload is None else json.dumps(payload).encode("utf-8")
+    headers = {"Accept": "application/json", "User-Agent": "tiller-reward-client"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    opener = _opener(url)
+    attempts = policy.max_retries + 1
+    last = "no attempt made"
+    for attempt in range(attempts):
+        if abort is not None and abort.is_set():
+            raise RemoteRewardError(f"{what} to {url} cancelled: another request of the same batch failed", url=url)
+        retry_after = None
+        try:
+            req = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
+            with opener.open(req, timeout=policy.timeout_s) as resp:
+                raw = resp.read()
+            try:
+                return json.loads(raw)
+            except ValueError as e:
+                last = f"the answer is not JSON ({e}): {raw[:200]!r}"
+        except urllib.error.HTTPError as e:
+            try:
+                body = e.read()
+            except Exception:  # noqa: BLE001 - the body is only for the message
+                body = b""
+            message = _error_text(body)
+            if e.code in RETRY_STATUSES or e.code >= 500:
+                last = f"HTTP {e.code}: {message}"
+                retry_after = _retry_after(e.headers)
+            else:
+                raise RemoteRequestRejected(f"{what}: {url} answered HTTP {e.code}: {message}", url=url, status=e.code) from None
+        except urllib.error.URLError as e:
+            last = f"cannot connect ({e.reason})"
+        except TimeoutError:
+            last = f"no answer within timeout_s={policy.timeout_s:g} s"
+        except (ConnectionError, http.client.HTTPException) as e:
+            last = f"connection lost ({type(e).__name__}: {e})"
+        except OSError as e:
+            last = f"network error ({type(e).__name__}: {e})"
+        if attempt + 1 < attempts:
+            if on_retry is not None:
+                on_retry(last)
+            delay = policy.delay(attempt, retry_after)
+            log.warning("%s to %s failed (%s); retry %d/%d in %.1f s", what, url, last, attempt + 1, policy.max_retries, delay)
+            if abort is not None:
+                abort.wait(delay)
+            else:
+                time.sleep(delay)
+    raise RemoteRewardError(
+        f"{what}: {url} failed after {attempts} attempt(s) (max_retries={policy.max_retries}); last error: {last}",
+        url=url,
+    )
+
+
+def read_token(api_key_env: str | None, default_env: str | None = None, what: str = "reward server") -> str | None:
+    """The secret from the environment variable the config names (never from the config itself).
+
+    A variable named explicitly in the config must be set; the default one may be absent."""
+    if api_key_env:
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise RemoteRewardError(
+                f"reward.api_key_env names the environment variable {api_key_env!r} for the {what}'s key, "
+                "but it is not set (or empty) in this process"
+            )
+        return value
+    if default_env:
+        return os.environ.get(default_env) or None
+    return None
+
+
+def run_all(pool: ThreadPoolExecutor, fns: list[Callable[[], Any]], abort: threading.Event) -> list[Any]:
+    """Run the calls on the pool; return their results in order or raise the first error.
+
+    On the first error the pending calls are cancelled and `abort` tells running ones to stop
+    retrying, so a dead server fails a batch once, not once per request. Calls already waiting
+    for an answer are not waited for: the error is raised at once."""
+    futures: list[Future] = [pool.submit(fn) for fn in fns]
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+    if failed:
+        abort.set()
+        for f in pending:
+            f.cancel()
+        raise failed[0].exception()
+    return [f.result() for f in futures]
+
+
+# ----------------------------------------------------------------------------- the client
+
+
+class HttpReward:
+    """Scores from a `tiller serve-reward` server (see the module docstring)."""
+
+    def __init__(self, cfg: RewardBackendConfig, *, backoff_s: float | None = None, check: bool = True):
+        if not cfg.url:
+            raise ValueError("reward backend 'http' needs reward.url (the address `tiller serve-reward` printed)")
+        self.cfg = cfg
+        base = cfg.url.strip().rstrip("/")
+        for suffix in ("/score", "/health"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+        self.url = base
+        self.policy = RetryPolicy.from_config(cfg, backoff_s)
+        self.token_env = cfg.api_key_env or DEFAULT_TOKEN_ENV
+        self._token = read_token(cfg.api_key_env, DEFAULT_TOKEN_ENV, "reward server")
+        self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="tiller-http-reward")
+        self._lock = threading.Lock()
+        self._counts = {"reward/http_requests": 0, "reward/http_retries": 0, "reward/http_failures": 0}
+        self.server_info: dict = {}
+        if check:
+            self.check()
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"HttpReward(url={self.url!r}, token_env={self.token_env!r})"
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def check(self) -> dict:
+        """Fail early and clearly if the server is unreachable or refuses our token."""
+        info = request_json(
+            f"{self.url}/health", policy=self.policy, token=self._token, what="reward server health check",
+            on_retry=lambda _: self._count("reward/http_retries"),
+        )
+        if not isinstance(info, dict) or info.get("status") != "ok":
+            raise RemoteRewardError(f"{self.url}/health did not answer like a tiller reward server: {str(info)[:200]}", url=self.url)
+        auth = info.get("auth")
+        if auth in ("missing", "invalid"):
+            raise RemoteRewardError(
+                f"the reward server at {self.url} requires a bearer token and the one sent was {auth}: "
+                f"set ${self.token_env} to the token the server was started with",
+                url=self.url,
+            )
+        self.server_info = info
+        return info
+
+    def _post(self, prompts: list, completions: list[str], group_size: int, abort: threading.Event) -> list[float]:
+        self._count("reward/http_requests")
+        url = f"{self.url}/score"
+        answer = request_json(
+            url, {"prompts": prompts, "completions": completions, "group_size": group_size},
+            policy=self.policy, token=self._token, what="reward request",
+            on_retry=lambda _: self._count("reward/http_retries"), abort=abort,
+        )
+        scores = answer.get("scores") if isinstance(answer, dict) else None
+        if not isinstance(scores, list) or len(scores) != len(completions):
+            raise RemoteRewardError(
+                f"{url} answered without {len(completions)} scores: {str(answer)[:200]}", url=url
+            )
+        out = []
+        for s in scores:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+                raise RemoteRewardError(f"{url} answered a score that is not a finite number: {s!r}", url=url)
+            out.append(float(s))
+        return out
+
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+        if group_size < 1 or len(completions) % group_size:
+            raise ValueError(f"{len(completions)} completions do not split into groups of {group_size}")
+        if not completions:
+            return []
+        texts = [strip_thinking(c) for c in completions] if self.cfg.strip_thinking else list(completions)
+        # Whole groups per request (a server-side pairwise judge needs them), about batch_size each.
+        per = max(1, self.cfg.batch_size // group_size) * group_size
+        spans = [(s, min(s + per, len(texts))) for s in range(0, len(texts), per)]
+        abort = threading.Event()
+        try:
+            parts = run_all(
+                self._pool,
+                [lambda a=a, b=b: self._post(prompts[a:b], texts[a:b], group_size, abort) for a, b in spans],
+                abort,
+            )
+        except Exception:
+            self._count("reward/http_failures")
+            raise
+        return [s for part in parts for s in part]
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counters since construction."""
+        with self._lock:
+            return {k: float(v) for k, v in self._counts.items()}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

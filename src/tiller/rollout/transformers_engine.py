@@ -1,0 +1,126 @@
+"""Generation with the training model itself (no weight copy, no sync), KV-cached.
+
+A plain decoding loop rather than `model.generate`, for three reasons that were measured or
+required:
+- each prompt is prefilled once and its KV cache repeated for its n samples;
+- finished rows leave the batch (their cache rows are dropped), so no work is spent on padding
+  after EOS;
+- every completion samples from its own seeded generator, so results do not depend on how
+  prompts are split over batches and processes (the 1-vs-2-process test relies on this).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from tiller.rollout import Generation, Sampling, cut_at_eos
+from tiller.scoring import pad_batch
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    return ids
+
+
+def filter_logits(logits: torch.Tensor, sampling: Sampling, eos_ids: list[int]) -> torch.Tensor:
+    """Temperature, top-k and top-p applied to [B, V] logits (returns new tensor, float32)."""
+    logits = logits.float()
+    if sampling.suppress_eos and eos_ids:
+        logits[:, eos_ids] = float("-inf")
+    if sampling.temperature > 0:
+        logits = logits / sampling.temperature
+    if sampling.top_k > 0:
+        kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # Drop a token when the mass before it already reaches top_p (the first always stays).
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= sampling.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Generator], eos_ids: list[int]) -> torch.Tensor:
+    logits = filter_logits(logits, sampling, eos_ids)
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+
+
+class TransformersEngine:
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = sorted(eos_token_ids(model, tokenizer))
+        self.pad_id = tokenizer.pad_token_id
+
+    def sync_weights(self, model) -> None:
+        self.model = model  # generation runs on the live training weights
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], n: int, sampling: Sampling, seeds: list[int]) -> Generation:
+        model = self.model
+        was_training = model.training
+        model.eval()  # no dropout while sampling
+        started = time.perf_counter()
+        try:
+            tokens = self._decode(model, prompts, n, sampling, seeds)
+        finally:
+            model.train(was_training)
+        eos = set(self.eos_ids)
+        completions, has_eos = [], []
+        for row in tokens:
+            cut, ended = cut_at_eos(row, eos)
+            completions.append(cut)
+            has_eos.append(ended)
+        return Generation(completions, has_eos, {"generate": time.perf_counter() - started})
+
+    def _decode(self, model, prompts, n, sampling, seeds) -> list[list[int]]:
+        device = next(model.parameters()).device
+        ids, mask = pad_batch(prompts, self.pad_id, left=True)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].repeat_interleave(n, dim=0)
+        mask = mask.repeat_interleave(n, dim=0)
+        next_pos = positions[:, -1:].repeat_interleave(n, dim=0) + 1
+        generators = []
+        for seed in seeds:
+            for j in range(n):
+                g = torch.Generator(device=device)
+                g.manual_seed(int(seed) * 1_000_003 + j)
+                generators.append(g)
+        active = torch.arange(len(prompts) * n, device=device)
+        tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        eos = torch.tensor(self.eos_ids, device=device)
+        for t in range(sampling.max_new_tokens):
+            nxt = sample_next(logits, sampling, [generators[r] for r in active.tolist()], self.eos_ids)
+            for row, tok in zip(active.tolist(), nxt.tolist()):
+                tokens[row].append(tok)
+            if t == sampling.max_new_tokens - 1:
+                break
+            keep = ~torch.isin(nxt, eos) if not sampling.suppress_eos else torch.ones_like(nxt, dtype=torch.bool)
+            if not keep.any():
+                break
+            if not keep.all():
+                index = keep.nonzero().squeeze(1)
+                cache.batch_select_indices(index)
+                active, nxt, mask, next_pos = active[index], nxt[index], mask[index], next_pos[index]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1]
+        return tokens

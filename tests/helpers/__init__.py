@@ -1,0 +1,1 @@
+"""Small importable helpers for tests (reward callables used through `module:function` specs)."""

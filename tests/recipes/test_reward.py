@@ -1,0 +1,121 @@
+"""Reward model stage on the tiny model: it learns, scores at the last real token, resumes
+exactly, and 2 processes give the same model as 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, toy_pairs, write_pairs
+from tiller.config import config_from_dict
+from tiller.models import load_reward_model
+from tiller.recipes import reward
+from tiller.scoring import ScoreHead, last_token_index, pad_batch
+from tiller.tracking import read_metrics
+
+
+def reward_config(run_dir: Path, model: Path, **train) -> dict:
+    loop = {"epochs": 3, "pairs_per_step": 8, "micro_batch_per_device": 4, "max_length": 128,
+            "eval_every": 0, "save_every": 0}
+    loop.update(train)
+    return {
+        "run_dir": str(run_dir), "model": {"name": str(model)}, "tracking": {"tensorboard": False},
+        "reward": {"lora": {"enabled": False}, "optim": {"lr": 3e-3, "scheduler": "cosine", "warmup_ratio": 0.1},
+                   "train": loop, "train_subset": "first_half"},
+    }
+
+
+def test_last_token_index_left_and_right_padding():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 4, 0]
+    assert last_token_index(left).tolist() == [4, 4, 4]
+
+
+def test_score_is_read_at_last_real_token_whatever_the_padding(tiny_llama):
+    model = load_reward_model(str(tiny_llama), pad_token_id=0).eval()
+    scorer = ScoreHead(model)
+    # The pad id (0) also occurs inside the text: transformers' own pooling would stop there.
+    seqs = [[5, 0, 7, 8, 9], [11, 12, 13]]
+    with torch.no_grad():
+        alone = [scorer(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)).item() for s in seqs]
+        for left in (False, True):
+            ids, mask = pad_batch(seqs, 0, left=left)
+            batched = scorer(ids, mask).tolist()
+            assert batched == pytest.approx(alone, abs=1e-5), left
+
+
+def test_reward_model_learns_and_is_saved_in_hf_format(tmp_path, tiny_llama):
+    write_pairs(tmp_path, toy_pairs(64), toy_pairs(16, offset=500))
+    out = reward.run(config_from_dict(reward_config(tmp_path, tiny_llama)))
+    report = json.loads((out / "eval.json").read_text())
+    assert report["n"] == 16 and report["accuracy"] >= 0.9, report
+    assert set(report["by_strength"]) <= {"1", "2", "3"} and report["by_domain"]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[-1]["loss/bt"] < rows[0]["loss/bt"]
+    # plain transformers loads the saved model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert model.config.num_labels == 1
+    again = reward.run_eval(config_from_dict(reward_config(tmp_path, tiny_llama)))
+    assert again["accuracy"] == pytest.approx(report["accuracy"])
+
+
+def test_judge_trains_on_the_other_half(tmp_path, tiny_llama):
+    write_pairs(tmp_path, toy_pairs(32), toy_pairs(8, offset=500))
+    cfg = config_from_dict(reward_config(tmp_path, tiny_llama, max_steps=1))
+    out = reward.run(cfg, stage="judge")
+    assert json.loads((out / "eval.json").read_text())["subset"] == "second_half"
+    with pytest.raises(ValueError, match="never saw"):
+        reward.judge_subset("all")
+
+
+def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for run_dir in (full, killed):
+        write_pairs(run_dir, toy_pairs(48), toy_pairs(8, offset=500))
+    cfg = lambda d: config_from_dict(reward_config(d, tiny_llama, epochs=2, save_every=2))  # noqa: E731
+    reward.run(cfg(full))
+    reward.run(cfg(killed), stop_after=3)
+    assert not (killed / "reward" / "model").exists()
+    reward.run(cfg(killed), resume=True)
+    a = read_metrics(full / "reward" / "metrics.jsonl")
+    b = read_metrics(killed / "reward" / "metrics.jsonl")
+    assert [r["loss/bt"] for r in a] == [r["loss/bt"] for r in b]
+    assert [r["train/lr"] for r in a] == [r["train/lr"] for r in b]
+
+
+def _launch(run_dir: Path, model: Path, processes: int) -> None:
+    write_pairs(run_dir, toy_pairs(32), toy_pairs(8, offset=500))
+    cfg = reward_config(run_dir, model, max_steps=2, pairs_per_step=8, micro_batch_per_device=2)
+    cfg["reward"]["lora"] = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
+    path = run_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tiller", "reward",
+           "--config", str(path)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.distributed
+def test_reward_two_processes_match_one(tmp_path, tiny_llama):
+    _launch(tmp_path / "one", tiny_llama, 1)
+    _launch(tmp_path / "two", tiny_llama, 2)
+    a = load_file(str(tmp_path / "one" / "reward" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "reward" / "model" / "model.safetensors"))
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
+    one = read_metrics(tmp_path / "one" / "reward" / "metrics.jsonl")
+    two = read_metrics(tmp_path / "two" / "reward" / "metrics.jsonl")
+    assert [round(r["train/grad_norm"], 4) for r in one] == [round(r["train/grad_norm"], 4) for r in two]

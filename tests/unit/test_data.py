@@ -1,0 +1,422 @@
+"""Tests for tiller.data and the data stage: adapters on rows in the real schemas, filter counts,
+every bad-input error, skip mode, and the stage end to end on the bundled sample, checked
+against counts taken from the raw file with plain json."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tiller.config import Config, DataConfig, ModelConfig
+from tiller.data import (
+    Conversation,
+    DataError,
+    PreferencePair,
+    Prompt,
+    conversation_prompt,
+    get_adapter,
+    open_file,
+    open_split,
+    sample_path,
+)
+from tiller.data.adapters import hh_rlhf, helpsteer3, messages, ultrafeedback
+from tiller.data.filters import prompt_token_counts
+from tiller.recipes import data as data_stage
+
+WHERE = "f.jsonl line 1"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from tiller.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    from tiller.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_dir))
+
+
+def hs3_row(pref=-2, language="english", domain="general", context=None, r1="Answer one.", r2="Answer two."):
+    return {
+        "domain": domain,
+        "language": language,
+        "context": context or [{"role": "user", "content": "What is the capital of France?"}],
+        "response1": r1,
+        "response2": r2,
+        "overall_preference": pref,
+        "individual_preference": [{"score": pref, "reasoning": "because"}],
+    }
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def local_cfg(path: Path, **kw) -> DataConfig:
+    kw.setdefault("max_prompt_tokens", 100_000)
+    return DataConfig(source="local", files={"train": str(path)}, splits=["train"], **kw)
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def test_helpsteer3_multi_turn_signs_margin_and_tie():
+    context = [
+        {"role": "user", "content": "Write a haiku."},
+        {"role": "assistant", "content": "Leaves fall..."},
+        {"role": "user", "content": "Now one about snow."},
+    ]
+    neg = helpsteer3(hs3_row(-3, context=context), WHERE, 7)
+    assert isinstance(neg, PreferencePair)
+    assert neg.prompt == context  # all turns kept, in order
+    assert (neg.chosen, neg.rejected, neg.margin) == ("Answer one.", "Answer two.", 3.0)
+    assert (neg.domain, neg.language, neg.source_row) == ("general", "english", 7)
+    pos = helpsteer3(hs3_row(1, domain="stem"), WHERE)
+    assert (pos.chosen, pos.rejected, pos.margin, pos.domain) == ("Answer two.", "Answer one.", 1.0, "stem")
+    tie = helpsteer3(hs3_row(0, context=context), WHERE, 3)
+    assert isinstance(tie, Prompt) and tie.messages == context and tie.source_row == 3
+    # Extra keys in messages are not carried into the records.
+    row = hs3_row(2, context=[{"role": "user", "content": "hi", "extra": 1}])
+    assert helpsteer3(row, WHERE).prompt == [{"role": "user", "content": "hi"}]
+
+
+def test_helpsteer3_record_round_trip():
+    pair = helpsteer3(hs3_row(-1), WHERE, 1)
+    assert PreferencePair.from_dict(json.loads(json.dumps(pair.to_dict()))) == pair
+
+
+def test_ultrafeedback_pairs_margin_and_ties():
+    row = {
+        "prompt": "How do I boil an egg?",
+        "chosen": [{"role": "user", "content": "How do I boil an egg?"}, {"role": "assistant", "content": "Boil it 8 minutes."}],
+        "rejected": [{"role": "user", "content": "How do I boil an egg?"}, {"role": "assistant", "content": "Fry it."}],
+        "score_chosen": 8.5,
+        "score_rejected": 6.0,
+    }
+    pair = ultrafeedback(row, WHERE, 4)
+    assert pair.prompt == [{"role": "user", "content": "How do I boil an egg?"}]
+    assert (pair.chosen, pair.rejected, pair.margin, pair.source_row) == ("Boil it 8 minutes.", "Fry it.", 2.5, 4)
+    no_scores = {k: v for k, v in row.items() if not k.startswith("score")}
+    assert ultrafeedback(no_scores, WHERE).margin == 0.0
+    assert isinstance(ultrafeedback({**row, "score_rejected": 8.5}, WHERE), Prompt)
+    with pytest.raises(DataError, match="score_chosen"):
+        ultrafeedback({**row, "score_rejected": 9.0}, WHERE)
+    only_answers = {**row, "chosen": row["chosen"][1:], "rejected": row["rejected"][1:]}
+    assert ultrafeedback(only_answers, WHERE).prompt == [{"role": "user", "content": "How do I boil an egg?"}]
+    other_prompt = {**row, "rejected": [{"role": "user", "content": "Other?"}, row["rejected"][1]]}
+    with pytest.raises(DataError, match="'rejected'.*differ"):
+        ultrafeedback(other_prompt, WHERE)
+
+
+def test_hh_rlhf_splits_at_last_assistant_turn():
+    prefix = "\n\nHuman: Hi, can you help me cook?\n\nAssistant: Sure, what dish?\n\nHuman: Pasta carbonara."
+    row = {"chosen": prefix + "\n\nAssistant: Use eggs, pecorino and guanciale.", "rejected": prefix + "\n\nAssistant: No."}
+    pair = hh_rlhf(row, WHERE, 2)
+    assert pair.prompt == [
+        {"role": "user", "content": "Hi, can you help me cook?"},
+        {"role": "assistant", "content": "Sure, what dish?"},
+        {"role": "user", "content": "Pasta carbonara."},
+    ]
+    assert (pair.chosen, pair.rejected, pair.source_row) == ("Use eggs, pecorino and guanciale.", "No.", 2)
+    bad = {"chosen": row["chosen"], "rejected": "\n\nHuman: Something else\n\nAssistant: No."}
+    with pytest.raises(DataError, match="field 'rejected'.*differ"):
+        hh_rlhf(bad, WHERE)
+    with pytest.raises(DataError, match="empty response"):
+        hh_rlhf({"chosen": row["chosen"], "rejected": prefix + "\n\nAssistant:  "}, WHERE)
+    with pytest.raises(DataError, match="ends with a Human turn"):
+        hh_rlhf({"chosen": row["chosen"] + "\n\nHuman: more?", "rejected": row["rejected"]}, WHERE)
+
+
+def test_messages_conversation_and_prompt():
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "and 3+3?"},
+        {"role": "assistant", "content": "6"},
+    ]
+    conv = messages({"messages": msgs, "source": "smol"}, WHERE, 5)
+    assert isinstance(conv, Conversation) and conv.messages == msgs and conv.source_row == 5
+    assert conversation_prompt(conv.messages) == msgs[:4]
+    with pytest.raises(DataError, match="last message must be the assistant"):
+        messages({"messages": msgs[:4]}, WHERE)
+
+
+def test_unknown_format_lists_valid_ones():
+    with pytest.raises(DataError) as e:
+        get_adapter("alpaca")
+    assert "alpaca" in str(e.value)
+    for name in ("helpsteer3", "ultrafeedback", "hh_rlhf", "messages"):
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "row, field, words",
+    [
+        ({k: v for k, v in hs3_row().items() if k != "response2"}, "response2", "missing"),
+        (hs3_row(pref="2"), "overall_preference", "integer in -3..3"),
+        (hs3_row(pref=5), "overall_preference", "integer in -3..3"),
+        (hs3_row(pref=True), "overall_preference", "integer in -3..3"),
+        (hs3_row(r1="   "), "response1", "empty response"),
+        (hs3_row(r2=17), "response2", "expected a string"),
+        ({**hs3_row(), "context": "hello"}, "context", "expected a list"),
+        (hs3_row(context=[{"role": "bot", "content": "x"}]), "context[0].role", "bad role 'bot'"),
+        (hs3_row(context=[{"role": "user", "content": None}]), "context[0].content", "expected a string"),
+        (hs3_row(context=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]), "context[1].role", "last prompt turn"),
+        ({**hs3_row(), "language": 3}, "language", "expected a string or null"),
+    ],
+)
+def test_helpsteer3_bad_rows_name_the_field(row, field, words):
+    with pytest.raises(DataError) as e:
+        helpsteer3(row, "data/train.jsonl line 12")
+    msg = str(e.value)
+    assert "data/train.jsonl line 12" in msg and f"field '{field}'" in msg and words in msg
+    assert e.value.field == field
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "broken.jsonl", [hs3_row(), hs3_row(1), '{"context": [', hs3_row(2)])
+    with pytest.raises(DataError) as e:
+        data_stage.prepare_split(local_cfg(path), "train", tokenizer)
+    assert "broken.jsonl line 3" in str(e.value) and "not valid JSON" in str(e.value)
+
+
+def test_missing_field_error_through_the_stage(tmp_path, tokenizer):
+    row = hs3_row()
+    del row["context"]
+    path = write_jsonl(tmp_path / "t.jsonl", [hs3_row(), "", row])  # a blank line still counts as a line
+    with pytest.raises(DataError, match=r"t\.jsonl line 3: field 'context': missing"):
+        data_stage.prepare_split(local_cfg(path), "train", tokenizer)
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(DataError, match="file not found.*nope.jsonl"):
+        open_file(tmp_path / "nope.jsonl", key="data.files.train")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported file type '.csv'"):
+        open_file(tmp_path / "x.csv")
+
+
+def test_unknown_format_through_the_stage(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "t.jsonl", [hs3_row()])
+    cfg = local_cfg(path)
+    cfg.format = "alpaca"  # bypasses config validation, as a programmatic caller could
+    with pytest.raises(DataError, match="valid formats: helpsteer3, ultrafeedback, hh_rlhf, messages"):
+        data_stage.prepare_split(cfg, "train", tokenizer)
+
+
+def test_json_list_and_parquet_sources(tmp_path, tokenizer):
+    rows = [hs3_row(-1), hs3_row(0), hs3_row(2, language="German", domain="multilingual")]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    write_jsonl(tmp_path / "lines.json", rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    for name, unit in (("list.json", "row 0"), ("lines.json", "line 1"), ("t.parquet", "row 0")):
+        src = open_file(tmp_path / name)
+        got = list(src.rows())
+        assert [r for _, r in got] == rows, name
+        assert src.where(got[0][0]).endswith(unit)
+        out = data_stage.prepare_split(local_cfg(tmp_path / name), "train", tokenizer)
+        assert (out.stats.pairs_kept, out.stats.ties, out.stats.dropped["language"]) == (1, 1, 1)
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"a": 1},\n {"b": ]')
+    with pytest.raises(DataError, match="bad.json line 2"):
+        list(open_file(bad).rows())
+
+
+def test_sample_source_errors():
+    with pytest.raises(DataError, match="no split 'test'"):
+        open_split(DataConfig(source="sample"), "test")
+    with pytest.raises(DataError, match="HelpSteer3 format"):
+        open_split(DataConfig(source="sample", format="messages"), "train")
+
+
+# ----------------------------------------------------------------------------- filters and counts
+
+
+def test_language_filter_is_case_insensitive_and_counts(tmp_path, tokenizer):
+    rows = [
+        hs3_row(-1, language="English"),
+        hs3_row(1, language="ENGLISH"),
+        hs3_row(0, language="english"),  # tie: dropped from pairs, prompt kept for RL
+        hs3_row(2, language="python", domain="code"),
+        hs3_row(2, language="German", domain="multilingual"),
+        {**hs3_row(3), "language": None},  # no language: dropped as `language` when a list is set
+    ]
+    rows = [{**r, "context": [{"role": "user", "content": f"question {i}"}]} for i, r in enumerate(rows)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = data_stage.prepare_split(local_cfg(path, languages=["eNgLiSh"]), "train", tokenizer)
+    s = out.stats
+    assert (s.rows_read, s.pairs_kept, s.ties, s.prompts_kept) == (6, 2, 1, 3)
+    assert dict(s.dropped) == {"language": 3, "tie": 1}
+    assert s.languages_read == {"English": 1, "ENGLISH": 1, "english": 1, "python": 1, "German": 1, "(none)": 1}
+    assert [p.source_row for p in out.pairs] == [1, 2]
+    assert [c.messages[-1]["content"] for c in out.conversations] == [p.chosen for p in out.pairs]
+    keep_all = data_stage.prepare_split(local_cfg(path, languages=[]), "train", tokenizer).stats
+    assert (keep_all.pairs_kept, dict(keep_all.dropped)) == (5, {"tie": 1})
+    code_only = data_stage.prepare_split(local_cfg(path, languages=[], domains=["Code"]), "train", tokenizer).stats
+    assert (code_only.pairs_kept, dict(code_only.dropped)) == (1, {"domain": 5})
+
+
+def test_prompt_too_long_is_dropped_not_truncated(tmp_path, tokenizer):
+    short = [{"role": "user", "content": "Hi."}]
+    long = [{"role": "user", "content": "Please explain photosynthesis in detail. " * 40}]
+    n_short, n_long = (len(tokenizer.apply_chat_template(m, tokenize=True, add_generation_prompt=True, return_dict=False)) for m in (short, long))
+    assert prompt_token_counts(tokenizer, [short, long, short]) == [n_short, n_long, n_short]
+
+    class SlowTokenizer:  # no Rust backend: the plain tokenizer(list) path must agree
+        def __call__(self, *args, **kwargs):
+            return tokenizer(*args, **kwargs)
+
+        def apply_chat_template(self, *args, **kwargs):
+            return tokenizer.apply_chat_template(*args, **kwargs)
+
+    assert prompt_token_counts(SlowTokenizer(), [short, long], batch_size=1) == [n_short, n_long]
+    rows = [hs3_row(-1, context=short), hs3_row(2, context=long), hs3_row(0, context=long)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = data_stage.prepare_split(local_cfg(path, max_prompt_tokens=n_long - 1), "train", tokenizer)
+    assert (out.stats.pairs_kept, dict(out.stats.dropped)) == (1, {"prompt_too_long": 2})
+    assert out.pairs[0].prompt == short and [p.messages for p in out.prompts] == [short]
+    at_limit = data_stage.prepare_split(local_cfg(path, max_prompt_tokens=n_long), "train", tokenizer)
+    assert at_limit.pairs[1].prompt == long  # kept whole at exactly the limit
+
+
+def test_dedupe_prompts_counts_duplicates(tmp_path, tokenizer):
+    a = [{"role": "user", "content": "Same question"}]
+    b = [{"role": "user", "content": "Other question"}]
+    rows = [hs3_row(-1, context=a), hs3_row(2, context=a), hs3_row(0, context=a), hs3_row(1, context=b)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = data_stage.prepare_split(local_cfg(path), "train", tokenizer)
+    assert out.stats.pairs_kept == 3  # pairs keep their duplicates: each is its own signal
+    assert [p.messages for p in out.prompts] == [a, b]
+    assert [p.source_row for p in out.prompts] == [1, 4]
+    assert dict(out.stats.prompts_dropped) == {"duplicate_prompt": 2}
+    no_dedupe = data_stage.prepare_split(local_cfg(path, dedupe_prompts=False), "train", tokenizer)
+    assert no_dedupe.stats.prompts_kept == 4
+
+
+def test_messages_format_gives_conversations_and_prompts(tmp_path, tokenizer):
+    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    path = write_jsonl(tmp_path / "t.jsonl", [{"messages": conv}, {"messages": conv}])
+    out = data_stage.prepare_split(local_cfg(path, format="messages", languages=[]), "train", tokenizer)
+    assert (out.stats.pairs_kept, out.stats.conversations_kept, out.stats.prompts_kept) == (0, 2, 1)
+    assert out.prompts[0].messages == conv[:1]
+    with pytest.warns(UserWarning, match="no 'language' field"):
+        dropped = data_stage.prepare_split(local_cfg(path, format="messages"), "train", tokenizer)
+    assert dict(dropped.stats.dropped) == {"language": 2}
+
+
+def test_skip_mode_counts_bad_rows_and_warns_once(tmp_path, tokenizer):
+    no_ctx = hs3_row()
+    del no_ctx["context"]
+    rows = [hs3_row(-1), "not json", hs3_row(r1=""), hs3_row(r2=""), no_ctx, hs3_row(pref=9), "[1, 2]", hs3_row(1)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = data_stage.prepare_split(local_cfg(path, on_bad_row="skip"), "train", tokenizer)
+    skip_warnings = [w for w in caught if "skipping bad rows" in str(w.message)]
+    assert len(skip_warnings) == 1 and "t.jsonl line 2" in str(skip_warnings[0].message)
+    s = out.stats
+    assert (s.rows_read, s.pairs_kept) == (8, 2)
+    assert dict(s.dropped) == {
+        "bad_row:json": 2,
+        "bad_row:response1": 1,
+        "bad_row:response2": 1,
+        "bad_row:context": 1,
+        "bad_row:overall_preference": 1,
+    }
+    assert [p.source_row for p in out.pairs] == [1, 8]
+
+
+def test_max_rows_per_split(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "t.jsonl", [hs3_row(i % 3 - 1) for i in range(10)])
+    out = data_stage.prepare_split(local_cfg(path, max_rows_per_split=4), "train", tokenizer)
+    assert out.stats.rows_read == 4
+
+
+# ----------------------------------------------------------------------------- the stage end to end
+
+
+def parse_table(text: str) -> dict[str, list[int]]:
+    """Label -> numbers per split, from the printed table (labels are left of two spaces)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.rstrip().rsplit(None, 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            out[parts[0].strip()] = [int(parts[1]), int(parts[2])]
+    return out
+
+
+def test_load_before_run_says_run_data_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tiller data"):
+        data_stage.load_pairs(tmp_path, "train")
+
+
+def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenizer, capsys):
+    if not sample_path("train").is_file() or not sample_path("validation").is_file():
+        pytest.skip("the bundled sample is not there yet")
+    cfg = Config(run_dir=str(tmp_path / "run"), model=ModelConfig(name=str(tiny_dir)))
+    summary = data_stage.run(cfg)
+    table = parse_table(capsys.readouterr().out)
+
+    # Hand count from the raw files, with plain json and the tokenizer called directly.
+    expect: dict[str, list[int]] = {}
+    for split in ("train", "validation"):
+        raw = [json.loads(line) for line in sample_path(split).read_text().splitlines() if line.strip()]
+        english = [r for r in raw if (r.get("language") or "").lower() == "english"]
+        n_tokens = [
+            len(tokenizer.apply_chat_template(r["context"], tokenize=True, add_generation_prompt=True, return_dict=False)) for r in english
+        ]
+        fits = [r for r, n in zip(english, n_tokens) if n <= cfg.data.max_prompt_tokens]
+        pairs = [r for r in fits if r["overall_preference"] != 0]
+        prompts = {json.dumps(r["context"]) for r in fits}
+        counts = {
+            "rows read": len(raw),
+            "pairs kept": len(pairs),
+            "RL prompts kept": len(prompts),
+            "ties (of rows read)": sum(r["overall_preference"] == 0 for r in raw),
+            "dropped: language": len(raw) - len(english),
+            "dropped: tie": len(fits) - len(pairs),
+            "dropped: prompt_too_long": len(english) - len(fits),
+            "general": sum(r["domain"] == "general" for r in raw),
+            "code": sum(r["domain"] == "code" for r in raw),
+            "multilingual": sum(r["domain"] == "multilingual" for r in raw),
+        }
+        for k, v in counts.items():
+            expect.setdefault(k, []).append(v)
+        s = summary["splits"][split]
+        assert s["domains_kept"].get("code", 0) == 0 and s["domains_kept"].get("multilingual", 0) == 0
+        assert s["rows_read"] == len(raw) and s["pairs_kept"] == len(pairs)
+
+    assert expect["rows read"][0] > 0 and expect["pairs kept"][0] > 0
+    for label, values in expect.items():
+        if label.startswith("dropped: ") and values == [0, 0]:
+            assert label not in table  # a reason that never happened is not printed
+            continue
+        assert table[label] == values, label
+
+    out = tmp_path / "run" / "data"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["DONE", "stats.json"] + [f"{s}.{k}.jsonl" for s in ("train", "validation") for k in ("pairs", "prompts", "conversations")]
+    )
+    pairs = data_stage.load_pairs(cfg.run_dir, "train")
+    assert len(pairs) == expect["pairs kept"][0] and all(p.language.lower() == "english" for p in pairs)
+    assert len(data_stage.load_prompts(cfg.run_dir, "validation")) == expect["RL prompts kept"][1]
+    assert len(data_stage.load_conversations(cfg.run_dir, "train")) == len(pairs)
+    assert json.loads((out / "stats.json").read_text())["splits"]["train"]["pairs_kept"] == len(pairs)
+    with pytest.raises(FileNotFoundError, match="add 'test' to data.splits"):
+        data_stage.load_pairs(cfg.run_dir, "test")
