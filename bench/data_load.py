@@ -14,7 +14,7 @@ Then times, on the same file and with the same tokenizer (the embedded SmolLM2 o
 
 Both must keep the same number of pairs; the script checks it.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/data_load.py [--rows 40000] [--max-prompt-tokens 1024]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/data_load.py [--rows 40000] [--max-prompt-tokens 1024] [--prompt-chars 0]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def make_rows(n: int, seed: int = 0) -> list[dict]:
+def make_rows(n: int, seed: int = 0, prompt_chars: int = 0) -> list[dict]:
     from tiller.data.sources import sample_path
 
     path = sample_path("train")
@@ -51,6 +51,10 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     for i in range(n):
         row = dict(rng.choice(base))
         context = [dict(m) for m in row["context"]]
+        # --prompt-chars: grow the last user turn with text of other sample rows, to time
+        # prompts as long as real HelpSteer3 ones (the sample's are short).
+        while sum(len(m["content"]) for m in context) < prompt_chars:
+            context[-1]["content"] += "\n" + rng.choice(base)["response1"]
         context[-1]["content"] += f" (#{i})"  # unique prompts: see the module docstring
         row["context"] = context
         rows.append(row)
@@ -62,9 +66,9 @@ def run_tiller(path: Path, tokenizer, max_prompt_tokens: int):
     from tiller.recipes.data import prepare_split
 
     cfg = DataConfig(source="local", files={"train": str(path)}, splits=["train"], max_prompt_tokens=max_prompt_tokens)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = prepare_split(cfg, "train", tokenizer)
-    return time.perf_counter() - t0, out.stats.pairs_kept, out
+    return time.perf_counter() - t0, time.process_time() - c0, out.stats.pairs_kept, out
 
 
 def run_datasets(path: Path, tokenizer, max_prompt_tokens: int, cache_dir: str):
@@ -94,41 +98,48 @@ def run_datasets(path: Path, tokenizer, max_prompt_tokens: int, cache_dir: str):
             out["language"].append(batch["language"][i])
         return out
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
     pairs = ds.map(convert, batched=True, batch_size=1000, remove_columns=ds.column_names)
-    return time.perf_counter() - t0, len(pairs)
+    return time.perf_counter() - t0, time.process_time() - c0, len(pairs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--max-prompt-tokens", type=int, default=1024)
+    ap.add_argument("--prompt-chars", type=int, default=0, help="pad each prompt to at least this many characters")
     args = ap.parse_args()
 
     from tiller.models import load_tokenizer
 
     tokenizer = load_tokenizer("embedded")
-    rows = make_rows(args.rows)
+    rows = make_rows(args.rows, prompt_chars=args.prompt_chars)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "helpsteer3-synthetic.jsonl"
         with open(path, "w") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
         size_mb = path.stat().st_size / 1e6
-        t_tiller, n_tiller, out = run_tiller(path, tokenizer, args.max_prompt_tokens)
-        t_ds, n_ds = run_datasets(path, tokenizer, args.max_prompt_tokens, cache_dir=os.path.join(tmp, "hf-cache"))
+        t_tiller, cpu_tiller, n_tiller, out = run_tiller(path, tokenizer, args.max_prompt_tokens)
+        t_ds, cpu_ds, n_ds = run_datasets(path, tokenizer, args.max_prompt_tokens, cache_dir=os.path.join(tmp, "hf-cache"))
     if n_tiller != n_ds:
         raise SystemExit(f"the two sides disagree: tiller kept {n_tiller} pairs, datasets {n_ds}")
 
     s = out.stats
-    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; python {platform.python_version()}")
-    print(f"input: {args.rows} HelpSteer3-shaped rows, {size_mb:.1f} MB JSONL; max_prompt_tokens={args.max_prompt_tokens}")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; python {platform.python_version()}; load average {load}")
+    print(
+        f"input: {args.rows} HelpSteer3-shaped rows, {size_mb:.1f} MB JSONL; prompt_chars>={args.prompt_chars}; "
+        f"max_prompt_tokens={args.max_prompt_tokens}"
+    )
     print(f"kept: {n_tiller} pairs, {s.prompts_kept} RL prompts; dropped: {dict(s.dropped)}")
-    print(f"{'':<28}{'seconds':>9}{'rows/s':>10}")
-    print(f"{'tiller prepare_split':<28}{t_tiller:>9.2f}{args.rows / t_tiller:>10.0f}")
-    print(f"{'datasets load_dataset+map':<28}{t_ds:>9.2f}{args.rows / t_ds:>10.0f}")
-    print(f"ratio datasets / tiller: {t_ds / t_tiller:.2f}x")
+    # CPU seconds (all threads of this process) next to wall seconds: on a shared machine the
+    # wall time depends on the other load, the CPU time much less.
+    print(f"{'':<28}{'wall s':>9}{'rows/s':>10}{'CPU s':>9}")
+    print(f"{'tiller prepare_split':<28}{t_tiller:>9.2f}{args.rows / t_tiller:>10.0f}{cpu_tiller:>9.2f}")
+    print(f"{'datasets load_dataset+map':<28}{t_ds:>9.2f}{args.rows / t_ds:>10.0f}{cpu_ds:>9.2f}")
+    print(f"ratio datasets / tiller: wall {t_ds / t_tiller:.2f}x, CPU {cpu_ds / cpu_tiller:.2f}x")
 
 
 if __name__ == "__main__":

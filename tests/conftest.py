@@ -78,3 +78,20 @@ def write_pairs(run_dir: Path, train: list[dict], validation: list[dict]) -> Non
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     (folder / "DONE").write_text("done\n")
+
+
+def accelerate_launch(stage_args: list[str], processes: int, timeout: int = 300):
+    """Run `python -m tiller ...` under `accelerate launch` with `processes` CPU processes.
+
+    `--cpu --num_processes 2` starts ONE process with accelerate 1.15 (its simple launcher);
+    `--multi_gpu` goes through torchrun, and with no visible GPU the processes join over gloo."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TILLER_QUIET_CONFIG": "1"}
+    mode = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tiller", *stage_args]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

@@ -16,6 +16,7 @@ STAGES_HELP = """stages:
   eval          evaluate: `eval reward` (pairwise accuracy) or `eval policy` (win rate, KL, length)
   pipeline      run the configured stages in order, skipping finished ones
   report        write the HTML report of a run folder
+  plan          estimate per-GPU memory of a config under each distributed strategy
   serve-reward  serve a reward backend over HTTP
 """
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="STAGE", help="run just this stage")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (re-running it and later ones)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted stage from its checkpoint")
+    p = sub.add_parser("plan", help="estimate per-GPU memory for a config")
+    _add_common(p)
     p = sub.add_parser("report", help="write the HTML report of a run folder")
     p.add_argument("run_dir")
     p = sub.add_parser("serve-reward", help="serve a reward backend over HTTP", add_help=False)
@@ -118,6 +121,10 @@ def _dispatch(args, cfg) -> int:
             from tiller.recipes import evaluate
 
             evaluate.run(cfg)
+    elif args.stage == "plan":
+        from tiller import plan
+
+        plan.run(cfg)
     elif args.stage == "pipeline":
         from tiller.recipes import pipeline
 

@@ -46,6 +46,9 @@ class ModelConfig:
     enable_thinking: Optional[bool] = None
     attn_implementation: Optional[str] = None
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    # bf16 autocast around forward passes with fp32 weights and optimizer (accelerate's mixed
+    # precision). Useful on CPUs with fast bf16 matrix units; on GPUs load bf16 weights instead.
+    mixed_precision: Literal["no", "bf16"] = "no"
 
 
 @dataclass
@@ -73,7 +76,7 @@ class OptimConfig:
     adam_eps: float = field(default=1e-8, metadata=_range(0.0, lo_open=True))
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = field(default=0.03, metadata=_range(0.0, 1.0))
-    max_grad_norm: float = field(default=1.0, metadata=_range(0.0))
+    max_grad_norm: float = field(default=1.0, metadata=_range(0.0))  # 0 = no clipping
 
 
 @dataclass
@@ -152,6 +155,10 @@ class RewardBackendConfig:
     genrm_mode: Literal["single", "pairwise"] = "single"
     genrm_both_orders: bool = True
     genrm_fallback: Optional[float] = None
+    genrm_temperature: float = field(default=0.0, metadata=_range(0.0))
+    genrm_max_tokens: Optional[int] = field(default=None, metadata=_range(1))  # None: the server's limit
+    retry_backoff_s: float = field(default=1.0, metadata=_range(0.0))
+    retry_max_backoff_s: float = field(default=30.0, metadata=_range(0.0))
 
 
 @dataclass

@@ -24,7 +24,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -167,7 +167,17 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     fig.clear()  # a Figure made without pyplot is freed with its last reference; clear it anyway
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    png = buf.getvalue()
+    try:  # a 256-colour palette halves the file and looks the same for line plots (Pillow comes with matplotlib)
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        small = io.BytesIO()
+        image.save(small, format="PNG")
+        png = min(png, small.getvalue(), key=len)
+    except Exception:
+        pass
+    data = base64.b64encode(png).decode("ascii")
     return f"<img alt='plot' src='data:image/png;base64,{data}'>"
 
 
@@ -183,63 +193,65 @@ def _figure(ncols: int = 1):
     return fig, axes
 
 
-def _smooth(ys: list[float]) -> Optional[list[float]]:
-    """Trailing mean over ~5% of the points, for curves too noisy to read raw (>= 40 points)."""
-    n = len(ys)
-    if n < 40:
-        return None
-    w = max(2, n // 20)
-    out, window = [], []
-    for y in ys:
-        if math.isfinite(y):
-            window.append(y)
-        if len(window) > w:
-            window.pop(0)
+def _smooth_window(n: int) -> int:
+    """Points averaged for the bold line of a noisy curve: none under 50 points, then ~n/12."""
+    return 0 if n < 50 else max(3, n // 12) | 1
+
+
+def _smooth(ys: list[float], w: int) -> list[float]:
+    """Centered moving average (no lag), ignoring NaN, shrinking at the ends."""
+    half = w // 2
+    out = []
+    for i in range(len(ys)):
+        window = [y for y in ys[max(0, i - half): i + half + 1] if math.isfinite(y)]
         out.append(sum(window) / len(window) if window else float("nan"))
     return out
 
 
-def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str) -> int:
-    drawn = 0
+def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str, smooth: bool = True) -> int:
+    drawn, windows = 0, set()
     for i, (label, xs, ys) in enumerate(lines):
         if not xs:
             continue
         color = f"C{i}"
-        smooth = _smooth(ys)
-        marker = "o" if len(xs) <= 30 else None
-        if smooth is None:
-            ax.plot(xs, ys, color=color, label=label, marker=marker, markersize=3, linewidth=1.6)
+        w = _smooth_window(len(xs)) if smooth else 0
+        if not w:
+            ax.plot(xs, ys, color=color, label=label, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.6)
         else:
-            ax.plot(xs, ys, color=color, alpha=0.25, linewidth=1)
-            ax.plot(xs, smooth, color=color, label=f"{label} (trailing mean)", linewidth=1.8)
+            ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.9)
+            ax.plot(xs, _smooth(ys, w), color=color, label=label, linewidth=1.8)
+            windows.add(w)
         drawn += 1
     ax.set_title(title, fontsize=11)
+    if windows:
+        xlabel += f"\n(faint: each step; bold: centered mean of {'/'.join(map(str, sorted(windows)))} steps)"
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if drawn > 1 or (drawn == 1 and len(lines) > 1) or any(_smooth(ys) is not None for _, _, ys in lines if ys):
+    if drawn > 1:
         ax.legend(fontsize=8)
     return drawn
 
 
-def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step") -> str:
+def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step",
+               smooth: bool = True) -> str:
     """One axis; lines are (label, steps, values). Empty string if there is nothing to draw."""
     if not any(xs for _, xs, _ in lines):
         return ""
     fig, (ax,) = _figure()
-    _draw_lines(ax, lines, title, xlabel, ylabel)
+    _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
     return _png(fig)
 
 
-def _panels(panels: list[tuple[str, str, list[tuple[str, list, list]]]], xlabel: str = "optimizer step") -> str:
-    """Several small axes side by side: (title, ylabel, lines) each; panels with no data are left out."""
-    panels = [p for p in panels if any(xs for _, xs, _ in p[2])]
+def _panels(panels: list[tuple], xlabel: str = "optimizer step") -> str:
+    """Axes side by side: (title, ylabel, lines[, smooth]) each; panels with no data are left out."""
+    panels = [p if len(p) == 4 else (*p, True) for p in panels if any(xs for _, xs, _ in p[2])]
     if not panels:
         return ""
     if len(panels) == 1:
-        return _line_plot(panels[0][0], panels[0][1], panels[0][2], xlabel)
+        return _line_plot(panels[0][0], panels[0][1], panels[0][2], xlabel, panels[0][3])
     fig, axes = _figure(len(panels))
-    for ax, (title, ylabel, lines) in zip(axes, panels):
-        _draw_lines(ax, lines, title, xlabel, ylabel)
+    for ax, (title, ylabel, lines, smooth) in zip(axes, panels):
+        _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
     return _png(fig)
 
 
@@ -279,11 +291,13 @@ def _time_plot(rows: list[dict]) -> str:
             ax.bar(steps, vs, bottom=bottom, width=width, color=f"C{i}", label=label)
             bottom = [b + v for b, v in zip(bottom, vs)]
     else:
-        ax.stackplot(steps, *values, labels=labels, colors=[f"C{i}" for i in range(len(values))], alpha=0.85)
+        ax.stackplot(steps, *values, labels=labels, colors=[f"C{i}" for i in range(len(values))], linewidth=0)
+    top = max(sum(col) for col in zip(*values))
+    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # room for the legend above the stack
     ax.set_title("Time per step, by phase", fontsize=11)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("seconds")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -332,6 +346,15 @@ def _stages_found(run_dir: Path) -> list[str]:
 def _header(run_dir: Path, stages: list[str]) -> str:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     rows = [["run folder", f"<code>{esc(run_dir.resolve())}</code>"], ["report written", esc(now)]]
+    times = []
+    for s in stages:  # the tracker stamps every row with the wall-clock time
+        rows_ = _read_jsonl(run_dir / s / "metrics.jsonl")
+        times += [t for t in (_num(r.get("time")) for r in (rows_[:1] + rows_[-1:])) if t and math.isfinite(t)]
+    if times:
+        def when(t: float) -> str:
+            return _dt.datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+        rows.append(["training logged", f"{esc(when(min(times)))} &rarr; {esc(when(max(times)))}"])
     stage_cells = []
     for s in STAGES:
         if s in stages:
@@ -365,8 +388,12 @@ def _data(run_dir: Path) -> str:
         return _not_run("data", "Run <code>tiller data --config FILE</code>.")
     stats = _read_json(run_dir / "data" / "stats.json")
     if stats is None:
-        return _note("<code>data/stats.json</code> is missing: the data stage did not finish.", "notrun")
-    meta = [[esc(k.replace("_", " ")), esc(stats[k] if stats.get(k) is not None else "all")]
+        why = "no counts to show" if (run_dir / "data" / "DONE").is_file() else "the data stage did not finish"
+        return _note(f"<code>data/stats.json</code> is missing: {why}.", "notrun")
+    def setting(v: Any) -> str:
+        return "all" if v is None else ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    meta = [[esc(k.replace("_", " ")), esc(setting(stats.get(k)))]
             for k in ("format", "source", "languages", "domains", "max_prompt_tokens", "tokenizer") if k in stats]
     splits = list((stats.get("splits") or {}).values())
     if not splits:
@@ -425,12 +452,13 @@ def _reward_eval_block(report: dict, title: str) -> str:
             facts.append([label, _fmt(report[key], 0) if key == "train_seconds" else _fmt(report[key])])
     out = f"<h4>{esc(title)}</h4>" + _table(["", ""], facts, "kv")
     tables = []
-    for key, label in (("by_domain", "domain"), ("by_strength", "preference strength |overall_preference|")):
+    for key, label, column in (("by_domain", "domain", "domain"),
+                               ("by_strength", "preference strength |overall_preference|", "strength")):
         groups = report.get(key) or {}
         if groups:
             items = sorted(groups.items(), key=lambda kv: (int(kv[0]) if str(kv[0]).lstrip("-").isdigit() else 0, str(kv[0])))
             tables.append(f"<div><h5>by {esc(label)}</h5>"
-                          + _table([esc(label.split(' ')[0]), "pairs", "accuracy"],
+                          + _table([column, "pairs", "accuracy"],
                                    [[esc(k), _fmt(v.get("n")), _fmt(v.get("accuracy"))] for k, v in items], "num")
                           + "</div>")
     if tables:
@@ -451,16 +479,13 @@ def _reward_eval_block(report: dict, title: str) -> str:
 
 
 def _reward_models(run_dir: Path) -> str:
-    if not any((run_dir / s).is_dir() for s, _ in REWARD_STAGES) and not any(
-            (run_dir / "eval" / f"{s}_model.json").is_file() for s, _ in REWARD_STAGES):
-        return _not_run("reward", "Run <code>tiller reward --config FILE</code>.")
     out = []
     for stage, name in REWARD_STAGES:
         folder = run_dir / stage
         out.append(f"<h3>{esc(name)} (<code>{esc(stage)}/</code>)</h3>")
         extra = run_dir / "eval" / f"{stage}_model.json"
         if not folder.is_dir() and not extra.is_file():
-            out.append(_not_run(stage))
+            out.append(_not_run(stage, "Run <code>tiller reward --config FILE</code>." if stage == "reward" else ""))
             continue
         report = _read_json(folder / "eval.json")
         if report is not None:
@@ -476,9 +501,9 @@ def _reward_models(run_dir: Path) -> str:
              [("train batch", *_series(rows, "reward/accuracy")), ("validation", *_series(rows, "eval/accuracy"))]),
         ])
         plot2 = _panels([
-            ("Reward margin", "chosen − rejected score",
+            ("Reward margin", "score margin (chosen − rejected)",
              [("train batch", *_series(rows, "reward/margin")), ("validation", *_series(rows, "eval/mean_margin"))]),
-            ("Learning rate", "learning rate", [("lr", *_series(rows, "train/lr"))]),
+            ("Learning rate", "learning rate", [("lr", *_series(rows, "train/lr"))], False),
         ])
         if plot:
             out.append(f"<div class=plots>{plot}{plot2}</div>")
@@ -496,30 +521,33 @@ def _rloo(run_dir: Path) -> str:
         return _note("<code>rloo/metrics.jsonl</code> is missing or empty: no step was logged yet.", "notrun")
     last = rows[-1]
     facts = [["steps logged", _fmt(len(rows))], ["last step", _fmt(last.get("step"))]]
-    for key, label in (("objective/scores", "reward-model score"), ("objective/rlhf_reward", "RLHF reward (score − β·KL − EOS penalty)"),
-                       ("objective/kl", "KL (nats per sequence)"), ("completions/mean_length", "mean completion length (tokens)"),
-                       ("time/completions_per_second", "completions per second")):
+    for key, label, digits in (("objective/scores", "reward-model score", 3),
+                               ("objective/rlhf_reward", "RLHF reward (score − β·KL − EOS penalty)", 3),
+                               ("objective/kl", "KL (nats per sequence)", 3),
+                               ("completions/mean_length", "mean completion length (tokens)", 1),
+                               ("time/step", "seconds per step", 1),
+                               ("time/completions_per_second", "completions per second", 2)):
         xs, ys = _series(rows, key)
         if xs:
-            facts.append([f"{label}: first &rarr; last", f"{_fmt(ys[0])} &rarr; {_fmt(ys[-1])}"])
+            facts.append([f"{label}: first &rarr; last", f"{_fmt(ys[0], digits)} &rarr; {_fmt(ys[-1], digits)}"])
     out = [_table(["", ""], facts, "kv")]
     if not (folder / "DONE").is_file():
         out.append(_note("no <code>rloo/DONE</code>: the stage has not finished (or is still running).", "notrun"))
     plots = [
         _line_plot("Reward during RLOO", "reward (reward-model score)",
                    [("score", *_series(rows, "objective/scores")),
-                    ("RLHF reward (score − β·KL − penalty)", *_series(rows, "objective/rlhf_reward"))]),
+                    ("RLHF reward (score − β·KL − EOS penalty)", *_series(rows, "objective/rlhf_reward"))]),
         _line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *_series(rows, "objective/kl"))]),
         _line_plot("Policy loss", "loss (REINFORCE, per token)", [("policy loss", *_series(rows, "loss/policy_avg"))]),
         _panels([
-            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *_series(rows, "objective/entropy"))]),
-            ("Entropy per token", "entropy (nats per token)", [("token", *_series(rows, "policy/entropy_avg"))]),
+            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *_series(rows, "objective/entropy"))], False),
+            ("Entropy per token", "entropy (nats per token)", [("token", *_series(rows, "policy/entropy_avg"))], False),
         ]),
         _length_band_plot(rows),
         _time_plot(rows),
         _panels([
             ("Importance ratio", "π / π_old (mean)", [("ratio", *_series(rows, "val/ratio"))]),
-            ("Completions ending in EOS", "completions per step", [("with EOS", *_series(rows, "val/num_eos_tokens"))]),
+            ("Completions ending in EOS", "completions per step (per process)", [("with EOS", *_series(rows, "val/num_eos_tokens"))]),
         ]),
     ]
     out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
@@ -555,7 +583,7 @@ def _sft_dpo(run_dir: Path) -> str:
         used = {key for _, _, lines in panels for _, key in lines} | {"step", "time"}
         extra = sorted(k for k in rows[-1] if k not in used and _num(rows[-1][k]) is not None)
         out.append(f"<p class=note>{len(rows)} steps logged, last step {_fmt(rows[-1].get('step'))}"
-                   + (f"; last values: " + ", ".join(f"{esc(k)} {_fmt(rows[-1][k], 4)}" for k in extra[:8]) if extra else "")
+                   + (f"; last values: " + ", ".join(f"{esc(k)} {_num(rows[-1][k]):.4g}" for k in extra[:8]) if extra else "")
                    + "</p>")
         out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
     return "\n".join(out)
@@ -768,12 +796,13 @@ def write_report(run_dir: Path) -> Path:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no such directory)")
     text = render(run_dir)
     path = run_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".html.tmp")
+    # open(..., "x") rather than mkstemp: the file gets the usual permissions (umask), not 0600
+    tmp = run_dir / f".report.{os.getpid()}.{uuid.uuid4().hex[:8]}.html.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

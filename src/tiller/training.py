@@ -39,10 +39,10 @@ class Runtime:
             print(*args, flush=True)
 
 
-def setup_runtime(seed: int) -> Runtime:
+def setup_runtime(seed: int, mixed_precision: str = "no") -> Runtime:
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
     # Same seed on every process: models initialize identically (score head, LoRA); the data
     # each process sees is chosen by rank explicitly, not by a different seed.
     seed_everything(seed)

@@ -3,9 +3,6 @@ produce the same update as 1."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, write_prompts
+from tests.conftest import accelerate_launch, write_prompts
 from tiller.config import config_from_dict
 from tiller.recipes import rloo
 from tiller.tracking import read_metrics
@@ -89,15 +86,14 @@ def test_rloo_resume_gives_identical_losses(tmp_path, tiny_llama):
 
 def _launch(run_dir: Path, model: Path, processes: int) -> None:
     write_prompts(run_dir)
+    # adam_eps=1 makes an update about lr x gradient: with the default eps Adam's first step is
+    # the sign of the gradient, which would hide a wrong normalization (and amplify round-off).
     cfg = rloo_config(run_dir, model, max_steps=2, prompts_per_step=4, micro_batch_per_device=4,
-                      optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.05)
+                      optim={"lr": 10.0, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}, beta=0.05)
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tiller", "rloo", "--config", str(path)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = accelerate_launch(["rloo", "--config", str(path)], processes)
+    assert f"x {processes} process(es)" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.distributed
@@ -110,7 +106,7 @@ def test_two_processes_match_one(tmp_path, tiny_llama):
     b = load_file(str(tmp_path / "two" / "rloo" / "model" / "model.safetensors"))
     start = load_file(str(tiny_llama / "model.safetensors"))
     moved = max((a[n] - start[n]).abs().max().item() for n in a)
-    assert moved > 1e-3  # the update is real
+    assert moved > 1e-4  # the update is real
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-5)
     one = read_metrics(tmp_path / "one" / "rloo" / "metrics.jsonl")

@@ -31,9 +31,14 @@ WHERE = "f.jsonl line 1"
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    from tiller.tiny import build_tiny_model
+    """A folder holding only the tiny tokenizer (trained locally in about a second) and a stub
+    config.json: all the data stage loads. Building the model too would only cost time."""
+    from tiller.tiny import build_tokenizer
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
+    folder = tmp_path_factory.mktemp("tiny") / "m"
+    build_tokenizer().save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +242,21 @@ def test_json_list_and_parquet_sources(tmp_path, tokenizer):
         list(open_file(bad).rows())
 
 
+def test_hub_source_through_datasets_offline(tmp_path, tokenizer, monkeypatch):
+    """The hub path, without a network: `datasets.load_dataset` also takes a local folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [hs3_row(-1), hs3_row(0), hs3_row(3)])
+    cfg = DataConfig(source="hub", hub_id=str(folder), splits=["train"])
+    out = data_stage.prepare_split(cfg, "train", tokenizer)
+    assert out.stats.source == f"{folder}:train"
+    assert (out.stats.rows_read, out.stats.pairs_kept, out.stats.ties) == (3, 2, 1)
+    assert [p.source_row for p in out.pairs] == [0, 2]  # 0-based rows, as datasets counts
+
+
 def test_sample_source_errors():
     with pytest.raises(DataError, match="no split 'test'"):
         open_split(DataConfig(source="sample"), "test")
@@ -351,12 +371,17 @@ def test_max_rows_per_split(tmp_path, tokenizer):
 
 
 def parse_table(text: str) -> dict[str, list[int]]:
-    """Label -> numbers per split, from the printed table (labels are left of two spaces)."""
-    out = {}
+    """Label -> numbers per split, from the printed table. An indented label is keyed
+    "section/label" after the unindented line above it ("rows dropped/language")."""
+    out, section = {}, ""
     for line in text.splitlines():
         parts = line.rstrip().rsplit(None, 2)
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            out[parts[0].strip()] = [int(parts[1]), int(parts[2])]
+        numeric = len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()
+        if numeric:
+            label = parts[0].strip()
+            out[f"{section}/{label}" if line.startswith("  ") else label] = [int(parts[1]), int(parts[2])]
+        if line.strip() and not line.startswith((" ", "-")):
+            section = parts[0].strip() if numeric else line.strip()
     return out
 
 
@@ -365,45 +390,76 @@ def test_load_before_run_says_run_data_first(tmp_path):
         data_stage.load_pairs(tmp_path, "train")
 
 
+def test_failed_rerun_removes_done_and_leaves_no_temp_files(tmp_path, tiny_dir, capsys):
+    tie_context = [{"role": "user", "content": "Is this a tie?"}]
+    good = write_jsonl(tmp_path / "good.jsonl", [hs3_row(-1), hs3_row(0, context=tie_context)])
+    cfg = Config(run_dir=str(tmp_path / "run"), model=ModelConfig(name=str(tiny_dir)), data=local_cfg(good))
+    summary = data_stage.run(cfg)
+    out = tmp_path / "run" / "data"
+    assert (out / "DONE").is_file() and summary["splits"]["train"]["pairs_kept"] == 1
+    assert data_stage.load_pairs(cfg.run_dir, "train")[0].chosen == "Answer one."
+    assert data_stage.load_prompts(cfg.run_dir, "train")[1].messages == tie_context  # a tie's prompt serves RL
+    cfg.data.files = {"train": str(write_jsonl(tmp_path / "bad.jsonl", [hs3_row(-1), "{oops"]))}
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2"):
+        data_stage.run(cfg)
+    assert not (out / "DONE").exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(FileNotFoundError, match="run `tiller data"):
+        data_stage.load_pairs(cfg.run_dir, "train")
+
+
 def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenizer, capsys):
     if not sample_path("train").is_file() or not sample_path("validation").is_file():
         pytest.skip("the bundled sample is not there yet")
+
+    # Hand count from the raw files, with plain json and the tokenizer called directly.
+    def prompt_tokens(row: dict) -> int:
+        return len(tokenizer.apply_chat_template(row["context"], tokenize=True, add_generation_prompt=True, return_dict=False))
+
+    raw = {s: [json.loads(line) for line in sample_path(s).read_text().splitlines() if line.strip()] for s in ("train", "validation")}
+    # A prompt limit at the median english train prompt, so that `prompt_too_long` is exercised.
+    lengths = sorted(prompt_tokens(r) for r in raw["train"] if r["language"].lower() == "english")
+    max_prompt_tokens = lengths[len(lengths) // 2]
+
     cfg = Config(run_dir=str(tmp_path / "run"), model=ModelConfig(name=str(tiny_dir)))
+    cfg.data.max_prompt_tokens = max_prompt_tokens
     summary = data_stage.run(cfg)
     table = parse_table(capsys.readouterr().out)
 
-    # Hand count from the raw files, with plain json and the tokenizer called directly.
     expect: dict[str, list[int]] = {}
     for split in ("train", "validation"):
-        raw = [json.loads(line) for line in sample_path(split).read_text().splitlines() if line.strip()]
-        english = [r for r in raw if (r.get("language") or "").lower() == "english"]
-        n_tokens = [
-            len(tokenizer.apply_chat_template(r["context"], tokenize=True, add_generation_prompt=True, return_dict=False)) for r in english
-        ]
-        fits = [r for r, n in zip(english, n_tokens) if n <= cfg.data.max_prompt_tokens]
+        rows = raw[split]
+        english = [r for r in rows if (r.get("language") or "").lower() == "english"]
+        fits = [r for r in english if prompt_tokens(r) <= max_prompt_tokens]
         pairs = [r for r in fits if r["overall_preference"] != 0]
         prompts = {json.dumps(r["context"]) for r in fits}
         counts = {
-            "rows read": len(raw),
+            "rows read": len(rows),
             "pairs kept": len(pairs),
             "RL prompts kept": len(prompts),
-            "ties (of rows read)": sum(r["overall_preference"] == 0 for r in raw),
-            "dropped: language": len(raw) - len(english),
-            "dropped: tie": len(fits) - len(pairs),
-            "dropped: prompt_too_long": len(english) - len(fits),
-            "general": sum(r["domain"] == "general" for r in raw),
-            "code": sum(r["domain"] == "code" for r in raw),
-            "multilingual": sum(r["domain"] == "multilingual" for r in raw),
+            "RL prompts dropped/duplicate_prompt": len(fits) - len(prompts),
+            "ties (of rows read)": sum(r["overall_preference"] == 0 for r in rows),
+            "rows dropped/language": len(rows) - len(english),
+            "rows dropped/tie": len(fits) - len(pairs),
+            "rows dropped/prompt_too_long": len(english) - len(fits),
+            "rows read by domain/general": sum(r["domain"] == "general" for r in rows),
+            "rows read by domain/stem": sum(r["domain"] == "stem" for r in rows),
+            "rows read by domain/code": sum(r["domain"] == "code" for r in rows),
+            "rows read by domain/multilingual": sum(r["domain"] == "multilingual" for r in rows),
+            "rows read by language/english": len(english),
+            "pairs kept by domain/general": sum(r["domain"] == "general" for r in pairs),
+            "pairs kept by domain/stem": sum(r["domain"] == "stem" for r in pairs),
+            "pairs kept by language/english": len(pairs),
         }
         for k, v in counts.items():
             expect.setdefault(k, []).append(v)
         s = summary["splits"][split]
         assert s["domains_kept"].get("code", 0) == 0 and s["domains_kept"].get("multilingual", 0) == 0
-        assert s["rows_read"] == len(raw) and s["pairs_kept"] == len(pairs)
+        assert s["rows_read"] == len(rows) and s["pairs_kept"] == len(pairs)
 
     assert expect["rows read"][0] > 0 and expect["pairs kept"][0] > 0
     for label, values in expect.items():
-        if label.startswith("dropped: ") and values == [0, 0]:
+        if label.startswith(("rows dropped/", "RL prompts dropped/")) and values == [0, 0]:
             assert label not in table  # a reason that never happened is not printed
             continue
         assert table[label] == values, label

@@ -403,3 +403,43 @@ def test_bad_config_and_bad_backend_are_clear_errors(tmp_path: Path, monkeypatch
     assert "did you mean 'rloo.reward.backend'" in capsys.readouterr().err
     assert main(["--config", str(cfg_path), "--set", "rloo.reward.function=tests.helpers.rule_rewards:nope"]) == 2
     assert "no callable 'nope'" in capsys.readouterr().err
+
+
+def test_redirects_are_refused_and_the_token_never_forwarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen_auth: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen_auth.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirector(Elsewhere):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{elsewhere.server_address[1]}/health")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    threads = [threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+               for srv in (elsewhere, redirector)]
+    for th in threads:
+        th.start()
+    try:
+        monkeypatch.setenv(TOKEN_ENV, TOKEN)
+        with pytest.raises(RemoteRewardError, match="HTTP 307"):
+            HttpReward(http_cfg(f"http://127.0.0.1:{redirector.server_address[1]}"))
+        assert seen_auth == []
+    finally:
+        for srv in (elsewhere, redirector):
+            srv.shutdown()
+            srv.server_close()

@@ -73,8 +73,9 @@ def _keys(stats: list[SplitStats], attr: str) -> list[str]:
     return [k for k, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def render_table(stats: list[SplitStats], title: str = "") -> str:
-    """A fixed-width table: one row per count, one column per split."""
+def render_table(stats: list[SplitStats], title: str = "", kept: str = "pairs") -> str:
+    """A fixed-width table: one row per count, one column per split. `kept` names what the
+    kept rows became: pairs, or conversations for `messages` data."""
     rows: list[tuple[str, list]] = [
         ("rows read", [s.rows_read for s in stats]),
         ("pairs kept", [s.pairs_kept for s in stats]),
@@ -83,15 +84,14 @@ def render_table(stats: list[SplitStats], title: str = "") -> str:
         ("ties (of rows read)", [s.ties for s in stats]),
         ("rows dropped", [sum(s.dropped.values()) for s in stats]),
     ]
-    for reason in _keys(stats, "dropped"):
-        rows.append((f"  dropped: {reason}", [s.dropped[reason] for s in stats]))
-    for reason in _keys(stats, "prompts_dropped"):
-        rows.append((f"RL prompts dropped: {reason}", [s.prompts_dropped[reason] for s in stats]))
+    rows += [(f"  {reason}", [s.dropped[reason] for s in stats]) for reason in _keys(stats, "dropped")]
+    rows.append(("RL prompts dropped", [sum(s.prompts_dropped.values()) for s in stats]))
+    rows += [(f"  {reason}", [s.prompts_dropped[reason] for s in stats]) for reason in _keys(stats, "prompts_dropped")]
     for title_, attr in (
         ("rows read by domain", "domains_read"),
         ("rows read by language", "languages_read"),
-        ("kept by domain", "domains_kept"),
-        ("kept by language", "languages_kept"),
+        (f"{kept} kept by domain", "domains_kept"),
+        (f"{kept} kept by language", "languages_kept"),
     ):
         keys = _keys(stats, attr)
         if keys:
@@ -103,5 +103,5 @@ def render_table(stats: list[SplitStats], title: str = "") -> str:
     header = " " * label_w + "".join(f"  {s.split:>{w}}" for s, w in zip(stats, col_w))
     lines += [header, "-" * len(header)]
     for label, vals in rows:
-        lines.append(f"{label:<{label_w}}" + "".join(f"  {v:>{w}}" for v, w in zip(vals, col_w)))
+        lines.append((f"{label:<{label_w}}" + "".join(f"  {v:>{w}}" for v, w in zip(vals, col_w))).rstrip())
     return "\n".join(lines)

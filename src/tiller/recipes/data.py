@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +128,11 @@ def data_dir(run_dir: str | Path) -> Path:
 
 
 def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A hidden name in the same folder (os.replace is atomic only within one file system);
+    # plain open() so the file gets the usual permissions, not mkstemp's 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for line in lines:
                 f.write(line)
             f.flush()
@@ -167,7 +168,8 @@ def run(cfg: Config) -> dict:
         f"data: format={data.format} source={data.source} languages={data.languages or 'all'} "
         f"domains={data.domains or 'all'} max_prompt_tokens={data.max_prompt_tokens} tokenizer={cfg.model.name}"
     )
-    print(render_table(all_stats, title), flush=True)
+    kept = "conversations" if data.format == "messages" else "pairs"
+    print(render_table(all_stats, title, kept), flush=True)
     summary = {
         "format": data.format,
         "source": data.source,

@@ -45,14 +45,24 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sampling, batch_size: int, seed: int):
-    engine = make_engine("transformers", model, tokenizer)
+def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sampling, batch_size: int, seed: int,
+                     engine_name: str = "transformers", rollout_cfg=None):
+    """One answer per prompt with `engine_name` (eval.engine). Prompt i is sampled with seed + i
+    whatever the batching. vLLM schedules its own batches, so it gets every prompt at once, and
+    its engine is closed afterwards so the next model's engine has the memory."""
+    engine = make_engine(engine_name, model, tokenizer, rollout_cfg)
+    engine.sync_weights(model)
+    step = len(prompt_ids) if engine_name == "vllm" else batch_size
     completions, has_eos = [], []
-    for start in range(0, len(prompt_ids), batch_size):
-        chunk = prompt_ids[start:start + batch_size]
-        gen = engine.generate(chunk, 1, sampling, [seed + start + i for i in range(len(chunk))])
-        completions += gen.completions
-        has_eos += gen.has_eos
+    try:
+        for start in range(0, len(prompt_ids), max(step, 1)):
+            chunk = prompt_ids[start:start + step]
+            gen = engine.generate(chunk, 1, sampling, [seed + start + i for i in range(len(chunk))])
+            completions += gen.completions
+            has_eos += gen.has_eos
+    finally:
+        if hasattr(engine, "close"):
+            engine.close()
     return completions, has_eos
 
 
@@ -95,8 +105,10 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
 
     policy = load_causal_lm(policy_path, cfg.model, device=device).eval()
     reference = load_causal_lm(reference_path, cfg.model, device=device).eval()
-    policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed)
-    reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed)
+    policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
+                                                  e.engine, cfg.rloo.rollout)
+    reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
+                                                        e.engine, cfg.rloo.rollout)
     kl = policy_kl(policy, reference, prompt_ids, policy_answers, tokenizer.pad_token_id, e.batch_size, device)
     del policy, reference
 

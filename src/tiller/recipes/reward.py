@@ -159,7 +159,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     `stop_after` ends the loop after that many steps without finishing (tests use it to
     simulate a killed run)."""
     rcfg = cfg.reward
-    rt = setup_runtime(cfg.seed)
+    rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / stage
     which = rcfg.train_subset if stage == "reward" else judge_subset(rcfg.train_subset)
     name = rcfg.model or cfg.model.name
@@ -233,11 +233,14 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
                 rt.accelerator.backward(loss * len(batch) / t.pairs_per_step * rt.world_size)
             for k, v in metrics.items():
                 step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / accum
-        grad_norm = rt.accelerator.clip_grad_norm_(scorer.parameters(), rcfg.optim.max_grad_norm)
+        grad_norm = rt.accelerator.clip_grad_norm_(scorer.parameters(), rcfg.optim.max_grad_norm or math.inf)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        if rt.world_size > 1:  # every process saw different pairs: log the global mean
+            step_metrics = {k: float(rt.accelerator.reduce(torch.tensor(v, device=rt.device), reduction="mean"))
+                            for k, v in step_metrics.items()}
         step_metrics.update({"train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
                              "train/epoch": done / steps_per_epoch})
         if done % t.log_every == 0:
@@ -245,7 +248,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         bar.set_postfix(loss=f"{step_metrics['loss/bt']:.3f}", acc=f"{step_metrics['reward/accuracy']:.2f}")
         bar.update(1)
         if t.eval_every and done % t.eval_every == 0 and done < total_steps and rt.is_main:
-            report = evaluate_pairs(scorer, val, pad_id, rt.device, t.micro_batch_per_device, 0)
+            # The unwrapped module: a DDP forward on one process alone would wait for the others.
+            report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device, 0)
             tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, done)
             bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
@@ -258,7 +262,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
 
     elapsed = time.time() - started
     if rt.is_main:
-        report = evaluate_pairs(scorer, val, pad_id, rt.device, t.micro_batch_per_device, rcfg.num_eval_samples)
+        report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device,
+                                rcfg.num_eval_samples)
         report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
         tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
         print(format_eval(report, f"[{stage}] validation"), flush=True)

@@ -87,7 +87,7 @@ def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
 
 def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
     r = cfg.rloo
-    rt = setup_runtime(cfg.seed)
+    rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / "rloo"
     name = r.model or cfg.model.name
     k = r.completions_per_prompt
@@ -121,7 +121,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     fused = r.num_ppo_epochs == 1 and not r.whiten_advantages and r.micro_batch_per_device % k == 0
     rt.print(
         f"[rloo] policy {name} | {len(prompts)} prompts ({dropped} dropped > {r.max_prompt_tokens} tokens)\n"
-        f"[rloo] {r.prompts_per_step} prompts x {k} completions = {completions_per_step} completions/step; per process "
+        f"[rloo] {r.prompts_per_step} prompts x {k} completions = {completions_per_step} completions/step over "
+        f"{rt.world_size} process(es) (x {rt.world_size} process(es)); per process "
         f"{completions_per_process} = {r.micro_batch_per_device} per micro-batch x {accum} accumulation; "
         f"{total_steps} steps ({total_steps * completions_per_step} episodes)\n"
         f"[rloo] update: {'single pass (log-probs for KL from the gradient forward)' if fused else 'no-grad old log-probs, then ' + str(r.num_ppo_epochs) + ' epoch(s)'}"
@@ -228,7 +229,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                 add("loss/policy_avg", loss, 1.0)
                 for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
                     add(key, metrics[key], share)
-            grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm)
+            grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm or math.inf)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -257,7 +258,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                     add("loss/policy_avg", loss, 1.0 / r.num_ppo_epochs)
                     for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
                         add(key, metrics[key], share)
-                grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm)
+                grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm or math.inf)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -277,8 +278,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             "train/episode": torch.tensor(float(done * completions_per_step)),
         })
         if rt.world_size > 1:
-            step_metrics = {key: rt.accelerator.reduce(torch.as_tensor(v, device=rt.device).float(), reduction="mean")
+            # Each process's loss is already its share of the global loss: those add up; the
+            # other metrics are per-process averages over equal numbers of completions.
+            step_metrics = {key: rt.accelerator.reduce(torch.as_tensor(v, device=rt.device).float(),
+                                                       reduction="sum" if key == "loss/policy_avg" else "mean")
                             for key, v in step_metrics.items()}
+        if hasattr(reward, "metrics"):  # remote backends count retries, parse failures, fallbacks
+            step_metrics.update(reward.metrics())
         step_total = sum(timings.values())
         step_metrics.update({f"time/{key}": v for key, v in timings.items()})
         step_metrics["time/step"] = step_total

@@ -96,8 +96,17 @@ class RetryPolicy:
 
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_FROM_ENV = urllib.request.build_opener()
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the HTTP error it is: following it would send the
+    Authorization header (the key) to wherever the redirect points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - base signature
+        return None
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+_FROM_ENV = urllib.request.build_opener(_NoRedirect())
 
 
 def _is_loopback(host: str | None) -> bool:

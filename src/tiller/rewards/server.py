@@ -37,6 +37,7 @@ import math
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -281,6 +282,8 @@ class RewardHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: Any, token: str | None, backend_name: str = "",
                  max_batch: int = 256, max_wait_s: float = 0.0, verbose: bool = False):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.backend = backend
         self.token = token
@@ -293,6 +296,11 @@ class RewardHTTPServer(ThreadingHTTPServer):
     def count(self, key: str) -> None:
         with self._count_lock:
             self.counts[key] += 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Typically a client that timed out and hung up before its answer: one line, no traceback.
+        exc = sys.exc_info()[1]
+        sys.stderr.write(f"[tiller serve-reward] request from {client_address[0]} failed: {type(exc).__name__}: {exc}\n")
 
     @property
     def url(self) -> str:

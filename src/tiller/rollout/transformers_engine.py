@@ -54,7 +54,14 @@ def sample_next(logits: torch.Tensor, sampling: Sampling, generators: list[torch
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits, dim=-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    # Exactly what torch.multinomial(probs[i], 1, generator=g) computes for one sample
+    # (argmax of p / q with q ~ Exp(1) drawn from the row's generator), with the draws made row
+    # by row but the division and argmax batched: the same tokens, without multinomial's
+    # per-row validation and dispatch (it was ~30% of decoding time at batch 256).
+    q = torch.empty_like(probs)
+    for i, g in enumerate(generators):
+        q[i].exponential_(1, generator=g)
+    return (probs / q).argmax(dim=-1)
 
 
 class TransformersEngine:

@@ -1,0 +1,364 @@
+"""DPO stage: Direct Preference Optimization on chosen/rejected pairs.
+
+    tiller dpo --config FILE [--resume]      trains <run_dir>/dpo/model
+
+Read top to bottom: encode prompt+chosen and prompt+rejected with the policy's chat template,
+marking the answer's tokens (content and end-of-turn) the way SFT marks assistant turns; the
+policy starts from `dpo.model` or `model.name` (often the SFT output). The reference is the
+same model before training: the base with the LoRA adapter disabled (one copy of the weights),
+a frozen copy for full fine-tuning, or (`precompute_ref_logps`) log-probs computed once before
+training and cached in `<run_dir>/dpo/ref_logps.pt`. A sequence's log-prob is the sum of its
+answer tokens' log-probs; chosen and rejected go through the model in one concatenated
+forward. The loop is the reward stage's: per step each process takes its share of
+`pairs_per_step` pairs in micro-batches, and the loss is scaled so the gradient is the mean
+over the global batch however it is split. The implicit-reward preference accuracy on the
+validation pairs is measured before training, every `eval_every` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tiller import losses
+from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.config import Config, ConfigError, to_yaml
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tiller.recipes.data import load_pairs
+from tiller.recipes.sft import IGNORE, assistant_token_mask, rank_batches, shifted_labels
+from tiller.scoring import pad_batch
+from tiller.tracking import Tracker
+from tiller.training import (
+    Runtime,
+    gradient_accumulation,
+    make_optimizer,
+    make_scheduler,
+    setup_runtime,
+    show_progress,
+    trainable_parameter_count,
+    use_gradient_checkpointing,
+)
+
+
+@dataclass
+class EncodedPreference:
+    chosen_ids: list[int]
+    chosen_labels: list[int]  # next-token targets on the answer, -100 elsewhere
+    rejected_ids: list[int]
+    rejected_labels: list[int]
+
+
+def encode_preferences(pairs, tokenizer, max_length: int, truncation: str,
+                       enable_thinking=None) -> tuple[list[EncodedPreference], int]:
+    """Token ids and answer targets of prompt+chosen and prompt+rejected; returns (encoded,
+    number dropped as too long)."""
+    encoded, dropped = [], 0
+    for pair in pairs:
+        sides = []
+        for answer in (pair.chosen, pair.rejected):
+            ids, mask = assistant_token_mask(tokenizer, pair.prompt + [{"role": "assistant", "content": answer}],
+                                             enable_thinking, last_turn_only=True)
+            sides.append((ids, mask))
+        if max(len(ids) for ids, _ in sides) > max_length:
+            if truncation == "drop":
+                dropped += 1
+                continue
+            sides = [(ids[-max_length:], mask[-max_length:]) for ids, mask in sides]  # the prompt's start goes first
+        (c_ids, c_mask), (r_ids, r_mask) = sides
+        encoded.append(EncodedPreference(c_ids, shifted_labels(c_ids, c_mask), r_ids, shifted_labels(r_ids, r_mask)))
+    return encoded, dropped
+
+
+def pair_batch(batch: list[EncodedPreference], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows [0, n) chosen, [n, 2n) rejected, right-padded: (input_ids, attention_mask, labels)."""
+    ids = [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch]
+    labels = [p.chosen_labels for p in batch] + [p.rejected_labels for p in batch]
+    input_ids, attention_mask = pad_batch(ids, pad_id)
+    label_tensor = torch.full_like(input_ids, IGNORE)
+    for i, row in enumerate(labels):
+        label_tensor[i, :len(row)] = torch.tensor(row)
+    return input_ids, attention_mask, label_tensor
+
+
+def concatenated_logps(model, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer-token log-probs of chosen and rejected, from one forward over both."""
+    input_ids, attention_mask, labels = (x.to(device) for x in pair_batch(batch, pad_id))
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logps = losses.token_logprobs(logits, labels).sum(-1)  # 0 at every -100 position
+    return logps[: len(batch)], logps[len(batch):]
+
+
+class Reference:
+    """Reference log-probs: the adapter-disabled base under LoRA, or a frozen copy."""
+
+    def __init__(self, policy, frozen=None):
+        self.policy = policy  # the unwrapped (peft) policy
+        self.frozen = frozen
+
+    @torch.no_grad()
+    def logps(self, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.frozen is not None:
+            return concatenated_logps(self.frozen, batch, pad_id, device)
+        was_training = self.policy.training
+        self.policy.eval()  # no LoRA dropout: the reference is deterministic
+        try:
+            with self.policy.disable_adapter():
+                return concatenated_logps(self.policy, batch, pad_id, device)
+        finally:
+            self.policy.train(was_training)
+
+
+@torch.no_grad()
+def all_logps(fn, pairs: list[EncodedPreference], rt: Runtime, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn(batch) -> (chosen, rejected) over all pairs, shared out between processes; every
+    process returns the full [N] tensors."""
+    chosen = torch.zeros(len(pairs), dtype=torch.float64, device=rt.device)
+    rejected = torch.zeros_like(chosen)
+    for ids in rank_batches(len(pairs), batch_size, rt.rank, rt.world_size):
+        c, r = fn([pairs[i] for i in (ids or [0])])
+        if ids:
+            chosen[ids] = c.double()
+            rejected[ids] = r.double()
+    if rt.world_size > 1:
+        chosen = rt.accelerator.reduce(chosen, reduction="sum")
+        rejected = rt.accelerator.reduce(rejected, reduction="sum")
+    return chosen.float(), rejected.float()
+
+
+def evaluate(model, pairs: list[EncodedPreference], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             cfg: Config, rt: Runtime, pad_id: int) -> dict:
+    """Implicit-reward preference accuracy on held-out pairs: beta * (log pi - log pi_ref) of
+    the chosen answer above the rejected one's (ties count half)."""
+    d = cfg.dpo
+    if not pairs:
+        return {"n": 0}
+    was_training = model.training
+    model.eval()
+    chosen, rejected = all_logps(lambda b: concatenated_logps(model, b, pad_id, rt.device), pairs, rt,
+                                 d.train.micro_batch_per_device)
+    model.train(was_training)
+    _, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing, d.loss_type)
+    return {"n": len(pairs), "accuracy": float(metrics["rewards/accuracies"]), "margin": float(metrics["rewards/margins"]),
+            "loss": float(metrics["loss/dpo"])}
+
+
+def _fingerprint(name: str, cfg: Config, *sets: list[EncodedPreference]) -> str:
+    """What the cached reference log-probs depend on: the reference model and the exact tokens."""
+    h = hashlib.sha256(f"{name}|{cfg.model.dtype}|{cfg.model.revision}".encode())
+    for pairs in sets:
+        h.update(str(len(pairs)).encode())
+        for p in pairs:
+            for seq in (p.chosen_ids, p.chosen_labels, p.rejected_ids, p.rejected_labels):
+                h.update(array("q", seq).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def _build_policy(cfg: Config, name: str, rt: Runtime):
+    d = cfg.dpo
+    model = load_causal_lm(name, cfg.model, device=str(rt.device))
+    if hasattr(model, "merge_and_unload"):  # a saved adapter (e.g. SFT with merge_on_save false): merge it
+        model = model.merge_and_unload()
+    if use_gradient_checkpointing(cfg.model, rt.device):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if d.lora.enabled:
+        model = apply_lora(model, d.lora, "CAUSAL_LM")
+    return model
+
+
+def _load_frozen(cfg: Config, name: str, rt: Runtime):
+    model = load_causal_lm(name, cfg.model, device=str(rt.device))
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model.eval().requires_grad_(False)
+
+
+def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
+    """Train with DPO; `stop_after` ends the loop early without finishing (tests use it to
+    simulate a killed run)."""
+    d, t = cfg.dpo, cfg.dpo.train
+    if d.loss_type == "ipo" and d.label_smoothing:
+        raise ConfigError("config key 'dpo.label_smoothing': applies to loss_type 'sigmoid' only, not 'ipo'")
+    rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
+    out = Path(cfg.run_dir) / "dpo"
+    name = d.model or cfg.model.name
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+
+    # ---- data and batch arithmetic
+    tokenizer = load_tokenizer(name, cfg.model)
+    train, dropped = encode_preferences(load_pairs(cfg.run_dir, "train"), tokenizer, t.max_length, t.truncation,
+                                        cfg.model.enable_thinking)
+    val, dropped_val = encode_preferences(load_pairs(cfg.run_dir, "validation"), tokenizer, t.max_length, t.truncation,
+                                          cfg.model.enable_thinking)
+    accum = gradient_accumulation(t.pairs_per_step, t.micro_batch_per_device, rt.world_size, "pairs")
+    steps_per_epoch = len(train) // t.pairs_per_step
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training pairs are fewer than dpo.train.pairs_per_step={t.pairs_per_step}")
+    total_steps = t.max_steps or int(math.ceil(t.epochs * steps_per_epoch))
+    ref_kind = ("precomputed once" if d.precompute_ref_logps else "live") + (
+        ", base with the adapter disabled" if d.lora.enabled else ", frozen copy")
+    rt.print(
+        f"[dpo] policy {name} | pairs: train {len(train)} ({dropped} dropped > {t.max_length} tokens), "
+        f"validation {len(val)} ({dropped_val} dropped)\n"
+        f"[dpo] {t.pairs_per_step} pairs/step = {t.micro_batch_per_device} per micro-batch (x2 sequences: chosen + "
+        f"rejected in one forward) x {accum} accumulation x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps\n"
+        f"[dpo] loss {d.loss_type}, beta {d.beta}, label smoothing {d.label_smoothing}; reference: {ref_kind}"
+    )
+
+    # ---- policy and reference
+    policy = _build_policy(cfg, name, rt)
+    trainable, total = trainable_parameter_count(policy)
+    rt.print(f"[dpo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if d.lora.enabled else 'full'})")
+    model = rt.accelerator.prepare_model(policy)
+    unwrapped = rt.accelerator.unwrap_model(model)
+    optimizer = make_optimizer(model, d.optim)
+    scheduler = make_scheduler(optimizer, d.optim, total_steps)
+    pad_id = tokenizer.pad_token_id
+    mb = t.micro_batch_per_device
+
+    start_step, state, saved = 0, {"stage": "dpo"}, None
+    ckpt_root = out / "checkpoints"
+    if resume:
+        last = latest_checkpoint(ckpt_root)
+        if last is None:
+            rt.print(f"[dpo] --resume: no checkpoint in {ckpt_root}, starting from scratch")
+        else:
+            saved = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)
+            start_step = saved["step"]
+            state["accuracy_before"] = saved.get("accuracy_before")
+            rt.print(f"[dpo] resumed from {last} at step {start_step}")
+
+    # Reference log-probs. The validation ones are always computed once (the reference never
+    # changes); with precompute_ref_logps the training ones too, and cached on disk.
+    ref = Reference(unwrapped) if d.lora.enabled else None
+    if ref is None:
+        ref = Reference(unwrapped, _load_frozen(cfg, name, rt))
+    t0 = time.perf_counter()
+    cache_file = out / "ref_logps.pt"
+    fingerprint = _fingerprint(name, cfg, train, val) if d.precompute_ref_logps else ""
+    cached = None
+    if d.precompute_ref_logps and resume and cache_file.is_file():
+        cached = torch.load(cache_file, weights_only=True, map_location="cpu")
+        if cached.get("fingerprint") != fingerprint:
+            rt.print(f"[dpo] {cache_file} was computed for other data or another model: computing again")
+            cached = None
+    if cached is None:
+        def ref_fn(batch):
+            return ref.logps(batch, pad_id, rt.device)
+
+        val_ref = all_logps(ref_fn, val, rt, mb)
+        train_ref = all_logps(ref_fn, train, rt, mb) if d.precompute_ref_logps else None
+        if d.precompute_ref_logps and rt.is_main:
+            torch.save({"fingerprint": fingerprint, "train_chosen": train_ref[0].cpu(), "train_rejected": train_ref[1].cpu(),
+                        "val_chosen": val_ref[0].cpu(), "val_rejected": val_ref[1].cpu()}, cache_file)
+        rt.barrier()
+    else:
+        val_ref = (cached["val_chosen"].to(rt.device), cached["val_rejected"].to(rt.device))
+        train_ref = (cached["train_chosen"].to(rt.device), cached["train_rejected"].to(rt.device))
+        rt.print(f"[dpo] reference log-probs loaded from {cache_file}")
+    if d.precompute_ref_logps:
+        ref = None  # never used again: free the frozen copy
+        rt.print(f"[dpo] reference log-probs of {len(train)} + {len(val)} pairs ready in {time.perf_counter() - t0:.1f} s")
+
+    tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "dpo"})
+    if start_step == 0:
+        before = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+        state["accuracy_before"] = before.get("accuracy")
+        if val:
+            tracker.log({"eval/rewards_accuracy": before["accuracy"], "eval/rewards_margins": before["margin"],
+                         "eval/loss": before["loss"]}, 0)
+            rt.print(f"[dpo] validation implicit-reward accuracy before training {before['accuracy']:.3f} on {len(val)} pairs")
+
+    per_process = t.pairs_per_step // rt.world_size
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_step, desc="dpo", disable=not (rt.is_main and show_progress()))
+    started = time.time()
+    model.train()
+    for step in range(start_step, total_steps):
+        if stop_after is not None and step >= stop_after:
+            break
+        t0 = time.perf_counter()
+        epoch, index = divmod(step, steps_per_epoch)
+        # The order of an epoch depends only on (seed, epoch): a resumed run sees the same pairs.
+        order = list(range(len(train)))
+        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
+        batch_ids = order[index * t.pairs_per_step:(index + 1) * t.pairs_per_step]
+        mine = batch_ids[rt.rank * per_process:(rt.rank + 1) * per_process]
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(accum):
+            ids = mine[micro * mb:(micro + 1) * mb]
+            batch = [train[i] for i in ids]
+            if train_ref is not None:
+                ref_chosen, ref_rejected = train_ref[0][ids], train_ref[1][ids]
+            else:
+                ref_chosen, ref_rejected = ref.logps(batch, pad_id, rt.device)
+            sync = rt.accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                chosen, rejected = concatenated_logps(model, batch, pad_id, rt.device)
+                loss, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing,
+                                                d.loss_type)
+                # Mean over the global batch: this micro-batch's share, times world size
+                # because DDP averages gradients over processes.
+                rt.accelerator.backward(loss * len(batch) / t.pairs_per_step * rt.world_size)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value.float() * len(batch) / per_process
+        # max_grad_norm 0 means no clipping (the norm is still measured)
+        grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), d.optim.max_grad_norm or math.inf)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if rt.world_size > 1:  # every process holds the same number of pairs: the mean of means is the mean
+            sums = {k: rt.accelerator.reduce(v, reduction="mean") for k, v in sums.items()}
+        done = step + 1
+        step_metrics = {**sums, "train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
+                        "train/epoch": done / steps_per_epoch, "time/step": time.perf_counter() - t0}
+        logged = tracker.log(step_metrics, done) if done % t.log_every == 0 else {}
+        if logged:
+            bar.set_postfix(loss=f"{logged['loss/dpo']:.3f}", acc=f"{logged['rewards/accuracies']:.2f}")
+        bar.update(1)
+        if val and t.eval_every and done % t.eval_every == 0 and done < total_steps:
+            report = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+            tracker.log({"eval/rewards_accuracy": report["accuracy"], "eval/rewards_margins": report["margin"],
+                         "eval/loss": report["loss"]}, done)
+            if rt.is_main:
+                bar.write(f"[dpo] step {done}: validation implicit-reward accuracy {report['accuracy']:.3f}")
+        if t.save_every and done % t.save_every == 0 and done < total_steps:
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints,
+                            rt.rank, rt.world_size, rt.barrier)
+    bar.close()
+    if stop_after is not None and stop_after < total_steps:
+        tracker.close()
+        return out
+
+    train_seconds = time.time() - started
+    after = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+    report = {"accuracy_before": state.get("accuracy_before"), "accuracy_after": after.get("accuracy"), "n": len(val),
+              "margin_after": after.get("margin"), "loss_after": after.get("loss"), "train_pairs": len(train),
+              "steps": total_steps, "train_seconds": train_seconds}
+    if val:
+        tracker.log({"eval/rewards_accuracy": after["accuracy"], "eval/rewards_margins": after["margin"],
+                     "eval/loss": after["loss"]}, total_steps)
+    if rt.is_main:
+        b, a = report["accuracy_before"], report["accuracy_after"]
+        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+        print(f"[dpo] validation implicit-reward accuracy {fmt(b)} -> {fmt(a)} on {len(val)} pairs", flush=True)
+        print(f"[dpo] trained in {train_seconds:.0f} s", flush=True)
+        save_model(unwrapped, tokenizer, out / "model", merge_lora=d.lora.merge_on_save)
+        (out / "eval.json").write_text(json.dumps(report, indent=1))
+        (out / "DONE").write_text(f"{total_steps} steps\n")
+        print(f"[dpo] saved {out / 'model'}", flush=True)
+    tracker.close()
+    rt.barrier()
+    return out

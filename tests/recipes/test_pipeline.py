@@ -1,0 +1,98 @@
+"""The pipeline end to end on the tiny model and the bundled sample; skipping, --only, --from,
+failure handling; and the win-rate arithmetic the evaluation reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tiller import losses
+from tiller.config import config_from_dict
+from tiller.recipes import pipeline
+
+
+def pipeline_config(run_dir: Path, model: Path) -> dict:
+    loop = {"epochs": 1, "max_steps": 3, "pairs_per_step": 8, "micro_batch_per_device": 8, "max_length": 256,
+            "eval_every": 0, "save_every": 0}
+    return {
+        "run_dir": str(run_dir), "model": {"name": str(model)}, "tracking": {"tensorboard": True},
+        "data": {"source": "sample", "max_prompt_tokens": 200},
+        "reward": {"train_subset": "first_half", "lora": {"enabled": False}, "optim": {"lr": 1e-3}, "train": loop},
+        "rloo": {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}, "optim": {"lr": 1e-3},
+                 "prompts_per_step": 4, "completions_per_prompt": 2, "micro_batch_per_device": 8, "max_steps": 3,
+                 "rollout": {"max_new_tokens": 8}, "save_every": 0, "sample_every": 1},
+        "eval": {"num_prompts": 6, "batch_size": 6, "max_new_tokens": 8},
+        "pipeline": {"stages": ["data", "reward", "judge", "rloo", "eval", "report"]},
+    }
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsys):
+    cfg = config_from_dict(pipeline_config(tmp_path, tiny_llama))
+    pipeline.run(cfg)
+    for stage in ("data", "reward", "judge", "rloo", "eval"):
+        assert (tmp_path / stage / "DONE").is_file(), stage
+    summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
+    assert summary["n"] == 6 and 0.0 <= summary["win_rate"] <= 1.0
+    assert summary["wins"] + summary["ties"] + summary["losses"] == 6
+    assert len((tmp_path / "eval" / "rloo_samples.jsonl").read_text().splitlines()) == 6
+    assert (tmp_path / "eval" / "reward_model.json").is_file() and (tmp_path / "eval" / "judge_model.json").is_file()
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    out = capsys.readouterr().out
+    assert "win rate vs reference" in out and "report:" in out
+
+    # everything complete: a second run skips every training stage
+    stamp = (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns
+    pipeline.run(cfg)
+    out = capsys.readouterr().out
+    for stage in ("data", "reward", "judge", "rloo", "eval"):
+        assert f"[pipeline] {stage}: complete, skipped" in out
+    assert (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    # --only re-runs one stage; --from re-runs it and everything after
+    pipeline.run(cfg, only="judge")
+    out = capsys.readouterr().out
+    assert "[pipeline] judge: starting" in out and "[pipeline] reward" not in out and "[pipeline] rloo" not in out
+    pipeline.run(cfg, from_stage="rloo")
+    out = capsys.readouterr().out
+    assert "[pipeline] reward: complete, skipped" not in out  # not visited at all
+    for stage in ("rloo", "eval", "report"):
+        assert f"[pipeline] {stage}: starting" in out
+    assert (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_failed_stage_stops_with_clear_message_and_keeps_finished(tmp_path, tiny_llama):
+    cfg_dict = pipeline_config(tmp_path, tiny_llama)
+    cfg_dict["pipeline"]["stages"] = ["data", "rloo"]
+    cfg_dict["rloo"]["reward"] = {"backend": "classifier", "path": str(tmp_path / "no-such-model")}
+    cfg = config_from_dict(cfg_dict)
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.run(cfg)
+    message = str(err.value)
+    assert "stage 'rloo' failed" in message and "['data']" in message and "--resume" in message
+    assert (tmp_path / "data" / "DONE").is_file()  # the finished stage is intact
+
+
+def test_stage_selection_errors():
+    stages = ["data", "reward", "rloo"]
+    assert pipeline.select_stages(stages, None, "reward") == (["reward", "rloo"], {"reward", "rloo"})
+    assert pipeline.select_stages(stages, "rloo", None) == (["rloo"], {"rloo"})
+    with pytest.raises(ValueError, match="not one of this config's pipeline.stages"):
+        pipeline.select_stages(stages, "dpo", None)
+    with pytest.raises(ValueError, match="not both"):
+        pipeline.select_stages(stages, "data", "rloo")
+
+
+def test_win_rate_counts_ties_as_half_with_wilson_interval():
+    # policy vs reference scores: 3 wins, 1 tie, 1 loss -> (3 + 0.5) / 5 = 0.7
+    result = losses.win_rate([2.0, 3.0, 1.0, 0.5, 4.0], [1.0, 1.0, 1.0, 0.9, 3.0])
+    assert (result["wins"], result["ties"], result["losses"]) == (3, 1, 1)
+    assert result["win_rate"] == pytest.approx(0.7)
+    # Wilson interval for p = 0.7, n = 5, z = 1.96:
+    #   centre = (0.7 + 1.96^2 / 10) / (1 + 1.96^2 / 5) = 1.08416 / 1.76832 = 0.61310
+    #   half   = 1.96 * sqrt(0.7 * 0.3 / 5 + 1.96^2 / 100) / 1.76832 = 1.96 * 0.28358 / 1.76832 = 0.31432
+    assert result["ci_low"] == pytest.approx(0.61310 - 0.31432, abs=1e-4)
+    assert result["ci_high"] == pytest.approx(0.61310 + 0.31432, abs=1e-4)

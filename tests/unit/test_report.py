@@ -1,0 +1,239 @@
+"""The HTML report: a fake run folder with every stage, and one with only the data stage."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from tiller.report import NOT_RUN, SECTIONS, write_report
+
+CONFIG = "model:\n  name: HuggingFaceTB/SmolLM2-135M-Instruct\nrun_dir: {run}\nseed: 0\n"
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _stage(run: Path, name: str, done: bool = True) -> Path:
+    folder = run / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(CONFIG.format(run=run) + f"stage: {name}\n")
+    if done:
+        (folder / "DONE").write_text("done\n")
+    return folder
+
+
+def write_data(run: Path) -> None:
+    folder = run / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def split(name: str, read: int, general: int, stem: int, code: int, multi: int) -> dict:
+        ties = read // 12
+        dropped_lang = code + multi
+        too_long = read // 50
+        kept = read - dropped_lang - too_long - ties
+        return {
+            "split": name, "source": "nvidia/HelpSteer3 (preference)", "rows_read": read, "pairs_kept": kept,
+            "conversations_kept": 0, "prompts_kept": kept + ties - 3, "ties": ties,
+            "rows_dropped": dropped_lang + too_long + ties,
+            "dropped": {"language": dropped_lang, "tie": ties, "prompt_too_long": too_long},
+            "prompts_dropped": {"duplicate_prompt": 3},
+            "domains_read": {"general": general, "code": code, "stem": stem, "multilingual": multi},
+            "languages_read": {"english": general + stem, "python": code, "chinese": multi},
+            "domains_kept": {"general": int(kept * 0.8), "stem": kept - int(kept * 0.8)},
+            "languages_kept": {"english": kept},
+        }
+
+    stats = {"format": "helpsteer3", "source": "nvidia/HelpSteer3", "languages": ["english"], "domains": None,
+             "max_prompt_tokens": 1024, "tokenizer": "HuggingFaceTB/SmolLM2-135M-Instruct",
+             "splits": {"train": split("train", 600, 280, 70, 150, 100), "validation": split("validation", 120, 56, 14, 30, 20)}}
+    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
+    (folder / "DONE").write_text("done\n")
+
+
+def reward_eval(accuracy: float, marker: str) -> dict:
+    return {
+        "n": 92, "accuracy": accuracy, "accuracy_ci95": [accuracy - 0.1, accuracy + 0.09], "mean_margin": 0.41,
+        "by_domain": {"general": {"n": 74, "accuracy": accuracy + 0.01}, "stem": {"n": 18, "accuracy": accuracy - 0.05}},
+        "by_strength": {"1": {"n": 40, "accuracy": 0.55}, "2": {"n": 38, "accuracy": 0.68}, "3": {"n": 14, "accuracy": 0.79}},
+        "samples": [{"prompt": f"How do I sort a list in Python? {marker}", "chosen": "Use sorted(xs) or xs.sort().",
+                     "rejected": "You cannot sort lists.", "chosen_score": 1.25, "rejected_score": -0.5},
+                    {"prompt": "Explain entropy.", "chosen": "A measure of uncertainty...", "rejected": "Heat.",
+                     "chosen_score": -0.1, "rejected_score": 0.3}],
+        "train_pairs": 250, "steps": 40, "train_seconds": 812.4, "subset": "first_half",
+    }
+
+
+def write_reward(run: Path, stage: str, rng: random.Random) -> None:
+    folder = _stage(run, stage)
+    rows = []
+    for step in range(1, 41):
+        rows.append({"step": step, "time": 1.7e9 + step, "loss/bt": 0.69 * math.exp(-step / 40) + rng.uniform(0, 0.1),
+                     "reward/accuracy": min(1.0, 0.5 + step / 120 + rng.uniform(-0.1, 0.1)),
+                     "reward/margin": step / 40 + rng.uniform(-0.2, 0.2), "train/lr": 1e-5 * (1 - step / 41),
+                     "train/grad_norm": rng.uniform(0.5, 2)})
+        if step % 10 == 0:
+            rows.append({"step": step, "eval/accuracy": 0.55 + step / 300, "eval/mean_margin": step / 60})
+    _jsonl(folder / "metrics.jsonl", rows)
+    (folder / "eval.json").write_text(json.dumps(reward_eval(0.66 if stage == "reward" else 0.62, "<b>bold?</b>")))
+
+
+def write_rloo(run: Path, rng: random.Random, steps: int = 60) -> None:
+    folder = _stage(run, "rloo")
+    rows, samples = [], []
+    for step in range(1, steps + 1):
+        score = -0.5 + 1.5 * step / steps + rng.uniform(-0.3, 0.3)
+        kl = 0.02 * step + rng.uniform(0, 0.3)
+        mean_len = 40 + 30 * step / steps + rng.uniform(-5, 5)
+        gen, rew, ref, train = rng.uniform(2, 3), rng.uniform(0.3, 0.6), rng.uniform(0.4, 0.7), rng.uniform(1.5, 2.5)
+        rows.append({
+            "step": step, "time": 1.7e9 + 10 * step, "objective/scores": score, "objective/rlhf_reward": score - 0.05 * kl,
+            "objective/kl": kl, "objective/entropy": 60 - step * 0.3, "policy/entropy_avg": 1.6 - step * 0.005,
+            "loss/policy_avg": rng.uniform(-0.05, 0.05), "val/ratio": 1.0, "val/num_eos_tokens": rng.randint(20, 32),
+            "completions/mean_length": mean_len, "completions/min_length": mean_len - 25, "completions/max_length": 128,
+            "time/generate": gen, "time/reward": rew, "time/reference": ref, "time/train": train,
+            "time/step": gen + rew + ref + train, "time/completions_per_second": 32 / (gen + rew + ref + train),
+        })
+        if step % 20 == 0:
+            samples.append({"step": step, "name": "samples/completion",
+                            "text": f"prompt: Write a haiku.\ncompletion: leaves fall <i>{step}</i>\nscore: {score:.3f}"})
+    rows[len(rows) // 2]["objective/kl"] = "nan"  # the tracker writes non-finite values as strings
+    _jsonl(folder / "metrics.jsonl", rows)
+    _jsonl(folder / "samples.jsonl", samples)
+
+
+def write_sft_dpo(run: Path, rng: random.Random) -> None:
+    _jsonl(_stage(run, "sft") / "metrics.jsonl",
+           [{"step": s, "loss/sft": 2.5 * math.exp(-s / 20) + 0.8 + rng.uniform(0, 0.1), "train/lr": 2e-5} for s in range(1, 31)])
+    _jsonl(_stage(run, "dpo") / "metrics.jsonl",
+           [{"step": s, "loss/dpo": 0.69 - s * 0.01 + rng.uniform(0, 0.05), "rewards/accuracies": 0.5 + s * 0.01,
+             "rewards/margins": s * 0.02} for s in range(1, 31)])
+
+
+def write_eval(run: Path, label: str, rng: random.Random, n: int = 24) -> None:
+    folder = run / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        ref_tokens, pol_tokens = rng.randint(20, 128), rng.randint(40, 128)
+        rows.append({
+            "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                       {"role": "user", "content": f"Question {i}: what is 2+{i}?"}],
+            "policy": (f"The answer is {2 + i}. <script>alert('x')</script>" if i == 0 else f"The answer is {2 + i}."),
+            "reference": f"I think it is {1 + i} & maybe more.",
+            "policy_score": rng.uniform(0, 2), "reference_score": rng.uniform(-1, 1),
+            "policy_tokens": pol_tokens, "reference_tokens": ref_tokens,
+            "policy_has_eos": pol_tokens < 128, "reference_has_eos": ref_tokens < 128, "kl": rng.uniform(0, 5),
+        })
+    _jsonl(folder / f"{label}_samples.jsonl", rows)
+    summary = {"label": label, "policy": str(run / label / "model"), "reference": "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "judge": str(run / "judge" / "model"), "n": n, "win_rate": 0.71, "ci_low": 0.51, "ci_high": 0.85,
+               "wins": 17, "ties": 0, "losses": 7, "reward_policy_mean": 1.02, "reward_reference_mean": -0.03,
+               "reward_improvement": 1.05, "length_ratio": 1.31, "policy_mean_length": 84.0, "reference_mean_length": 64.1,
+               "truncated_policy": 0.125, "truncated_reference": 0.04, "kl_mean": 2.4, "seconds": 95.0,
+               "optimized_rm_policy_mean": 1.8, "optimized_rm_reference_mean": 0.1, "optimized_rm_win_rate": 0.9}
+    (folder / f"{label}.json").write_text(json.dumps(summary))
+
+
+def make_full_run(run: Path) -> Path:
+    rng = random.Random(0)
+    run.mkdir(parents=True, exist_ok=True)
+    write_data(run)
+    (run / "data" / "config.yaml").write_text(CONFIG.format(run=run) + "stage: data\n")
+    write_reward(run, "reward", rng)
+    write_reward(run, "judge", rng)
+    write_rloo(run, rng)
+    write_sft_dpo(run, rng)
+    write_eval(run, "rloo", rng)
+    write_eval(run, "dpo", rng)
+    (run / "eval" / "reward_model.json").write_text(json.dumps(reward_eval(0.64, "")))
+    return run
+
+
+def test_full_report(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    path = write_report(run)
+    assert path == run / "report.html"
+    text = path.read_text()
+    assert not list(run.glob(".report.*"))  # the temp file was renamed, not left behind
+    for _, title in SECTIONS:
+        assert f"<h2>{title}</h2>" in text, title
+    order = [text.index(f"<h2>{t}</h2>") for t in ["Run"] + [t for _, t in SECTIONS]]
+    assert order == sorted(order)
+    assert NOT_RUN not in text
+    assert "could not render" not in text
+
+    # plots: reward 2x2 panels x2 stages, rloo 7, sft 1, dpo 3, 2 histograms
+    assert text.count("data:image/png;base64,") >= 4 + 7 + 4 + 2
+    assert "http://" not in text.replace("http://www.w3.org", "") and "<link" not in text and "<script" not in text
+    # escaping of user text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in text and "&lt;i&gt;20&lt;/i&gt;" in text
+    assert "&amp; maybe more" in text
+    # contents
+    assert text.count("<details><summary>") >= 7  # one config per stage (+ earlier turns)
+    assert "0.710 <span class=ci>[0.510, 0.850]</span>" in text  # win rate with CI
+    assert "12.5%" in text and "+1.050" in text  # truncated share, improvement
+    assert "prompt_too_long" in text and "multilingual" in text and "python" in text
+    assert "0.660 <span class=ci>[0.560, 0.750]</span>" in text  # reward accuracy with CI
+    assert "tiller eval reward" in text
+    assert text.count("Question 7:") == 2 and "Question 8:" not in text  # 8 side-by-side prompts per label
+
+
+def test_only_data(tmp_path):
+    run = tmp_path / "run"
+    write_data(run)
+    text = write_report(run).read_text()
+    for _, title in SECTIONS:
+        assert f"<h2>{title}</h2>" in text
+    for stage in ("reward", "judge", "rloo", "sft", "dpo", "eval"):
+        assert f"<b>{stage}</b>: {NOT_RUN}" in text, stage
+    assert "rows read" in text and "data:image/png" not in text
+    assert "could not render" not in text
+
+
+def test_partial_and_broken_files(tmp_path):
+    """A killed run: torn JSONL line, reward without eval.json, rloo with nothing logged, a broken eval summary."""
+    run = tmp_path / "run"
+    write_reward(run, "reward", random.Random(1))
+    (run / "reward" / "eval.json").unlink()
+    (run / "reward" / "DONE").unlink()
+    with open(run / "reward" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 41, "loss/b')  # cut mid-line by the kill
+    _stage(run, "rloo", done=False)
+    (run / "eval").mkdir()
+    (run / "eval" / "rloo.json").write_text("{not json")
+    (run / "data").mkdir()
+    text = write_report(run).read_text()
+    assert "<code>reward/eval.json</code>: the stage has not finished" in text
+    assert "reward (unfinished)" in text and "rloo (unfinished)" in text
+    assert "no step was logged yet" in text
+    assert "data/stats.json</code> is missing" in text
+    assert text.count("data:image/png;base64,") == 2  # the reward curves up to the kill
+    assert "JSONDecodeError" in text  # the bad file is named in its own section, the rest renders
+    assert text.count("could not render") == 0  # the eval row says what is wrong, the section still renders
+
+
+def test_missing_run_dir(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "nope")
+
+
+def test_cli(tmp_path, capsys):
+    from tiller.cli import main
+
+    run = tmp_path / "run"
+    write_data(run)
+    try:
+        rc = main(["report", str(run)])
+    except SystemExit as e:
+        rc = e.code
+    assert rc in (0, None)
+    assert (run / "report.html").is_file()
+    assert re.search(r"report: .*report\.html", capsys.readouterr().out)
