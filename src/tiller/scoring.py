@@ -36,18 +36,58 @@ def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def pack_sequences(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All sequences in one row with no padding: (input_ids [1, N], position_ids [1, N] restarting
+    at 0 for each sequence, index of each sequence's last token [n])."""
+    ids = torch.tensor([t for s in sequences for t in s], dtype=torch.long)[None]
+    positions = torch.tensor([i for s in sequences for i in range(len(s))], dtype=torch.long)[None]
+    ends = torch.tensor([len(s) for s in sequences]).cumsum(0) - 1
+    return ids, positions, ends
+
+
 class ScoreHead(torch.nn.Module):
-    """Wraps a (possibly peft) *ForSequenceClassification model: ids, mask -> one score per row."""
+    """Wraps a (possibly peft) *ForSequenceClassification model: ids, mask -> one score per row.
+
+    Packed input (one row, `position_ids` restarting per sequence, no attention mask, `ends` the
+    last token of each sequence) does no work on padding: transformers (>= 4.53) turns restarting
+    position ids into a block-diagonal causal mask for sdpa and eager attention. Callers check
+    packed against padded scores once before relying on it (`packing_is_exact`)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None) -> torch.Tensor:
         hf = _hf_model(self.model)
         body = getattr(hf, hf.base_model_prefix)
+        if ends is not None:  # packed row
+            hidden = body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+            return hf.score(hidden[0, ends]).squeeze(-1)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False).last_hidden_state
         last = last_token_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return hf.score(picked).squeeze(-1)
+
+
+def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, packed: bool) -> torch.Tensor:
+    if packed:
+        ids, positions, ends = pack_sequences(sequences)
+        return scorer(ids.to(device), position_ids=positions.to(device), ends=ends.to(device))
+    ids, mask = pad_batch(sequences, pad_id)
+    return scorer(ids.to(device), mask.to(device))
+
+
+@torch.no_grad()
+def packing_is_exact(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float = 1e-3) -> bool:
+    """Whether packed scoring equals padded scoring for this model (attention kept per sequence)."""
+    was_training = scorer.training
+    scorer.eval()
+    try:
+        padded = score_sequences(scorer, sequences, pad_id, device, packed=False).float()
+        packed = score_sequences(scorer, sequences, pad_id, device, packed=True).float()
+    finally:
+        scorer.train(was_training)
+    return bool(torch.allclose(packed, padded, atol=tol, rtol=tol))

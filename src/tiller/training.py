@@ -102,3 +102,14 @@ def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def prepare_for_training(rt: Runtime, model: torch.nn.Module, optim: OptimConfig, total_steps: int):
+    """Optimizer and LR schedule for the trainable parameters, then model and optimizer through
+    accelerate together: DDP wraps the model; FSDP2 and DeepSpeed ZeRO-3 need both to shard.
+
+    Returns (model, unwrapped model, optimizer, scheduler)."""
+    optimizer = make_optimizer(model, optim)
+    scheduler = make_scheduler(optimizer, optim, total_steps)
+    model, optimizer = rt.accelerator.prepare(model, optimizer)
+    return model, rt.accelerator.unwrap_model(model), optimizer, scheduler

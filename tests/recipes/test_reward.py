@@ -114,3 +114,18 @@ def test_reward_two_processes_match_one(tmp_path, tiny_llama):
     one = read_metrics(tmp_path / "one" / "reward" / "metrics.jsonl")
     two = read_metrics(tmp_path / "two" / "reward" / "metrics.jsonl")
     assert [round(r["train/grad_norm"], 4) for r in one] == [round(r["train/grad_norm"], 4) for r in two]
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen3"])
+def test_packed_scores_equal_padded_scores(arch, request):
+    """One packed row with restarting position ids gives each sequence the score it gets alone."""
+    from tiller.scoring import packing_is_exact, score_sequences
+
+    path = request.getfixturevalue(arch)
+    scorer = ScoreHead(load_reward_model(str(path), pad_token_id=0).eval())
+    seqs = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 0, 16]]
+    with torch.no_grad():
+        packed = score_sequences(scorer, seqs, 0, "cpu", packed=True)
+        alone = torch.cat([score_sequences(scorer, [s], 0, "cpu", packed=False) for s in seqs])
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
+    assert packing_is_exact(scorer, seqs, 0, "cpu")

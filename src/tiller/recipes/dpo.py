@@ -40,8 +40,7 @@ from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
-    make_optimizer,
-    make_scheduler,
+    prepare_for_training,
     setup_runtime,
     show_progress,
     trainable_parameter_count,
@@ -220,10 +219,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     policy = _build_policy(cfg, name, rt)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[dpo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if d.lora.enabled else 'full'})")
-    model = rt.accelerator.prepare_model(policy)
-    unwrapped = rt.accelerator.unwrap_model(model)
-    optimizer = make_optimizer(model, d.optim)
-    scheduler = make_scheduler(optimizer, d.optim, total_steps)
+    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, policy, d.optim, total_steps)
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
 

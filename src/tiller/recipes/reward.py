@@ -27,13 +27,12 @@ from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from tiller.config import Config, to_yaml
 from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation, save_model
 from tiller.recipes.data import load_pairs
-from tiller.scoring import ScoreHead, pad_batch
+from tiller.scoring import ScoreHead, packing_is_exact, score_sequences
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
-    make_optimizer,
-    make_scheduler,
+    prepare_for_training,
     setup_runtime,
     show_progress,
     trainable_parameter_count,
@@ -85,21 +84,22 @@ def encode_pairs(pairs, tokenizer, max_length: int, truncation: str, enable_thin
     return encoded, dropped
 
 
-def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One concatenated forward: rows [0, n) are chosen, [n, 2n) rejected."""
-    input_ids, attention_mask = pad_batch([p.chosen for p in batch] + [p.rejected for p in batch], pad_id)
-    scores = scorer(input_ids.to(device), attention_mask.to(device)).float()
+def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
+                packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One concatenated forward: sequences [0, n) are chosen, [n, 2n) rejected."""
+    scores = score_sequences(scorer, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device, packed).float()
     return scores[: len(batch)], scores[len(batch):]
 
 
 @torch.no_grad()
-def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, device, batch_size: int = 8, num_samples: int = 4) -> dict:
+def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, device, batch_size: int = 8, num_samples: int = 4,
+                   packed: bool = False) -> dict:
     """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength."""
     was_training = scorer.training
     scorer.eval()
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
-        c, r = score_pairs(scorer, pairs[start:start + batch_size], pad_id, device)
+        c, r = score_pairs(scorer, pairs[start:start + batch_size], pad_id, device, packed)
         chosen.append(c.cpu())
         rejected.append(r.cpu())
     scorer.train(was_training)
@@ -189,9 +189,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     model = _build_model(cfg, name, tokenizer, rt)
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[{stage}] trainable parameters {trainable:,} of {total:,} ({'LoRA' if rcfg.lora.enabled else 'full'})")
-    scorer = rt.accelerator.prepare_model(ScoreHead(model))
-    optimizer = make_optimizer(scorer, rcfg.optim)
-    scheduler = make_scheduler(optimizer, rcfg.optim, total_steps)
+    scorer, _, optimizer, scheduler = prepare_for_training(rt, ScoreHead(model), rcfg.optim, total_steps)
 
     start_step = 0
     ckpt_root = out / "checkpoints"
@@ -205,6 +203,9 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
     pad_id = tokenizer.pad_token_id
+    probe = [s for p in train[: t.micro_batch_per_device] for s in (p.chosen, p.rejected)]
+    packed = rcfg.packing and packing_is_exact(rt.accelerator.unwrap_model(scorer), probe, pad_id, rt.device)
+    rt.print(f"[{stage}] sequences per forward: {'packed into one row (checked exact)' if packed else 'padded'}")
     per_process = t.pairs_per_step // rt.world_size
     from tqdm.auto import tqdm
 
@@ -225,7 +226,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
             sync = rt.accelerator.no_sync(scorer) if micro < accum - 1 else contextlib.nullcontext()
             with sync:
-                chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device)
+                chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device, packed)
                 margins = torch.tensor([p.margin for p in batch], device=rt.device)
                 loss, metrics = losses.bradley_terry_loss(chosen, rejected, margins, rcfg.margin_scale, rcfg.center_coef)
                 # Mean over the global batch: this micro-batch's share, times world size
@@ -249,7 +250,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         bar.update(1)
         if t.eval_every and done % t.eval_every == 0 and done < total_steps and rt.is_main:
             # The unwrapped module: a DDP forward on one process alone would wait for the others.
-            report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device, 0)
+            report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device, 0,
+                                    packed)
             tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, done)
             bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
@@ -263,7 +265,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     elapsed = time.time() - started
     if rt.is_main:
         report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device,
-                                rcfg.num_eval_samples)
+                                rcfg.num_eval_samples, packed)
         report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
         tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
         print(format_eval(report, f"[{stage}] validation"), flush=True)
@@ -288,8 +290,11 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     model = load_reward_model(path, cfg.model, device=device, pad_token_id=tokenizer.pad_token_id)
     val, dropped = encode_pairs(load_pairs(cfg.run_dir, "validation"), tokenizer, cfg.reward.train.max_length,
                                 cfg.reward.train.truncation, cfg.model.enable_thinking)
-    report = evaluate_pairs(ScoreHead(model), val, tokenizer.pad_token_id, device, cfg.reward.train.micro_batch_per_device,
-                            cfg.reward.num_eval_samples)
+    scorer = ScoreHead(model)
+    probe = [s for p in val[: cfg.reward.train.micro_batch_per_device] for s in (p.chosen, p.rejected)]
+    packed = cfg.reward.packing and packing_is_exact(scorer, probe, tokenizer.pad_token_id, device)
+    report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, device, cfg.reward.train.micro_batch_per_device,
+                            cfg.reward.num_eval_samples, packed)
     report["dropped_too_long"] = dropped
     print(format_eval(report, f"reward model {path}"))
     for s in report.get("samples", []):

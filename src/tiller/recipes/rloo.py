@@ -36,8 +36,7 @@ from tiller.rollout import Sampling, make_engine
 from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
-    make_optimizer,
-    make_scheduler,
+    prepare_for_training,
     setup_runtime,
     show_progress,
     trainable_parameter_count,
@@ -140,10 +139,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
     reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
-    model = rt.accelerator.prepare_model(policy)
-    unwrapped = rt.accelerator.unwrap_model(model)
-    optimizer = make_optimizer(model, r.optim)
-    scheduler = make_scheduler(optimizer, r.optim, total_steps * r.num_ppo_epochs)
+    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, policy, r.optim, total_steps * r.num_ppo_epochs)
     engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout)
     sampling = Sampling(r.rollout.max_new_tokens, r.rollout.temperature, r.rollout.top_p, r.rollout.top_k)
 

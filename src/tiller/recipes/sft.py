@@ -41,8 +41,7 @@ from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
-    make_optimizer,
-    make_scheduler,
+    prepare_for_training,
     setup_runtime,
     show_progress,
     trainable_parameter_count,
@@ -323,10 +322,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[sft] trainable parameters {trainable:,} of {total:,} ({'LoRA' if s.lora.enabled else 'full'})")
     capacity = pack_capacity(model, t.max_length)
-    model = rt.accelerator.prepare_model(model)
-    unwrapped = rt.accelerator.unwrap_model(model)
-    optimizer = make_optimizer(model, s.optim)
-    scheduler = make_scheduler(optimizer, s.optim, total_steps)
+    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, model, s.optim, total_steps)
 
     start_step, state = 0, {"stage": "sft"}
     ckpt_root = out / "checkpoints"

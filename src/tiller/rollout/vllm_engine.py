@@ -144,7 +144,9 @@ class VllmEngine:
         self._sleeping: set[str] = set()
         self._sleep_level = 1 if self.is_lora else 2
 
-        # In-process engine: tensors move by reference; required by external_launcher too.
+        # In-process engine: tensors move by reference; required by external_launcher too. Set
+        # while the engine is built, then restored, so subprocesses do not inherit it.
+        saved_mp = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not self.on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -195,7 +197,13 @@ class VllmEngine:
             kwargs["max_lora_rank"] = next(r for r in VLLM_LORA_RANKS if r >= peft_cfg.r)
             kwargs["max_loras"] = 1
         started = time.perf_counter()
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        finally:
+            if saved_mp is None:
+                os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+            else:
+                os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved_mp
         VllmEngine._live += 1
         self.startup_seconds = time.perf_counter() - started
 

@@ -1,0 +1,454 @@
+"""RLOO step cost: tiller vs TRL's RLOOTrainer (trl==1.16.0), same work, same machine, one run.
+
+    make bench                                   # both workloads, table on stdout, JSON in bench/results/
+    python bench/rloo_step.py --workloads tiny   # one workload
+    python bench/rloo_step.py --reps 1           # fewer alternations (quicker, noisier)
+
+Each side runs in its own subprocess (A B A B ... over `--reps` alternations); a subprocess runs
+`warmup` steps then `measured` steps and reports its own peak RSS (VmHWM) and per-step times.
+Step time is wall clock between the ends of consecutive optimizer steps (everything included).
+TRL lives in its own virtual environment bench/.venv-trl (created here when missing; never a
+dependency of tiller). See bench/README.md for the method and the recorded results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+TRL_VENV = BENCH / ".venv-trl"
+TRL_PY = TRL_VENV / "bin" / "python"
+TORCH_WHEEL = "torch==2.13.0"  # the CPU wheel on disk; never an unpinned torch
+TRL_VERSION = "1.16.0"
+SAMPLE = ROOT / "src" / "tiller" / "data" / "sample" / "helpsteer3" / "train.jsonl"
+
+# The two workloads of the issue. Units: prompts per optimizer step, completions per prompt.
+WORKLOADS = {
+    "tiny": dict(
+        title="tiny random Qwen3 (~1M params), full fine-tuning, 64 prompts x 4 x 64 tokens",
+        prompts=64, k=4, max_new_tokens=64, lora=None, lr=1e-5, max_prompt_tokens=96,
+        warmup=1, measured=2, reps=2,
+        # micro-batch (completions per forward) per side: 64 keeps activation memory small
+        tiller_micro_batch=64, trl_micro_batch=64,
+        dtypes=["float32"],
+    ),
+    "smollm2": dict(
+        title="SmolLM2-135M-Instruct, LoRA r=16 all attn+MLP projections, 8 prompts x 4 x 64 tokens",
+        prompts=8, k=4, max_new_tokens=64,
+        lora=dict(r=16, alpha=32, dropout=0.0,
+                  targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        lr=1e-5, max_prompt_tokens=96, warmup=1, measured=1, reps=2,
+        # Activations of a LoRA forward through all 30 layers cost ~50 KB per token in fp32:
+        # 32 completions per forward peaked at 9 GB. tiller: one prompt group (4) per forward;
+        # TRL: 8 per forward (its reported 4.7 GB peak).
+        tiller_micro_batch=4, trl_micro_batch=8,
+        dtypes=["bfloat16", "float32"],  # bfloat16 only where the CPU has native bf16 (see fast_bf16)
+    ),
+}
+COMMON = dict(beta=0.05, temperature=1.0, seed=0)
+
+
+# ----------------------------------------------------------------------------- environment
+
+def ensure_trl_venv() -> None:
+    if TRL_PY.exists():
+        ok = subprocess.run([str(TRL_PY), "-c", f"import trl, peft; assert trl.__version__ == '{TRL_VERSION}'"],
+                            capture_output=True)
+        if ok.returncode == 0:
+            return
+    import peft
+    import transformers
+    import accelerate
+
+    print(f"[bench] creating {TRL_VENV} (trl=={TRL_VERSION}, {TORCH_WHEEL}) ...", flush=True)
+    subprocess.run(["python3", "-m", "venv", str(TRL_VENV)], check=True)
+    pip = [str(TRL_PY), "-m", "pip", "install", "-q"]
+    subprocess.run(pip + [TORCH_WHEEL], check=True)
+    subprocess.run(pip + [f"trl=={TRL_VERSION}", f"transformers=={transformers.__version__}",
+                          f"peft=={peft.__version__}", f"accelerate=={accelerate.__version__}", TORCH_WHEEL], check=True)
+
+
+def fast_bf16() -> bool:
+    """bf16 matmuls are fast only with AVX512-BF16 or AMX; on AVX2 they are ~30x slower than fp32
+    (measured here: 512x576 @ 576x1536 takes 0.16 s in fp32 and 5.2 s in bf16)."""
+    try:
+        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "fast_bf16": fast_bf16(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def versions(python: str) -> dict:
+    code = ("import json, torch, transformers, peft\n"
+            "v = {'torch': torch.__version__, 'transformers': transformers.__version__, 'peft': peft.__version__}\n"
+            "try:\n import trl; v['trl'] = trl.__version__\nexcept ImportError: pass\nprint(json.dumps(v))")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- workload files
+
+def prepare_workload(name: str, work: Path) -> dict:
+    """Policy folder, reward-model folder (sequence classifier from the same base), prompts."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from tiller.models import embedded_model_dir, load_tokenizer, render_prompt
+
+    w = WORKLOADS[name]
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "tiny":
+        from tiller.tiny import build_tiny_model
+
+        policy_dir = folder / "policy"
+        if not (policy_dir / "config.json").is_file():
+            build_tiny_model(policy_dir, arch="qwen3", hidden_size=128, num_layers=6)
+    else:
+        policy_dir = embedded_model_dir()
+    reward_dir = folder / "reward"
+    if not (reward_dir / "config.json").is_file():
+        torch.manual_seed(1)
+        rm = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1, dtype=torch.float32)
+        tok = load_tokenizer(str(policy_dir))
+        rm.config.pad_token_id = tok.pad_token_id
+        rm.save_pretrained(reward_dir)
+        tok.save_pretrained(reward_dir)
+        del rm
+    # prompts: English rows of the bundled HelpSteer3-format sample, deduplicated, that fit.
+    tok = load_tokenizer(str(policy_dir))
+    seen, prompts = set(), []
+    for line in SAMPLE.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("language") != "english":
+            continue
+        key = json.dumps(row["context"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        ids = tok(render_prompt(tok, row["context"]), add_special_tokens=False)["input_ids"]
+        if len(ids) <= w["max_prompt_tokens"]:
+            prompts.append({"messages": row["context"], "domain": row.get("domain"), "language": "english",
+                            "source_row": len(seen)})
+        if len(prompts) == w["prompts"]:
+            break
+    if len(prompts) < w["prompts"]:
+        raise RuntimeError(f"only {len(prompts)} sample prompts fit in {w['max_prompt_tokens']} tokens")
+    prompts_file = folder / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    n_params = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(reward_dir).parameters())
+    return {"policy_dir": str(policy_dir), "reward_dir": str(reward_dir), "prompts_file": str(prompts_file),
+            "reward_params": n_params}
+
+
+def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str) -> dict:
+    w = WORKLOADS[name]
+    return dict(
+        workload=name, side=side, dtype=dtype, **files, **COMMON,
+        prompts=w["prompts"], k=w["k"], max_new_tokens=w["max_new_tokens"], lora=w["lora"], lr=w["lr"],
+        warmup=w["warmup"], measured=w["measured"],
+        micro_batch=w[f"{side}_micro_batch"] if side in ("tiller", "trl") else w["tiller_micro_batch"],
+        max_prompt_tokens=w["max_prompt_tokens"], run_dir=str(work / name / f"run-{side}-{dtype}-{tag}"),
+    )
+
+
+def run_worker(python: str, script: Path, spec: dict, work: Path) -> dict:
+    spec_file = Path(tempfile.mkstemp(dir=work, suffix=".spec.json")[1])
+    out_file = spec_file.with_suffix(".out.json")
+    spec_file.write_text(json.dumps(spec))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONWARNINGS="ignore", TILLER_PROGRESS="0")
+    started = time.perf_counter()
+    proc = subprocess.run([python, str(script), "--worker", spec["side"], "--spec", str(spec_file), "--out", str(out_file)],
+                          env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0 or not out_file.is_file():
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise RuntimeError(f"{spec['side']} worker failed ({spec['workload']}, {spec['dtype']})")
+    result = json.loads(out_file.read_text())
+    result["process_wall_s"] = time.perf_counter() - started
+    return result
+
+
+# ----------------------------------------------------------------------------- tiller worker
+
+class _StepClock:
+    """Wall-clock time of each step: the interval between consecutive tracker.log calls."""
+    stamps: list[float] = []
+    cpu: list[float] = []  # process CPU seconds (all threads): steadier than wall time on a shared machine
+
+
+def tiller_worker(spec: dict, out: Path) -> None:
+    import dataclasses
+    import functools
+
+    import torch
+
+    from tiller import rollout as rollout_pkg
+    from tiller.config import Config, LoraConfig, ModelConfig, OptimConfig, RewardBackendConfig, RolloutConfig, RlooConfig, TrackingConfig
+    from tiller.recipes import rloo
+
+    torch.manual_seed(spec["seed"])
+    run_dir = Path(spec["run_dir"])
+    data = run_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.prompts.jsonl").write_text(Path(spec["prompts_file"]).read_text())
+    (data / "DONE").write_text("done\n")
+    lora = spec["lora"]
+    steps = spec["warmup"] + spec["measured"]
+    cfg = Config(
+        run_dir=str(run_dir), seed=spec["seed"],
+        model=ModelConfig(name=spec["policy_dir"], dtype=spec["dtype"], gradient_checkpointing="off"),
+        tracking=TrackingConfig(tensorboard=False),
+        rloo=RlooConfig(
+            lora=LoraConfig(enabled=True, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                            target_modules=lora["targets"], merge_on_save=False) if lora else LoraConfig(enabled=False),
+            optim=OptimConfig(lr=spec["lr"], scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
+            rollout=RolloutConfig(engine="transformers", max_new_tokens=spec["max_new_tokens"],
+                                  temperature=spec["temperature"]),
+            reward=RewardBackendConfig(backend="classifier", path=spec["reward_dir"], batch_size=spec["micro_batch"]),
+            prompts_per_step=spec["prompts"], completions_per_prompt=spec["k"], micro_batch_per_device=spec["micro_batch"],
+            max_steps=steps, beta=spec["beta"], max_prompt_tokens=spec["max_prompt_tokens"],
+            save_every=0, sample_every=0, log_every=1,
+        ),
+    )
+    # Fixed-length completions for the benchmark only: EOS suppressed (both sides do the same tokens).
+    rloo.Sampling = functools.partial(rollout_pkg.Sampling, suppress_eos=True)
+    # Wall clock per step, measured at each step's log call (everything in the step included).
+    base_tracker = rloo.Tracker
+
+    class ClockedTracker(base_tracker):
+        def log(self, metrics, step):
+            _StepClock.cpu.append(time.process_time())
+            _StepClock.stamps.append(time.perf_counter())
+            return super().log(metrics, step)
+
+    rloo.Tracker = ClockedTracker
+    t0 = time.perf_counter()
+    _StepClock.stamps.append(t0)
+    _StepClock.cpu.append(time.process_time())
+    rloo.run(cfg)
+    rows = [json.loads(x) for x in (run_dir / "rloo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "time/generate" in r]
+    stamps = _StepClock.stamps
+    step_wall = [b - a for a, b in zip(stamps[:-1], stamps[1:])]  # first one includes loading: warm-up
+    step_cpu = [b - a for a, b in zip(_StepClock.cpu[:-1], _StepClock.cpu[1:])]
+    per_step = []
+    for i, r in enumerate(rows):
+        per_step.append({"step_s": step_wall[i], "cpu_s": step_cpu[i], "generate": r["time/generate"], "reward": r["time/reward"],
+                         "reference": r["time/reference"], "train": r["time/train"],
+                         "tokens": spec["prompts"] * spec["k"] * r["completions/mean_length"]})
+    write_result(out, spec, per_step, extra={"load_and_first_step_s": step_wall[0]})
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_result(out: Path, spec: dict, per_step: list[dict], extra: dict | None = None) -> None:
+    import torch
+
+    result = {"spec": spec, "steps": per_step[spec["warmup"]:], "warmup_steps": per_step[:spec["warmup"]],
+              "peak_rss_mb": peak_rss_mb(), "torch_threads": torch.get_num_threads(), **(extra or {})}
+    out.write_text(json.dumps(result, indent=1))
+
+
+# ----------------------------------------------------------------------------- overhead worker
+
+def overhead_worker(spec: dict, out: Path) -> None:
+    """(a) plain batched generation of the same completions with the same engine, and (b) one
+    forward+backward of the policy on the same sequences, in tiller's configuration."""
+    import torch
+
+    from tiller.config import LoraConfig, ModelConfig
+    from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt
+    from tiller.recipes.rloo import build_batch, completion_logprobs
+    from tiller.rollout import Sampling
+    from tiller.rollout.transformers_engine import TransformersEngine
+
+    torch.manual_seed(spec["seed"])
+    mcfg = ModelConfig(name=spec["policy_dir"], dtype=spec["dtype"], gradient_checkpointing="off")
+    tok = load_tokenizer(spec["policy_dir"], mcfg)
+    policy = load_causal_lm(spec["policy_dir"], mcfg)
+    if spec["lora"]:
+        lora = spec["lora"]
+        policy = apply_lora(policy, LoraConfig(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                                               target_modules=lora["targets"]), "CAUSAL_LM")
+    prompts = [json.loads(x)["messages"] for x in Path(spec["prompts_file"]).read_text().splitlines() if x.strip()]
+    ids = tok([render_prompt(tok, m) for m in prompts], add_special_tokens=False)["input_ids"]
+    engine = TransformersEngine(policy, tok)
+    sampling = Sampling(spec["max_new_tokens"], spec["temperature"], suppress_eos=True)
+    k, mb = spec["k"], spec["micro_batch"]
+    gen_t, fb_t = [], []
+    for rep in range(spec["warmup"] + spec["measured"]):
+        t0 = time.perf_counter()
+        gen = engine.generate(ids, k, sampling, list(range(rep * 1000, rep * 1000 + len(ids))))
+        gen_t.append(time.perf_counter() - t0)
+        input_ids, mask, cmask, plen = build_batch(ids, gen.completions, k, tok.pad_token_id)
+        policy.train()
+        t0 = time.perf_counter()
+        for s in range(0, input_ids.shape[0], mb):
+            logps, _ = completion_logprobs(policy, input_ids[s:s + mb], mask[s:s + mb], plen, spec["temperature"])
+            (logps * cmask[s:s + mb]).sum().backward()
+        fb_t.append(time.perf_counter() - t0)
+        policy.zero_grad(set_to_none=True)
+    per_step = [{"generate": g, "forward_backward": f} for g, f in zip(gen_t, fb_t)]
+    write_result(out, spec, per_step)
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summarize(result_list: list[dict], completions: int) -> dict:
+    steps = [s for r in result_list for s in r["steps"]]
+    times = [s["step_s"] for s in steps]
+    toks = [s["tokens"] for s in steps]
+    med = statistics.median(times)
+    split = {key: statistics.median(s[key] for s in steps) for key in ("generate", "reward", "reference", "train")}
+    return {
+        "n_steps": len(times), "step_s_median": med, "step_s_min": min(times), "step_s_max": max(times),
+        "completions_per_s": completions / med, "tokens_per_s": statistics.median(toks) / med,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in result_list),
+        "cpu_s_median": statistics.median(s.get("cpu_s", float("nan")) for s in steps),
+        "split_s": split, "split_pct": {k_: 100 * v / med for k_, v in split.items()},
+        "step_s_all": times,
+    }
+
+
+def fmt_row(label: str, s: dict) -> str:
+    sp = s["split_s"]
+    return (f"{label:<26} {s['step_s_median']:7.2f} {s['step_s_min']:6.2f}-{s['step_s_max']:<6.2f} "
+            f"{s['completions_per_s']:7.2f} {s['tokens_per_s']:8.0f} {s['peak_rss_mb']:8.0f}   "
+            f"{sp['generate']:5.1f}/{sp['reward']:4.1f}/{sp['reference']:4.1f}/{sp['train']:5.1f}   {s['cpu_s_median']:6.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="tiny,smollm2")
+    ap.add_argument("--reps", type=int, default=None, help="A/B alternations per side (default per workload)")
+    ap.add_argument("--measured", type=int, default=None, help="measured steps per subprocess")
+    ap.add_argument("--sides", default="tiller,trl")
+    ap.add_argument("--no-overhead", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(Path(args.spec).read_text())
+        {"tiller": tiller_worker, "overhead": overhead_worker}[args.worker](spec, Path(args.out))
+        return
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sides = args.sides.split(",")
+    if "trl" in sides:
+        ensure_trl_venv()
+    machine = machine_info()
+    vers = {"tiller_venv": versions(sys.executable)}
+    if "trl" in sides:
+        vers["trl_venv"] = versions(str(TRL_PY))
+    print(f"[bench] machine: {machine['cores']} cores, {machine['cpu_model']}")
+    print(f"[bench] versions: {json.dumps(vers)}", flush=True)
+    work = BENCH / ".work"
+    work.mkdir(exist_ok=True)
+    report = {"load_average_start": os.getloadavg(), "machine": machine, "versions": vers, "workloads": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    lines: list[str] = []
+    for name in args.workloads.split(","):
+        w = dict(WORKLOADS[name])
+        if args.reps:
+            w["reps"] = args.reps
+        if args.measured:
+            WORKLOADS[name]["measured"] = args.measured
+        t_w = time.perf_counter()
+        files = prepare_workload(name, work)
+        completions = w["prompts"] * w["k"]
+        dtypes = [d for d in w["dtypes"] if d != "bfloat16" or fast_bf16()]
+        w["dtypes"] = dtypes
+        configs = [("tiller", d) for d in dtypes if "tiller" in sides] + [("trl", "float32")] * ("trl" in sides)
+        results: dict[str, list[dict]] = {f"{s}/{d}": [] for s, d in configs}
+        for rep in range(w["reps"]):  # A B A B: every configuration once per alternation
+            for side, dtype in configs:
+                script = BENCH / ("trl_worker.py" if side == "trl" else "rloo_step.py")
+                python = str(TRL_PY) if side == "trl" else sys.executable
+                spec = spec_for(name, files, dtype, side, work, str(rep))
+                res = run_worker(python, script, spec, work)
+                results[f"{side}/{dtype}"].append(res)
+                print(f"[bench] {name} rep {rep} {side}/{dtype}: steps "
+                      f"{[round(s['step_s'], 2) for s in res['steps']]} s, peak RSS {res['peak_rss_mb']:.0f} MB "
+                      f"(process {res['process_wall_s']:.0f} s)", flush=True)
+        summary = {key: summarize(v, completions) for key, v in results.items()}
+        overhead = None
+        if not args.no_overhead and "tiller" in sides:
+            best_dtype = w["dtypes"][0]
+            spec = spec_for(name, files, best_dtype, "overhead", work, "0")
+            spec["measured"] = max(spec["measured"], 2)
+            res = run_worker(sys.executable, BENCH / "rloo_step.py", spec, work)
+            gen = statistics.median(s["generate"] for s in res["steps"])
+            fb = statistics.median(s["forward_backward"] for s in res["steps"])
+            step = summary[f"tiller/{best_dtype}"]["step_s_median"]
+            overhead = {"dtype": best_dtype, "generate_s": gen, "forward_backward_s": fb, "tiller_step_s": step,
+                        "ratio": step / (gen + fb)}
+        report["workloads"][name] = {"title": w["title"], "files": files, "prompts": w["prompts"], "k": w["k"],
+                                     "max_new_tokens": w["max_new_tokens"], "lora": w["lora"], "lr": w["lr"],
+                                     "reps": w["reps"], "summary": summary, "overhead": overhead,
+                                     "raw": results, "wall_s": time.perf_counter() - t_w}
+        lines.append("")
+        lines.append(f"== {name}: {w['title']} ({completions} completions x {w['max_new_tokens']} tokens per step)")
+        lines.append(f"{'side/dtype':<26} {'step s':>7} {'min-max':>13} {'compl/s':>7} {'tok/s':>8} {'RSS MB':>8}   "
+                     f"gen/reward/ref/train s (median)   CPU s/step")
+        for key, s in summary.items():
+            lines.append(fmt_row(key, s))
+        trl_key = "trl/float32"
+        if trl_key in summary:
+            for key, s in summary.items():
+                if key.startswith("tiller"):
+                    t = summary[trl_key]
+                    lines.append(f"ratio {key} / {trl_key}: tokens/s x{s['tokens_per_s'] / t['tokens_per_s']:.2f}, "
+                                 f"peak RSS x{s['peak_rss_mb'] / t['peak_rss_mb']:.2f}")
+        if overhead:
+            lines.append(f"overhead ratio (tiller/{overhead['dtype']}): step {overhead['tiller_step_s']:.2f} s / "
+                         f"(generate {overhead['generate_s']:.2f} s + forward+backward {overhead['forward_backward_s']:.2f} s)"
+                         f" = {overhead['ratio']:.2f}")
+        print("\n".join(lines[-(len(summary) + 6):]), flush=True)
+    report["load_average_end"] = os.getloadavg()
+    lines.append(f"load average at start {report['load_average_start'][0]:.1f}, at end {report['load_average_end'][0]:.1f} "
+                 f"(on {machine['cores']} cores: above {machine['cores']} means other work shared the CPU)")
+    print("\n".join(["", "=" * 100, "RLOO step: tiller vs TRL RLOOTrainer "
+                     f"({machine['cores']} cores, {machine['cpu_model']})"] + lines))
+    results_dir = BENCH / "results"
+    results_dir.mkdir(exist_ok=True)
+    path = results_dir / f"rloo_step-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    (results_dir / "rloo_step-latest.json").write_text(json.dumps(report, indent=1))
+    print(f"\n[bench] wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

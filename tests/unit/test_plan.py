@@ -1,0 +1,133 @@
+"""`tiller plan`: the memory arithmetic against numbers computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiller import plan
+from tiller.config import config_from_dict, load_config
+from tests.conftest import ROOT
+
+GIB = 1024**3
+QWEN3_8B = plan.dims_from_config(plan.KNOWN_CONFIGS["Qwen/Qwen3-8B"])
+# hidden 64, 2 layers, 4 heads, 2 KV heads, head_dim 16, intermediate 128, vocab 100
+SMALL = plan.ModelDims(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                       intermediate_size=128, vocab_size=100, tie_embeddings=True)
+
+
+def test_qwen3_8b_parameter_count_and_bf16_weights():
+    # per layer: q 4096*4096 + k 4096*1024 + v 4096*1024 + o 4096*4096 = 41,943,040
+    #            MLP 3 * 4096*12288 = 150,994,944; norms 2*4096 + q/k norms 2*128 = 8,448
+    per_layer = 41_943_040 + 150_994_944 + 8_448
+    assert plan.layer_parameter_count(QWEN3_8B) == per_layer == 192_946_432
+    # + embeddings and an untied LM head (151936 * 4096 each) + the final norm
+    total = 36 * per_layer + 2 * 151_936 * 4096 + 4096
+    assert plan.parameter_count(QWEN3_8B) == total == 8_190_735_360
+    # a classifier from the same base: no LM head, a 4096 -> 1 score head
+    assert plan.parameter_count(QWEN3_8B, lm_head=False) == total - 151_936 * 4096 + 4096
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    e = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
+    assert e.parts["policy weights"] == 2 * 8_190_735_360  # bf16: 2 bytes x params
+
+
+def test_lora_parameter_count_by_hand():
+    # r=4 on q_proj (64 -> 4*16 = 64) and v_proj (64 -> 2*16 = 32): 4*(64+64) + 4*(64+32) = 896 per layer
+    assert plan.lora_parameter_count(SMALL, 4, ["q_proj", "v_proj"]) == 2 * 896
+    assert plan.lora_parameter_count(SMALL, 4, ["q_proj", "v_proj"], num_layers=1) == 896
+    # all seven Qwen3-8B projections at r=16:
+    # 16*[(4096+4096)*2 + (4096+1024)*2 + (4096+12288)*3] = 1,212,416 per layer, 36 layers
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert plan.lora_parameter_count(QWEN3_8B, 16, targets) == 36 * 1_212_416 == 43_646_976
+
+
+def test_kv_cache_activations_and_logits_by_hand():
+    # 2 (K and V) x 36 layers x 8 KV heads x 128 x 2 bytes
+    assert plan.kv_cache_bytes_per_token(QWEN3_8B, 2) == 147_456
+    # per token per layer: 4*64 + 2*64 + 2*32 + 4*128 = 960 elements
+    assert plan.activation_elements_per_token_layer(SMALL) == 960
+    seq, mb = 10, 3
+    assert plan.activation_bytes(SMALL, seq, mb, 2, checkpointing=False) == 2 * (30 * 960 * 2)
+    # checkpointed: each layer keeps its input (30 tokens x 64 x 2 B), one layer recomputed in full
+    assert plan.activation_bytes(SMALL, seq, mb, 2, checkpointing=True) == 2 * 30 * 64 * 2 + 30 * 960 * 2
+    assert plan.activation_bytes(SMALL, seq, mb, 2, checkpointing=False, layers_with_grad=1) == 30 * 960 * 2
+    # logits of 7 + 1 kept positions and their gradient
+    assert plan.logits_bytes(SMALL, mb, 7, 2) == 2 * 3 * 8 * 100 * 2
+
+
+def _cfg(**rloo):
+    section = {"reward": {"backend": "callable", "function": "x:y"}, **rloo}
+    return config_from_dict({"model": {"name": "Qwen/Qwen3-8B"}, "rloo": section})
+
+
+def test_strategies_shard_what_they_should():
+    full = _cfg(lora={"enabled": False}, rollout={"engine": "transformers"})
+    n = plan.parameter_count(QWEN3_8B)
+    layer = plan.layer_parameter_count(QWEN3_8B)
+    single = plan.estimate(full, "single", 1, "80 GB", QWEN3_8B)
+    assert single.parts["grads + AdamW states"] == 6 * n  # bf16 grad 2 + two bf16 moments 4
+    assert single.parts["reference (frozen copy, not sharded)"] == 2 * n
+    ddp = plan.estimate(full, "ddp", 8, "80 GB", QWEN3_8B)
+    assert ddp.parts["grads + AdamW states"] == 8 * n  # + the DDP gradient bucket
+    fsdp = plan.estimate(full, "fsdp2", 8, "80 GB", QWEN3_8B)
+    assert fsdp.parts["policy weights"] == 2 * n // 8 + 2 * layer  # a shard + one gathered bf16 layer
+    assert fsdp.parts["grads + AdamW states"] == 6 * n // 8
+    zero = plan.estimate(full, "zero3", 8, "80 GB", QWEN3_8B)
+    assert zero.parts["policy weights"] == 2 * n // 8 + 2 * 2 * layer  # ZeRO-3 prefetches a second layer
+    assert zero.parts["reference (frozen copy, not sharded)"] == 2 * n  # outside accelerate.prepare
+    assert not single.fits and zero.fits
+    lora = plan.estimate(_cfg(rollout={"engine": "transformers"}), "single", 1, "80 GB", QWEN3_8B)
+    assert lora.parts["reference (base, adapter disabled)"] == 0
+    assert lora.parts["LoRA weights + grads + AdamW states"] == 16 * 43_646_976
+
+
+def test_mixed_precision_keeps_fp32_master_state():
+    full = _cfg(lora={"enabled": False}, rollout={"engine": "transformers"})
+    if not hasattr(full.model, "mixed_precision"):
+        pytest.skip("model.mixed_precision is not a config field here")
+    full.model.mixed_precision = "bf16"
+    n = plan.parameter_count(QWEN3_8B)
+    layer = plan.layer_parameter_count(QWEN3_8B)
+    fsdp = plan.estimate(full, "fsdp2", 8, "80 GB", QWEN3_8B)
+    assert fsdp.parts["policy weights"] == 4 * n // 8 + 2 * layer  # fp32 master shard + one gathered bf16 layer
+    assert fsdp.parts["grads + AdamW states"] == 12 * n // 8
+    zero = plan.estimate(full, "zero3", 8, "80 GB", QWEN3_8B)
+    assert zero.parts["policy weights"] + zero.parts["grads + AdamW states"] == 16 * n // 8 + 2 * 2 * layer
+
+
+def test_vllm_share_and_sleep():
+    cfg = _cfg(prompts_per_step=4, completions_per_prompt=4, micro_batch_per_device=4, max_prompt_tokens=100,
+               rollout={"engine": "vllm", "max_new_tokens": 28, "vllm_gpu_memory_utilization": 0.5,
+                        "vllm_sleep_between_steps": False})
+    e = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
+    assert e.vllm_share == int(0.5 * 81_559 / 1024 * GIB)
+    kv = 147_456 * 4 * 4 * 128  # 16 sequences of 128 tokens
+    assert e.vllm_needs == 2 * plan.parameter_count(QWEN3_8B) + kv + plan.VLLM_OVERHEAD_BYTES
+    assert e.peak == e.resident + sum(e.train_peak.values()) + e.vllm_share
+    cfg.rloo.rollout.vllm_sleep_between_steps = True
+    e = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
+    assert e.peak == e.resident + max(sum(e.train_peak.values()), e.vllm_share)
+
+
+def test_dims_from_a_local_config_match_the_real_model(tiny_llama, tiny_qwen3):
+    from transformers import AutoModelForCausalLM
+
+    for folder in (tiny_llama, tiny_qwen3):
+        dims = plan.model_dims(str(folder))
+        assert "config.json" in dims.source
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        assert plan.parameter_count(dims) == sum(p.numel() for p in model.parameters())
+
+
+def test_run_prints_the_flagship_plan(capsys):
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    text = plan.run(cfg)
+    assert capsys.readouterr().out.strip() == text.strip()
+    assert "built-in table for Qwen/Qwen3-8B" in text
+    for heading in ("1 x 80 GB:", "1 x 141 GB:", "8 x 80 GB:", "formulas and assumptions:"):
+        assert heading in text
+    assert "8,190,735,360" in text and "43,646,976" in text
+
+
+def test_unknown_hub_id_says_what_to_do():
+    with pytest.raises(ValueError, match="local model folder"):
+        plan.model_dims("nobody/not-a-model-xyz")
