@@ -228,6 +228,9 @@ class DpoConfig:
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
     precompute_ref_logps: bool = False
+    # Which training pairs DPO sees; `first_half` keeps the judge's half (second_half) unseen,
+    # so `tiller eval policy` judges DPO and RLOO with the same held-out reward model.
+    train_subset: Literal["all", "first_half", "second_half"] = "all"
 
 
 @dataclass

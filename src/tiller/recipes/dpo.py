@@ -34,6 +34,7 @@ from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from tiller.config import Config, ConfigError, to_yaml
 from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tiller.recipes.data import load_pairs
+from tiller.recipes.reward import subset
 from tiller.recipes.sft import IGNORE, assistant_token_mask, rank_batches, shifted_labels
 from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
@@ -195,7 +196,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
 
     # ---- data and batch arithmetic
     tokenizer = load_tokenizer(name, cfg.model)
-    train, dropped = encode_preferences(load_pairs(cfg.run_dir, "train"), tokenizer, t.max_length, t.truncation,
+    train, dropped = encode_preferences(subset(load_pairs(cfg.run_dir, "train"), d.train_subset), tokenizer, t.max_length, t.truncation,
                                         cfg.model.enable_thinking)
     val, dropped_val = encode_preferences(load_pairs(cfg.run_dir, "validation"), tokenizer, t.max_length, t.truncation,
                                           cfg.model.enable_thinking)
