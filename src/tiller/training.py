@@ -113,3 +113,18 @@ def prepare_for_training(rt: Runtime, model: torch.nn.Module, optim: OptimConfig
     scheduler = make_scheduler(optimizer, optim, total_steps)
     model, optimizer = rt.accelerator.prepare(model, optimizer)
     return model, rt.accelerator.unwrap_model(model), optimizer, scheduler
+
+
+def step_indices(num_items: int, per_step: int, step: int, seed: int, rank: int, world_size: int) -> list[int]:
+    """The items (by index) this process trains on at `step`.
+
+    An epoch's order depends only on (seed, epoch), so a resumed run sees exactly the items an
+    uninterrupted one would; the step's `per_step` items are split into equal contiguous
+    shares, one per process, so 1 process and N processes see the same global batch."""
+    steps_per_epoch = num_items // per_step
+    epoch, index = divmod(step, steps_per_epoch)
+    order = list(range(num_items))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    batch = order[index * per_step:(index + 1) * per_step]
+    share = per_step // world_size
+    return batch[rank * share:(rank + 1) * share]

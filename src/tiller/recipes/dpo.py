@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import math
-import random
 import time
 from array import array
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tiller.training import (
     prepare_for_training,
     setup_runtime,
     show_progress,
+    step_indices,
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
@@ -287,12 +287,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         if stop_after is not None and step >= stop_after:
             break
         t0 = time.perf_counter()
-        epoch, index = divmod(step, steps_per_epoch)
-        # The order of an epoch depends only on (seed, epoch): a resumed run sees the same pairs.
-        order = list(range(len(train)))
-        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
-        batch_ids = order[index * t.pairs_per_step:(index + 1) * t.pairs_per_step]
-        mine = batch_ids[rt.rank * per_process:(rt.rank + 1) * per_process]
+        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accum):
             ids = mine[micro * mb:(micro + 1) * mb]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from tiller.training import (
     prepare_for_training,
     setup_runtime,
     show_progress,
+    step_indices,
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
@@ -206,7 +206,6 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     probe = [s for p in train[: t.micro_batch_per_device] for s in (p.chosen, p.rejected)]
     packed = rcfg.packing and packing_is_exact(rt.accelerator.unwrap_model(scorer), probe, pad_id, rt.device)
     rt.print(f"[{stage}] sequences per forward: {'packed into one row (checked exact)' if packed else 'padded'}")
-    per_process = t.pairs_per_step // rt.world_size
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc=stage, disable=not (rt.is_main and show_progress()))
@@ -215,12 +214,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     for step in range(start_step, total_steps):
         if stop_after is not None and step >= stop_after:
             break
-        epoch, index = divmod(step, steps_per_epoch)
-        # The order of an epoch depends only on (seed, epoch): a resumed run sees the same pairs.
-        order = list(range(len(train)))
-        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
-        batch_ids = order[index * t.pairs_per_step:(index + 1) * t.pairs_per_step]
-        mine = batch_ids[rt.rank * per_process:(rt.rank + 1) * per_process]
+        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
         step_metrics: dict[str, float] = {}
         for micro in range(accum):
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tiller.training import (
     prepare_for_training,
     setup_runtime,
     show_progress,
+    step_indices,
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
@@ -162,12 +162,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         if stop_after is not None and step >= stop_after:
             break
         timings: dict[str, float] = {}
-        # ---- 1. prompts: an epoch's order depends only on (seed, epoch)
-        epoch, index = divmod(step, steps_per_epoch)
-        order = list(range(len(prompts)))
-        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
-        global_ids = order[index * r.prompts_per_step:(index + 1) * r.prompts_per_step]
-        mine = global_ids[rt.rank * prompts_per_process:(rt.rank + 1) * prompts_per_process]
+        # ---- 1. prompts: this process's whole prompts of the step
+        mine = step_indices(len(prompts), r.prompts_per_step, step, cfg.seed, rt.rank, rt.world_size)
         messages = [prompts[i][0] for i in mine]
         prompt_ids = [prompts[i][1] for i in mine]
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from tiller.training import (
     prepare_for_training,
     setup_runtime,
     show_progress,
+    step_indices,
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
@@ -349,7 +349,6 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         tracker.log({"eval/loss": before["loss"]}, 0)
         rt.print(f"[sft] validation loss before training {before['loss']:.4f} ({before['tokens']} tokens)")
 
-    per_process = t.pairs_per_step // rt.world_size
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc="sft", disable=not (rt.is_main and show_progress()))
@@ -359,12 +358,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         if stop_after is not None and step >= stop_after:
             break
         t0 = time.perf_counter()
-        epoch, index = divmod(step, steps_per_epoch)
-        # The order of an epoch depends only on (seed, epoch): a resumed run sees the same examples.
-        order = list(range(len(train)))
-        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
-        batch_ids = order[index * t.pairs_per_step:(index + 1) * t.pairs_per_step]
-        mine = [train[i] for i in batch_ids[rt.rank * per_process:(rt.rank + 1) * per_process]]
+        mine = [train[i] for i in step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)]
         # Normalizer: loss tokens of the whole step, over all micro-batches and processes.
         local_tokens = torch.tensor(float(sum(e.num_loss_tokens for e in mine)), device=rt.device)
         global_tokens = rt.accelerator.reduce(local_tokens.clone(), reduction="sum") if rt.world_size > 1 else local_tokens
