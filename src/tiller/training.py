@@ -128,3 +128,17 @@ def step_indices(num_items: int, per_step: int, step: int, seed: int, rank: int,
     batch = order[index * per_step:(index + 1) * per_step]
     share = per_step // world_size
     return batch[rank * share:(rank + 1) * share]
+
+
+def resume_latest(rt: Runtime, ckpt_root, model, optimizer, scheduler, stage: str) -> dict:
+    """`--resume`: restore the newest checkpoint under ckpt_root in place and return its saved
+    state (`step` and what the recipe stored); `{"step": 0}` when there is none."""
+    from tiller.checkpoint import latest_checkpoint, load_checkpoint
+
+    last = latest_checkpoint(ckpt_root)
+    if last is None:
+        rt.print(f"[{stage}] --resume: no checkpoint in {ckpt_root}, starting from scratch")
+        return {"step": 0}
+    saved = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)
+    rt.print(f"[{stage}] resumed from {last} at step {saved['step']}")
+    return saved

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
 from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tiller.recipes.data import load_pairs
@@ -41,6 +41,7 @@ from tiller.training import (
     Runtime,
     gradient_accumulation,
     prepare_for_training,
+    resume_latest,
     setup_runtime,
     show_progress,
     step_indices,
@@ -224,17 +225,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
 
-    start_step, state, saved = 0, {"stage": "dpo"}, None
+    start_step, state = 0, {"stage": "dpo"}
     ckpt_root = out / "checkpoints"
     if resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is None:
-            rt.print(f"[dpo] --resume: no checkpoint in {ckpt_root}, starting from scratch")
-        else:
-            saved = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)
-            start_step = saved["step"]
+        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "dpo")
+        start_step = saved["step"]
+        if start_step:
             state["accuracy_before"] = saved.get("accuracy_before")
-            rt.print(f"[dpo] resumed from {last} at step {start_step}")
 
     # Reference log-probs. The validation ones are always computed once (the reference never
     # changes); with precompute_ref_logps the training ones too, and cached on disk.

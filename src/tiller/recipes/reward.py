@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation, save_model
 from tiller.recipes.data import load_pairs
@@ -32,6 +32,7 @@ from tiller.training import (
     Runtime,
     gradient_accumulation,
     prepare_for_training,
+    resume_latest,
     setup_runtime,
     show_progress,
     step_indices,
@@ -194,12 +195,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     start_step = 0
     ckpt_root = out / "checkpoints"
     if resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is None:
-            rt.print(f"[{stage}] --resume: no checkpoint in {ckpt_root}, starting from scratch")
-        else:
-            start_step = load_checkpoint(last, scorer, optimizer, scheduler, rank=rt.rank)["step"]
-            rt.print(f"[{stage}] resumed from {last} at step {start_step}")
+        start_step = resume_latest(rt, ckpt_root, scorer, optimizer, scheduler, stage)["step"]
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
     pad_id = tokenizer.pad_token_id

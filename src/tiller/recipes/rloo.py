@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt, save_model
 from tiller.recipes.data import load_prompts
@@ -36,6 +36,7 @@ from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
     prepare_for_training,
+    resume_latest,
     setup_runtime,
     show_progress,
     step_indices,
@@ -146,12 +147,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     start_step = 0
     ckpt_root = out / "checkpoints"
     if resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is None:
-            rt.print(f"[rloo] --resume: no checkpoint in {ckpt_root}, starting from scratch")
-        else:
-            start_step = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)["step"]
-            rt.print(f"[rloo] resumed from {last} at step {start_step}")
+        start_step = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "rloo")["step"]
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "rloo"})
     from tqdm.auto import tqdm

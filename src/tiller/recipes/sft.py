@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tiller.recipes.data import load_conversations, load_pairs
@@ -41,6 +41,7 @@ from tiller.training import (
     Runtime,
     gradient_accumulation,
     prepare_for_training,
+    resume_latest,
     setup_runtime,
     show_progress,
     step_indices,
@@ -327,14 +328,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     start_step, state = 0, {"stage": "sft"}
     ckpt_root = out / "checkpoints"
     if resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is None:
-            rt.print(f"[sft] --resume: no checkpoint in {ckpt_root}, starting from scratch")
-        else:
-            saved = load_checkpoint(last, model, optimizer, scheduler, rank=rt.rank)
-            start_step = saved["step"]
+        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "sft")
+        start_step = saved["step"]
+        if start_step:
             state["loss_before"] = saved.get("loss_before")
-            rt.print(f"[sft] resumed from {last} at step {start_step}")
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "sft"})
     pad_id = tokenizer.pad_token_id
