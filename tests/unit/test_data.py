@@ -409,9 +409,6 @@ def test_failed_rerun_removes_done_and_leaves_no_temp_files(tmp_path, tiny_dir, 
 
 
 def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenizer, capsys):
-    if not sample_path("train").is_file() or not sample_path("validation").is_file():
-        pytest.skip("the bundled sample is not there yet")
-
     # Hand count from the raw files, with plain json and the tokenizer called directly.
     def prompt_tokens(row: dict) -> int:
         return len(tokenizer.apply_chat_template(row["context"], tokenize=True, add_generation_prompt=True, return_dict=False))

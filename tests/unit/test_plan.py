@@ -82,8 +82,6 @@ def test_strategies_shard_what_they_should():
 
 def test_mixed_precision_keeps_fp32_master_state():
     full = _cfg(lora={"enabled": False}, rollout={"engine": "transformers"})
-    if not hasattr(full.model, "mixed_precision"):
-        pytest.skip("model.mixed_precision is not a config field here")
     full.model.mixed_precision = "bf16"
     n = plan.parameter_count(QWEN3_8B)
     layer = plan.layer_parameter_count(QWEN3_8B)

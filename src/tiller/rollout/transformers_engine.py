@@ -6,7 +6,9 @@ required:
 - finished rows leave the batch (their cache rows are dropped), so no work is spent on padding
   after EOS;
 - every completion samples from its own seeded generator, so results do not depend on how
-  prompts are split over batches and processes (the 1-vs-2-process test relies on this).
+  prompts are split over batches and processes (the 1-vs-2-process test relies on this);
+- the KV cache is written into buffers sized for the whole completion (`ReservedKVLayer`), not
+  grown by a concatenation per token and layer (measured in bench/README.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from tiller.rollout import Generation, Sampling, cut_at_eos
 from tiller.scoring import pad_batch
@@ -53,15 +56,82 @@ def sample_next(logits: torch.Tensor, sampling: Sampling, generators: list[torch
     logits = filter_logits(logits, sampling, eos_ids)
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits, dim=-1)
-    # Exactly what torch.multinomial(probs[i], 1, generator=g) computes for one sample
-    # (argmax of p / q with q ~ Exp(1) drawn from the row's generator), with the draws made row
-    # by row but the division and argmax batched: the same tokens, without multinomial's
-    # per-row validation and dispatch (it was ~30% of decoding time at batch 256).
-    q = torch.empty_like(probs)
-    for i, g in enumerate(generators):
-        q[i].exponential_(1, generator=g)
-    return (probs / q).argmax(dim=-1)
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float64)
+    # Inverse-CDF sampling with one uniform draw per row from the row's own generator: the
+    # distribution torch.multinomial samples, at one random number per row instead of one per
+    # vocabulary entry (Gumbel/exponential race: 49k draws a row, 15% of decoding for SmolLM2).
+    # float64 keeps the cumulative sum's rounding far below the smallest probability that matters.
+    u = torch.cat([torch.rand(1, dtype=torch.float64, generator=g, device=probs.device) for g in generators])
+    cdf = probs.cumsum(dim=-1)
+    picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+    # u * total can round up to the total (index V, or a zero-probability tail): such rare rows
+    # take the last token with positive probability instead.
+    vocab = probs.shape[-1]
+    picked = picked.clamp(max=vocab - 1)
+    bad = probs.gather(1, picked[:, None]).squeeze(1) == 0
+    if bad.any():
+        picked[bad] = vocab - 1 - (probs[bad] > 0).flip(-1).long().argmax(-1)
+    return picked
+
+
+class ReservedKVLayer(DynamicLayer):
+    """A full-attention cache layer whose keys/values live in a buffer with room for `reserve`
+    more tokens than the prompt: a decode step writes one column in place instead of copying the
+    whole cache (DynamicLayer's torch.cat), and attention reads a view of the filled part.
+    Dropping or repeating batch rows copies the buffer once, as DynamicLayer does."""
+
+    def __init__(self, reserve: int):
+        super().__init__()
+        self.reserve = reserve
+        self.length = 0
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+
+    def _expose(self) -> None:
+        self.keys = self._key_buffer[:, :, :self.length]
+        self.values = self._value_buffer[:, :, :self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        new = key_states.shape[-2]
+        if self._key_buffer is None or self.length + new > self._key_buffer.shape[-2]:
+            capacity = self.length + new + self.reserve
+            old_keys, old_values = self.keys, self.values
+            self._key_buffer = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
+            self._value_buffer = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
+            if self.length:
+                self._key_buffer[:, :, :self.length] = old_keys
+                self._value_buffer[:, :, :self.length] = old_values
+            self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+        self._key_buffer[:, :, self.length:self.length + new] = key_states
+        self._value_buffer[:, :, self.length:self.length + new] = value_states
+        self.length += new
+        self._expose()
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self._key_buffer = self._key_buffer.repeat_interleave(repeats, dim=0)
+            self._value_buffer = self._value_buffer.repeat_interleave(repeats, dim=0)
+            self._expose()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length:
+            self._key_buffer = self._key_buffer[indices]
+            self._value_buffer = self._value_buffer[indices]
+            self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("ReservedKVLayer is only used by TransformersEngine's decode loop")
+
+
+def reserved_cache(model, reserve: int) -> DynamicCache:
+    """The model's default DynamicCache with its full-attention layers replaced by
+    ReservedKVLayer (sliding-window or other special layers stay as transformers builds them)."""
+    cache = DynamicCache(config=model.config)
+    if not cache.layers:  # no layer types known: one plain layer per decoder layer
+        cache.layers = [DynamicLayer() for _ in range(model.config.get_text_config(decoder=True).num_hidden_layers)]
+    cache.layers = [ReservedKVLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 class TransformersEngine:
@@ -97,8 +167,9 @@ class TransformersEngine:
         ids, mask = pad_batch(prompts, self.pad_id, left=True)
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = reserved_cache(model, sampling.max_new_tokens)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
         if n > 1:
             cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1].repeat_interleave(n, dim=0)
