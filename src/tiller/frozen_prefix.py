@@ -1,0 +1,98 @@
+"""Run the frozen leading layers of a partly-trained decoder once, and the rest from their output.
+
+With LoRA on the last N layers (`lora.last_n_layers`), the first L - N decoder layers carry no
+adapter and no trainable parameter: the policy and its reference (the same base with the adapter
+disabled) compute exactly the same hidden states up to layer L - N. RLOO needs both on the same
+sequences (reference log-probs, then the policy forward with gradients), so the shared part is
+computed once, without gradients, and each model only runs its tail from there:
+
+    hidden = prefix.hidden(input_ids, attention_mask, position_ids)     # layers 0 .. n-1, no grad
+    with prefix.tail_only():
+        out = model(inputs_embeds=hidden, attention_mask=..., position_ids=...)  # layers n .. L-1
+
+`tail_only` swaps the decoder's layer list for its tail for the duration of the call, so the
+model's own forward (rotary embeddings, masks, final norm, LM head) runs unchanged; that is why
+it goes through the possibly DDP-wrapped model. It assumes the decoder feeds `inputs_embeds`
+straight into the first layer, which holds for Llama-style models (Llama, Mistral, Qwen2/3,
+SmolLM2) but not, for example, for Gemma (it rescales the embeddings): callers check the result
+against the full forward once (`matches_full_forward`) before relying on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module"):  # DDP
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _decoder(model: torch.nn.Module) -> torch.nn.Module | None:
+    hf = _hf_model(model)
+    decoder = getattr(hf, getattr(hf, "base_model_prefix", "model"), None)
+    if decoder is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
+        return None
+    return decoder
+
+
+def frozen_layer_count(model: torch.nn.Module) -> int:
+    """Leading decoder layers (embeddings included) with no trainable parameter and no adapter."""
+    decoder = _decoder(model)
+    if decoder is None:
+        return 0
+    embeddings = decoder.get_input_embeddings() if hasattr(decoder, "get_input_embeddings") else None
+    if embeddings is not None and any(p.requires_grad for p in embeddings.parameters()):
+        return 0
+    count = 0
+    for layer in decoder.layers:
+        named = list(layer.named_parameters())
+        if any(p.requires_grad for _, p in named) or any("lora_" in name for name, _ in named):
+            break
+        count += 1
+    return count
+
+
+class FrozenPrefix:
+    def __init__(self, model: torch.nn.Module, layers: int):
+        decoder = _decoder(model)
+        if decoder is None or not 0 < layers < len(decoder.layers):
+            raise ValueError(f"no frozen prefix of {layers} layers in this model")
+        self.decoder = decoder
+        self.layers = layers
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "FrozenPrefix | None":
+        """The model's frozen prefix, or None when it has none worth sharing (or an unknown layout)."""
+        decoder = _decoder(model)
+        n = frozen_layer_count(model)
+        if decoder is None or n == 0 or n >= len(decoder.layers) or not hasattr(decoder, "norm"):
+            return None
+        return cls(model, n)
+
+    @contextlib.contextmanager
+    def _swapped(self, layers: torch.nn.ModuleList, norm: torch.nn.Module | None = None):
+        decoder = self.decoder
+        full_layers, full_norm = decoder.layers, decoder.norm
+        decoder.layers = layers
+        if norm is not None:
+            decoder.norm = norm
+        try:
+            yield
+        finally:
+            decoder.layers = full_layers
+            decoder.norm = full_norm
+
+    @torch.no_grad()
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Output of the frozen layers (what the first trainable layer receives)."""
+        with self._swapped(torch.nn.ModuleList(self.decoder.layers[:self.layers]), norm=torch.nn.Identity()):
+            return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                use_cache=False).last_hidden_state
+
+    def tail_only(self):
+        """Inside: the model's forward runs only the layers after the prefix (pass `inputs_embeds`)."""
+        return self._swapped(torch.nn.ModuleList(self.decoder.layers[self.layers:]))
