@@ -307,6 +307,7 @@ def overhead_worker(spec: dict, out: Path) -> None:
                                                target_modules=lora["targets"]), "CAUSAL_LM")
     prompts = [json.loads(x)["messages"] for x in Path(spec["prompts_file"]).read_text().splitlines() if x.strip()]
     ids = tok([render_prompt(tok, m) for m in prompts], add_special_tokens=False)["input_ids"]
+    ids = sorted(ids, key=len)  # tiller's recipe orders a step's prompts by length too
     engine = TransformersEngine(policy, tok)
     sampling = Sampling(spec["max_new_tokens"], spec["temperature"], suppress_eos=True)
     k, mb = spec["k"], spec["micro_batch"]

@@ -38,10 +38,15 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     assert summary["n"] == 6 and 0.0 <= summary["win_rate"] <= 1.0
     assert summary["wins"] + summary["ties"] + summary["losses"] == 6
     assert len((tmp_path / "eval" / "rloo_samples.jsonl").read_text().splitlines()) == 6
-    assert (tmp_path / "eval" / "reward_model.json").is_file() and (tmp_path / "eval" / "judge_model.json").is_file()
+    # The reward stages scored the validation pairs when they finished; the eval stage reuses that.
+    assert not (tmp_path / "eval" / "reward_model.json").exists()
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html
+    for stage in ("reward", "judge"):
+        accuracy = json.loads((tmp_path / stage / "eval.json").read_text())["accuracy"]
+        assert f"<code>{stage}/</code>" in html and "pairwise accuracy" in html and 0.0 <= accuracy <= 1.0
     out = capsys.readouterr().out
+    assert "validation accuracy from" in out
     assert "win rate vs reference" in out and "report:" in out
 
     # everything complete: a second run skips every training stage

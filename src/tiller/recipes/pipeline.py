@@ -60,8 +60,15 @@ def run_evaluation(cfg: Config) -> None:
 
     run_dir = Path(cfg.run_dir)
     for stage in ("reward", "judge"):
-        if (run_dir / stage / "model").exists():
-            reward.run_eval(cfg, stage=stage)
+        if not (run_dir / stage / "model").exists():
+            continue
+        if (run_dir / stage / "DONE").is_file() and (run_dir / stage / "eval.json").is_file():
+            # The stage scored the same validation pairs with the same weights when it finished
+            # (the report shows it): scoring them again would only repeat it.
+            print(f"[eval] {stage} model: validation accuracy from {run_dir / stage / 'eval.json'} "
+                  f"(computed when it was trained)", flush=True)
+            continue
+        reward.run_eval(cfg, stage=stage)
     evaluated = 0
     for stage in ("rloo", "dpo"):
         if stage in cfg.pipeline.stages and (run_dir / stage / "model").exists():
