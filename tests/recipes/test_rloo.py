@@ -84,16 +84,19 @@ def test_rloo_resume_gives_identical_losses(tmp_path, tiny_llama):
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-def _launch(run_dir: Path, model: Path, processes: int) -> None:
+def _launch(run_dir: Path, model: Path, processes: int, **overrides) -> str:
     write_prompts(run_dir)
     # adam_eps=1 makes an update about lr x gradient: with the default eps Adam's first step is
     # the sign of the gradient, which would hide a wrong normalization (and amplify round-off).
-    cfg = rloo_config(run_dir, model, max_steps=2, prompts_per_step=4, micro_batch_per_device=4,
-                      optim={"lr": 10.0, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}, beta=0.05)
+    settings = dict(max_steps=2, prompts_per_step=4, micro_batch_per_device=4,
+                    optim={"lr": 10.0, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}, beta=0.05)
+    settings.update(overrides)
+    cfg = rloo_config(run_dir, model, **settings)
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = accelerate_launch(["rloo", "--config", str(path)], processes)
     assert f"over {processes} process(es)" in result.stdout, result.stdout[-2000:]
+    return result.stdout
 
 
 @pytest.mark.distributed
@@ -139,3 +142,20 @@ def test_shared_frozen_layers_give_the_same_run(tmp_path, tiny_qwen3, monkeypatc
     wa = load_file(tmp_path / "shared" / "rloo" / "model" / "model.safetensors")
     wb = load_file(tmp_path / "full" / "rloo" / "model" / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_with_shared_frozen_layers(tmp_path, tiny_llama):
+    """LoRA on the last layer: the tail runs through the DDP-wrapped model from the shared hidden
+    states, and 2 processes still give the 1-process update."""
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1, "merge_on_save": True}
+    optim = {"lr": 0.1, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
+    for processes in (1, 2):
+        out = _launch(tmp_path / str(processes), tiny_llama, processes, lora=lora, optim=optim)
+        assert "the first 1 layers hold no adapter" in out, out[-2000:]
+    a = load_file(str(tmp_path / "1" / "rloo" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "2" / "rloo" / "model" / "model.safetensors"))
+    start = load_file(str(tiny_llama / "model.safetensors"))
+    assert max((a[n] - start[n]).abs().max().item() for n in a) > 1e-5  # the adapter moved
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
