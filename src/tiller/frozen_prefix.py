@@ -6,7 +6,7 @@ disabled) compute exactly the same hidden states up to layer L - N. RLOO needs b
 sequences (reference log-probs, then the policy forward with gradients), so the shared part is
 computed once, without gradients, and each model only runs its tail from there:
 
-    hidden = prefix.hidden(input_ids, attention_mask, position_ids)     # layers 0 .. n-1, no grad
+    hidden = prefix.hidden(input_ids, attention_mask)                   # layers 0 .. n-1, no grad
     with prefix.tail_only():
         out = model(inputs_embeds=hidden, attention_mask=..., position_ids=...)  # layers n .. L-1
 
@@ -15,7 +15,7 @@ model's own forward (rotary embeddings, masks, final norm, LM head) runs unchang
 it goes through the possibly DDP-wrapped model. It assumes the decoder feeds `inputs_embeds`
 straight into the first layer, which holds for Llama-style models (Llama, Mistral, Qwen2/3,
 SmolLM2) but not, for example, for Gemma (it rescales the embeddings): callers check the result
-against the full forward once (`matches_full_forward`) before relying on it.
+against the full forward once before relying on it (the RLOO recipe does, on its first batch).
 """
 
 from __future__ import annotations
@@ -24,15 +24,12 @@ import contextlib
 
 import torch
 
-
-def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(model, "module"):  # DDP
-        model = model.module
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from tiller.scoring import base_hf_model, mask_positions
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module | None:
-    hf = _hf_model(model)
+    """The decoder stack (with its `layers` list) of a plain or peft-wrapped, not DDP-wrapped, model."""
+    hf = base_hf_model(model)
     decoder = getattr(hf, getattr(hf, "base_model_prefix", "model"), None)
     if decoder is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
         return None
@@ -57,10 +54,9 @@ def frozen_layer_count(model: torch.nn.Module) -> int:
 
 
 class FrozenPrefix:
-    def __init__(self, model: torch.nn.Module, layers: int):
-        decoder = _decoder(model)
-        if decoder is None or not 0 < layers < len(decoder.layers):
-            raise ValueError(f"no frozen prefix of {layers} layers in this model")
+    def __init__(self, decoder: torch.nn.Module, layers: int):
+        if not 0 < layers < len(decoder.layers):
+            raise ValueError(f"a frozen prefix needs 1 to {len(decoder.layers) - 1} layers, got {layers}")
         self.decoder = decoder
         self.layers = layers
 
@@ -71,7 +67,7 @@ class FrozenPrefix:
         n = frozen_layer_count(model)
         if decoder is None or n == 0 or n >= len(decoder.layers) or not hasattr(decoder, "norm"):
             return None
-        return cls(model, n)
+        return cls(decoder, n)
 
     @contextlib.contextmanager
     def _swapped(self, layers: torch.nn.ModuleList, norm: torch.nn.Module | None = None):
@@ -87,11 +83,11 @@ class FrozenPrefix:
             decoder.norm = full_norm
 
     @torch.no_grad()
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Output of the frozen layers (what the first trainable layer receives)."""
         with self._swapped(torch.nn.ModuleList(self.decoder.layers[:self.layers]), norm=torch.nn.Identity()):
-            return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                use_cache=False).last_hidden_state
+            return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
 
     def tail_only(self):
         """Inside: the model's forward runs only the layers after the prefix (pass `inputs_embeds`)."""

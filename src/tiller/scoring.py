@@ -18,6 +18,11 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask.long()).argmax(dim=1)
 
 
+def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only (left padding sits at position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def pad_batch(sequences: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
@@ -32,7 +37,8 @@ def pad_batch(sequences: list[list[int]], pad_id: int, left: bool = False) -> tu
     return ids, mask
 
 
-def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+def base_hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model under a peft wrapper (the model itself when there is none)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -59,13 +65,12 @@ class ScoreHead(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None) -> torch.Tensor:
-        hf = _hf_model(self.model)
+        hf = base_hf_model(self.model)
         body = getattr(hf, hf.base_model_prefix)
         if ends is not None:  # packed row
             hidden = body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
             return hf.score(hidden[0, ends]).squeeze(-1)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
                       use_cache=False).last_hidden_state
         last = last_token_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

@@ -40,7 +40,7 @@ def test_prefix_then_tail_equals_the_full_forward(four_layer_model):
     mask[0, :4] = 0  # left padding
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     full = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    hidden = prefix.hidden(ids, mask, positions)
+    hidden = prefix.hidden(ids, mask)
     assert not hidden.requires_grad
     with prefix.tail_only():
         tail = model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions).logits

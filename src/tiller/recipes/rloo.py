@@ -33,7 +33,7 @@ from tiller.recipes.data import load_prompts
 from tiller.recipes.reward import subset
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
-from tiller.scoring import pad_batch
+from tiller.scoring import mask_positions, pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
     prepare_for_training,
@@ -72,7 +72,7 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
     positions only, and the log-softmax is never materialized over the vocabulary. With `hidden`
     (the output of `prefix`'s frozen layers for these rows) only the layers after it run."""
     completion_len = input_ids.shape[1] - prompt_len
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    positions = mask_positions(attention_mask)
     if hidden is not None:
         with prefix.tail_only():
             out = model(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
@@ -208,10 +208,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         # ---- 4. reference log-probs (and the shared frozen layers' output, when there are some)
         t0 = time.perf_counter()
         if not prefix_checked:
-            prefix = _checked_prefix(rt, unwrapped, prefix, *micro[0], temperature)
+            ids, mask, _, plen = micro[0]
+            prefix = _checked_prefix(rt, unwrapped, prefix, ids, mask, plen, temperature)
             prefix_checked = True
-        hiddens = [prefix.hidden(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)) if prefix else None
-                   for ids, mask, _, _ in micro]
+        hiddens = [prefix.hidden(ids, mask) if prefix else None for ids, mask, _, _ in micro]
         with torch.no_grad():
             ref_logps = [_reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
                          for (ids, mask, _, plen), h in zip(micro, hiddens)]
@@ -349,13 +349,13 @@ def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len
 
 
 @torch.no_grad()
-def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, completion_mask, prompt_len, temperature):
+def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, prompt_len, temperature):
     """The shared-prefix path only where it gives the full forward's log-probs on a real batch."""
     was_training = policy.training
     policy.eval()
     try:
         full = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0]
-        hidden = prefix.hidden(input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp(min=0))
+        hidden = prefix.hidden(input_ids, attention_mask)
         shared = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
     finally:
         policy.train(was_training)

@@ -19,7 +19,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from tiller.rollout import Generation, Sampling, cut_at_eos
-from tiller.scoring import pad_batch
+from tiller.scoring import mask_positions, pad_batch
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -166,7 +166,7 @@ class TransformersEngine:
         device = next(model.parameters()).device
         ids, mask = pad_batch(prompts, self.pad_id, left=True)
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = mask_positions(mask)
         cache = reserved_cache(model, sampling.max_new_tokens)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
