@@ -162,6 +162,30 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     return torch.cat(pieces).view(B, T)  # both block layouts are row-major
 
 
+def token_kl(policy_logits: Tensor, ref_logits: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Exact KL(pi || pi_ref) of the next-token distributions at each position -> [B, T].
+
+    KL_t = sum_v p_v (log p_v - log q_v), over the whole vocabulary, chunked like
+    ``token_entropy``. Unlike a sampled estimate it is >= 0 for every position, whatever tokens
+    the sequence holds, so it measures divergence along answers that are not samples from the
+    policy (greedy ones). For metrics under ``torch.no_grad()``.
+    """
+    if policy_logits.dim() != 3 or policy_logits.shape != ref_logits.shape:
+        raise ValueError(f"expected two logits tensors [B, T, V] of one shape, got "
+                         f"{tuple(policy_logits.shape)} and {tuple(ref_logits.shape)}")
+    dtype = _compute_dtype(policy_logits.dtype)
+    pieces = []
+    for x, y in _token_blocks(policy_logits, ref_logits):
+        for i in range(0, x.shape[0], chunk_size):
+            log_p = torch.log_softmax(x[i : i + chunk_size].to(dtype), dim=-1)
+            log_q = torch.log_softmax(y[i : i + chunk_size].to(dtype), dim=-1)
+            pieces.append((log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0))  # clamp: rounding only
+    B, T, _ = policy_logits.shape
+    if not pieces:
+        return policy_logits.new_zeros((B, T), dtype=dtype)
+    return torch.cat(pieces).view(B, T)
+
+
 # --------------------------------------------------------------------------------------------
 # SFT
 # --------------------------------------------------------------------------------------------
@@ -414,6 +438,33 @@ def accuracy_interval(successes: float, n: int, z: float = 1.96) -> tuple[float,
     center = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     return max(0.0, center - half), min(1.0, center + half)
+
+
+def paired_mean_interval(
+    policy_scores: Tensor | Sequence[float],
+    reference_scores: Tensor | Sequence[float],
+    z: float = 1.96,
+) -> tuple[float, float, float]:
+    """Mean of the paired differences policy - reference on the same prompts, with a 95%
+    normal-approximation interval: mean -/+ z * sd / sqrt(n) (sd with n - 1).
+
+    It uses the size of each difference, not just its sign, so it separates a real gain from
+    chance with fewer prompts than the win rate does. Student's t would widen it slightly
+    (by 2.6% at n = 48, 1.3% at n = 96). n = 1 gives an infinite interval.
+    """
+    policy, reference = _as_floats(policy_scores), _as_floats(reference_scores)
+    if len(policy) != len(reference):
+        raise ValueError(f"score lists differ in length: {len(policy)} vs {len(reference)}")
+    if not policy:
+        raise ValueError("paired_mean_interval needs at least one pair of scores")
+    diffs = [p - r for p, r in zip(policy, reference)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n == 1:
+        return mean, -math.inf, math.inf
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = z * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def _as_floats(values: Tensor | Sequence[float]) -> list[float]:

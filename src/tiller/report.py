@@ -129,12 +129,12 @@ def _pct(value: Any) -> str:
     return "&ndash;" if v is None else f"{100 * v:.1f}%"
 
 
-def _ci(value: Any, low: Any, high: Any) -> str:
+def _ci(value: Any, low: Any, high: Any, signed: bool = False) -> str:
     if _num(value) is None:
         return "&ndash;"
     if _num(low) is None or _num(high) is None:
-        return _fmt(value)
-    return f"{_fmt(value)} <span class=ci>[{_fmt(low)}, {_fmt(high)}]</span>"
+        return _fmt(value, signed=signed)
+    return f"{_fmt(value, signed=signed)} <span class=ci>[{_fmt(low, signed=signed)}, {_fmt(high, signed=signed)}]</span>"
 
 
 def _table(header: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
@@ -614,7 +614,7 @@ def _evaluation(run_dir: Path) -> str:
     if not labels:
         return _note("no policy evaluation (<code>eval/&lt;label&gt;.json</code>) in this run.", "notrun")
     header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "reward policy", "reward reference",
-              "improvement", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
+              "improvement [95% CI]", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
     has_opt = any("optimized_rm_win_rate" in s for _, s in labels)
     if has_opt:
         header += ["optimized RM: policy / reference", "optimized RM win rate"]
@@ -626,7 +626,8 @@ def _evaluation(run_dir: Path) -> str:
         row = [f"<b>{esc(label)}</b>", _fmt(s.get("n")), _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
                f"{_fmt(s.get('wins'))} / {_fmt(s.get('ties'))} / {_fmt(s.get('losses'))}",
                _fmt(s.get("reward_policy_mean"), signed=True), _fmt(s.get("reward_reference_mean"), signed=True),
-               _fmt(s.get("reward_improvement"), signed=True), _fmt(s.get("length_ratio"), 2),
+               _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"),
+                   signed=True), _fmt(s.get("length_ratio"), 2),
                _pct(s.get("truncated_policy")), _pct(s.get("truncated_reference")), _fmt(s.get("kl_mean"))]
         if has_opt:
             row += [f"{_fmt(s.get('optimized_rm_policy_mean'), signed=True)} / {_fmt(s.get('optimized_rm_reference_mean'), signed=True)}",
@@ -643,8 +644,10 @@ def _evaluation(run_dir: Path) -> str:
                        f"{_fmt(s.get('seconds'), 0)} s</li>")
     out += f"<ul class=small>{''.join(details)}</ul>"
     out += _note("Win rate: share of prompts where the judge scores the policy's answer above the reference's (ties count "
-                 "half), with a 95% interval. Truncated: answers that hit the token limit without an end-of-sequence token. "
-                 "KL: sequence-level log π &minus; log π<sub>ref</sub> on the policy's own answers. "
+                 "half), with a 95% interval. Improvement: mean of the paired differences in judge reward, with a 95% "
+                 "interval (it weighs how much better, not only whether). Truncated: answers that hit the token limit without an end-of-sequence token. "
+                 "KL: KL(π &#8214; π<sub>ref</sub>) of the next-token distributions at each token of the policy's own "
+                 "answers, summed over the answer (exact, so never negative, also on greedy answers). "
                  + ("A large gap between the optimized reward model's win rate and the judge's is a sign of reward hacking."
                     if has_opt else ""))
     return out

@@ -35,7 +35,7 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     for stage in ("data", "reward", "judge", "rloo", "eval"):
         assert (tmp_path / stage / "DONE").is_file(), stage
     summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
-    assert summary["n"] == 6 and 0.0 <= summary["win_rate"] <= 1.0
+    assert summary["n"] == 6 and 0.0 <= summary["win_rate"] <= 1.0 and summary["kl_mean"] >= 0.0
     assert summary["wins"] + summary["ties"] + summary["losses"] == 6
     assert len((tmp_path / "eval" / "rloo_samples.jsonl").read_text().splitlines()) == 6
     # The reward stages scored the validation pairs when they finished; the eval stage reuses that.

@@ -14,6 +14,7 @@ from tiller.losses import (
     dpo_loss,
     masked_mean,
     masked_sum,
+    paired_mean_interval,
     pairwise_accuracy,
     policy_loss,
     rloo_advantages,
@@ -22,6 +23,7 @@ from tiller.losses import (
     sft_loss,
     sft_loss_sum,
     token_entropy,
+    token_kl,
     token_logprobs,
     win_rate,
 )
@@ -154,6 +156,23 @@ def test_token_entropy(chunk_size):
     p = torch.softmax(x, -1)
     expected = -(p * torch.log_softmax(x, -1)).sum(-1)
     assert close(token_entropy(x, chunk_size), expected)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 1024])
+def test_token_kl_hand_computed(chunk_size):
+    # p = softmax([ln 3, 0]) = (3/4, 1/4), q = (1/2, 1/2):
+    # KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.3040988 - 0.1732868 = 0.1308120; equal rows -> 0
+    policy = torch.tensor([[[math.log(3.0), 0.0], [1.0, 2.0]]])
+    ref = torch.tensor([[[0.0, 0.0], [1.0, 2.0]]])
+    assert close(token_kl(policy, ref, chunk_size), [[0.1308120, 0.0]])
+    # against the definition on a time slice (walked row by row), and never negative
+    torch.manual_seed(4)
+    a, b = torch.randn(3, 7, 6)[:, 1:-1], torch.randn(3, 5, 6)
+    expected = (torch.softmax(a, -1) * (torch.log_softmax(a, -1) - torch.log_softmax(b, -1))).sum(-1)
+    assert close(token_kl(a, b, chunk_size), expected)
+    assert (token_kl(b, a, chunk_size) >= 0).all()
+    with pytest.raises(ValueError, match="one shape"):
+        token_kl(a, b[:, :2])
 
 
 # ------------------------------------------------------------------------------------------
@@ -582,3 +601,13 @@ def test_win_rate_hand_computed():
         win_rate([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         win_rate([], [])
+
+
+def test_paired_mean_interval_hand_computed():
+    # differences 1, 2, 3, 4: mean 2.5, sd sqrt(5/3) = 1.2909944, se 0.6454972, half 1.96 * se = 1.2651745
+    mean, low, high = paired_mean_interval([2.0, 2.0, 4.0, 4.5], [1.0, 0.0, 1.0, 0.5])
+    assert close([mean, low, high], [2.5, 1.2348255, 3.7651745])
+    assert paired_mean_interval([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0, 0.0)
+    assert paired_mean_interval([3.0], [1.0]) == (2.0, -math.inf, math.inf)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_mean_interval([1.0], [1.0, 2.0])

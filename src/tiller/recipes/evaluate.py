@@ -4,9 +4,9 @@
 
 Both models answer the same held-out prompts (greedy by default, batched); the judge scores
 both answers the same way. Reported: win rate of the policy (ties count half, Wilson 95%
-interval), mean judge reward of each and the improvement, length ratio (policy / reference, in
+interval), mean judge reward of each and the improvement (paired 95% interval), length ratio (policy / reference, in
 tokens), the share of answers cut at the length limit without EOS, and the KL of the policy to
-the reference on the policy's own answers. By default the judge is the reward model trained on
+the reference along the policy's own answers (exact at each position, so never negative). By default the judge is the reward model trained on
 the half of the pairs the RLOO reward model never saw, so the win rate is not measured by the
 model that was optimized against; when that reward model is present too, its scores are
 reported beside the judge's, and a gap between the two is over-optimization.
@@ -25,9 +25,10 @@ from tiller import losses
 from tiller.config import Config, RewardBackendConfig
 from tiller.models import load_causal_lm, load_tokenizer
 from tiller.recipes.data import load_prompts
-from tiller.recipes.rloo import build_batch, completion_logprobs, encode_prompts
+from tiller.recipes.rloo import build_batch, encode_prompts
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
+from tiller.scoring import mask_positions
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -68,16 +69,29 @@ def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sa
 
 @torch.no_grad()
 def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_size: int, device) -> list[float]:
-    """Sequence KL (k1: sum of log pi - log pi_ref over the answer's tokens) on the policy's answers."""
+    """KL(policy || reference) along each of the policy's answers: the exact KL of the two
+    next-token distributions (whole vocabulary) at every answer position, summed over the answer.
+
+    A sampled estimate (sum of log pi - log pi_ref over the answer's tokens) is unbiased only
+    for answers sampled from the policy; on greedy answers it is biased and can be negative.
+    The exact per-position KL is >= 0 on any answer and costs no extra forward."""
     values: list[float] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        ids, mask, completion_mask, prompt_len = build_batch(prompt_ids[start:start + batch_size],
-                                                             completions[start:start + batch_size], 1, pad_id)
+    rows = min(batch_size, 8)  # two [rows, answer length, vocabulary] logits tensors alive at once
+    for start in range(0, len(prompt_ids), rows):
+        ids, mask, completion_mask, prompt_len = build_batch(prompt_ids[start:start + rows],
+                                                             completions[start:start + rows], 1, pad_id)
         ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
-        lp, _ = completion_logprobs(policy, ids, mask, prompt_len, 1.0)
-        lr, _ = completion_logprobs(reference, ids, mask, prompt_len, 1.0)
-        values += losses.sequence_kl(lp, lr, completion_mask, "k1").cpu().tolist()
+        per_token = losses.token_kl(_answer_logits(policy, ids, mask, prompt_len),
+                                    _answer_logits(reference, ids, mask, prompt_len))
+        values += losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()
     return values
+
+
+def _answer_logits(model, input_ids, attention_mask, prompt_len: int):
+    """Logits predicting each answer token (positions prompt_len - 1 .. end - 1)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
+                logits_to_keep=input_ids.shape[1] - prompt_len + 1, use_cache=False)
+    return out.logits[:, :-1].float()
 
 
 def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:
@@ -134,6 +148,7 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         }
 
     wr = losses.win_rate(policy_scores, reference_scores)
+    improvement, improvement_low, improvement_high = losses.paired_mean_interval(policy_scores, reference_scores)
     n = len(policy_texts)
     policy_len = sum(len(c) for c in policy_answers) / n
     reference_len = sum(len(c) for c in reference_answers) / n
@@ -143,7 +158,8 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
         "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
         "reward_policy_mean": sum(policy_scores) / n, "reward_reference_mean": sum(reference_scores) / n,
-        "reward_improvement": (sum(policy_scores) - sum(reference_scores)) / n,
+        "reward_improvement": improvement,
+        "reward_improvement_ci_low": improvement_low, "reward_improvement_ci_high": improvement_high,
         "length_ratio": policy_len / max(reference_len, 1e-9),
         "policy_mean_length": policy_len, "reference_mean_length": reference_len,
         "truncated_policy": sum(not x for x in policy_eos) / n,
@@ -165,17 +181,23 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     return summary
 
 
+def _interval(s: dict) -> str:
+    if "reward_improvement_ci_low" not in s:  # summaries written before the interval existed
+        return ""
+    return f" (95% CI {s['reward_improvement_ci_low']:+.3f} to {s['reward_improvement_ci_high']:+.3f})"
+
+
 def format_summary(s: dict) -> str:
     lines = [
         f"evaluation of '{s['label']}' on {s['n']} held-out prompts (judge: {s['judge']})",
         f"  win rate vs reference   {s['win_rate']:.3f}  (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}; "
         f"{s['wins']} wins, {s['ties']} ties, {s['losses']} losses)",
         f"  judge reward            policy {s['reward_policy_mean']:+.3f} | reference {s['reward_reference_mean']:+.3f} "
-        f"| improvement {s['reward_improvement']:+.3f}",
+        f"| improvement {s['reward_improvement']:+.3f}" + _interval(s),
         f"  length ratio            {s['length_ratio']:.2f}  (policy {s['policy_mean_length']:.1f} / reference "
         f"{s['reference_mean_length']:.1f} tokens)",
         f"  cut at length limit     policy {s['truncated_policy']:.1%} | reference {s['truncated_reference']:.1%}",
-        f"  KL(policy || reference) {s['kl_mean']:.3f} nats per answer",
+        f"  KL(policy || reference) {s['kl_mean']:.3f} nats per answer (summed over its tokens)",
     ]
     if "optimized_rm_policy_mean" in s:
         lines.append(f"  optimized reward model  policy {s['optimized_rm_policy_mean']:+.3f} | reference "
