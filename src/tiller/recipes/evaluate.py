@@ -4,11 +4,12 @@
 
 Both models answer the same held-out prompts (greedy by default, batched); the judge scores
 both answers the same way. Reported: win rate of the policy (ties count half, Wilson 95%
-interval), mean judge reward of each and the improvement (paired 95% interval), length ratio (policy / reference, in
-tokens), the share of answers cut at the length limit without EOS, and the KL of the policy to
-the reference along the policy's own answers (exact at each position, so never negative). By default the judge is the reward model trained on
-the half of the pairs the RLOO reward model never saw, so the win rate is not measured by the
-model that was optimized against; when that reward model is present too, its scores are
+interval), mean judge reward of each and the improvement (paired 95% interval), length ratio
+(policy / reference, in tokens), the share of answers cut at the length limit without EOS, and
+the KL of the policy to the reference along the policy's own answers (exact at each position,
+so never negative). By default the judge is the reward model trained on the half of the pairs
+the RLOO reward model never saw, so the win rate is not measured by the model that was
+optimized against; when that reward model is present too, its scores are
 reported beside the judge's, and a gap between the two is over-optimization.
 """
 
@@ -25,10 +26,9 @@ from tiller import losses
 from tiller.config import Config, RewardBackendConfig
 from tiller.models import load_causal_lm, load_tokenizer
 from tiller.recipes.data import load_prompts
-from tiller.recipes.rloo import build_batch, encode_prompts
+from tiller.recipes.rloo import build_batch, completion_logits, encode_prompts
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
-from tiller.scoring import mask_positions
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -81,17 +81,11 @@ def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_siz
         ids, mask, completion_mask, prompt_len = build_batch(prompt_ids[start:start + rows],
                                                              completions[start:start + rows], 1, pad_id)
         ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
-        per_token = losses.token_kl(_answer_logits(policy, ids, mask, prompt_len),
-                                    _answer_logits(reference, ids, mask, prompt_len))
+        # token_kl upcasts chunk by chunk: no full float32 copy of bf16 logits
+        per_token = losses.token_kl(completion_logits(policy, ids, mask, prompt_len),
+                                    completion_logits(reference, ids, mask, prompt_len))
         values += losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()
     return values
-
-
-def _answer_logits(model, input_ids, attention_mask, prompt_len: int):
-    """Logits predicting each answer token (positions prompt_len - 1 .. end - 1)."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
-                logits_to_keep=input_ids.shape[1] - prompt_len + 1, use_cache=False)
-    return out.logits[:, :-1].float()
 
 
 def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:

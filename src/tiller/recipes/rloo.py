@@ -66,11 +66,11 @@ def build_batch(prompt_ids: list[list[int]], completions: list[list[int]], k: in
     return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), c_mask, p_ids.shape[1]
 
 
-def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
-                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None):
-    """Per-token log-probs of the completion tokens; logits are computed for completion
-    positions only, and the log-softmax is never materialized over the vocabulary. With `hidden`
-    (the output of `prefix`'s frozen layers for these rows) only the layers after it run."""
+def completion_logits(model, input_ids, attention_mask, prompt_len: int,
+                      prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits predicting each completion token (positions prompt_len - 1 .. end - 1), computed
+    for those positions only. With `hidden` (the output of `prefix`'s frozen layers for these
+    rows) only the layers after it run."""
     completion_len = input_ids.shape[1] - prompt_len
     positions = mask_positions(attention_mask)
     if hidden is not None:
@@ -80,7 +80,14 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
     else:
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                     logits_to_keep=completion_len + 1, use_cache=False)
-    logits = out.logits[:, :-1]
+    return out.logits[:, :-1]
+
+
+def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
+                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None):
+    """Per-token log-probs of the completion tokens (`completion_logits`); the log-softmax is
+    never materialized over the vocabulary."""
+    logits = completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature  # the sampling distribution is the tempered one
     logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
