@@ -37,6 +37,13 @@ def pad_batch(sequences: list[list[int]], pad_id: int, left: bool = False) -> tu
     return ids, mask
 
 
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices into `lengths` in batches of at most `batch_size`, shortest first, so that each
+    padded batch pads little. Callers put results back in the original order by these indices."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def base_hf_model(model: torch.nn.Module) -> torch.nn.Module:
     """The Hugging Face model under a peft wrapper (the model itself when there is none)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -50,6 +50,22 @@ def test_score_is_read_at_last_real_token_whatever_the_padding(tiny_llama):
             assert batched == pytest.approx(alone, abs=1e-5), left
 
 
+def test_evaluate_pairs_scores_each_pair_as_alone_and_keeps_their_order(tiny_llama):
+    scorer = ScoreHead(load_reward_model(str(tiny_llama), pad_token_id=0).eval())
+    lengths = [9, 3, 12, 5, 7]  # batches of 2 are formed by length, not in this order
+    pairs = [reward.EncodedPair(list(range(5, 5 + n)), list(range(40, 40 + n - 1)), 2.0, "general",
+                                [{"role": "user", "content": f"q{i}"}], f"c{i}", f"r{i}") for i, n in enumerate(lengths)]
+    report = reward.evaluate_pairs(scorer, pairs, pad_id=0, device="cpu", batch_size=2, num_samples=5)
+    with torch.no_grad():
+        alone = [(scorer(torch.tensor([p.chosen]), torch.ones(1, len(p.chosen), dtype=torch.long)).item(),
+                  scorer(torch.tensor([p.rejected]), torch.ones(1, len(p.rejected), dtype=torch.long)).item()) for p in pairs]
+    assert [s["prompt"] for s in report["samples"]] == [f"q{i}" for i in range(5)]
+    for sample, (chosen, rejected) in zip(report["samples"], alone):
+        assert sample["chosen_score"] == pytest.approx(chosen, abs=1e-5)
+        assert sample["rejected_score"] == pytest.approx(rejected, abs=1e-5)
+    assert report["accuracy"] == pytest.approx(sum((c > r) + 0.5 * (c == r) for c, r in alone) / 5)
+
+
 def test_reward_model_learns_and_is_saved_in_hf_format(tmp_path, tiny_llama):
     write_pairs(tmp_path, toy_pairs(64), toy_pairs(16, offset=500))
     out = reward.run(config_from_dict(reward_config(tmp_path, tiny_llama)))
