@@ -9,7 +9,12 @@ it and see its forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import torch
+
+T = TypeVar("T")
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -42,6 +47,16 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     padded batch pads little. Callers put results back in the original order by these indices."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def run_in_length_batches(lengths: list[int], batch_size: int, run_batch: Callable[[list[int]], Sequence[T]]) -> list[T]:
+    """`run_batch(indices)` on the `length_sorted_batches`, one result per index; the results
+    come back in the original order."""
+    results: list[T | None] = [None] * len(lengths)
+    for batch in length_sorted_batches(lengths, batch_size):
+        for i, result in zip(batch, run_batch(batch), strict=True):
+            results[i] = result
+    return results  # type: ignore[return-value]  # every index is in exactly one batch
 
 
 def base_hf_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -11,7 +11,7 @@ from tiller.models import load_reward_model, load_tokenizer, render_prompt
 from tiller.recipes.evaluate import _score_both, generate_answers, policy_kl
 from tiller.rewards.classifier import ClassifierReward
 from tiller.rollout import Sampling
-from tiller.scoring import length_sorted_batches
+from tiller.scoring import length_sorted_batches, run_in_length_batches
 
 QUESTIONS = ["Why is the sky blue on a clear summer afternoon?", "Hi", "Name a primary color.",
              "How do I boil an egg so that the yolk stays soft?", "What is two plus two?"]
@@ -21,6 +21,11 @@ def test_length_sorted_batches_by_hand():
     assert length_sorted_batches([5, 1, 3, 2, 4], 2) == [[1, 3], [2, 4], [0]]
     assert length_sorted_batches([2, 2, 1], 8) == [[2, 0, 1]]  # equal lengths keep their order
     assert length_sorted_batches([], 4) == []
+    # batches [[1, 2], [0]]; each result goes back to its index, whatever batch computed it
+    calls = []
+    assert run_in_length_batches([5, 1, 3], 2, lambda b: calls.append(b) or [f"{i} of {len(b)}" for i in b]) == \
+        ["0 of 1", "1 of 2", "2 of 2"]
+    assert calls == [[1, 2], [0]]
 
 
 def test_policy_kl_is_the_exact_kl_summed_over_each_answer(tiny_llama):

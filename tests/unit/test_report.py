@@ -135,7 +135,8 @@ def write_eval(run: Path, label: str, rng: random.Random, n: int = 24) -> None:
     summary = {"label": label, "policy": str(run / label / "model"), "reference": "HuggingFaceTB/SmolLM2-135M-Instruct",
                "judge": str(run / "judge" / "model"), "n": n, "win_rate": 0.71, "ci_low": 0.51, "ci_high": 0.85,
                "wins": 17, "ties": 0, "losses": 7, "reward_policy_mean": 1.02, "reward_reference_mean": -0.03,
-               "reward_improvement": 1.05, "reward_improvement_ci_low": 0.62, "reward_improvement_ci_high": 1.48, "length_ratio": 1.31, "policy_mean_length": 84.0, "reference_mean_length": 64.1,
+               "reward_improvement": 1.05, "reward_improvement_ci_low": 0.62, "reward_improvement_ci_high": 1.48,
+               "length_ratio": 1.31, "policy_mean_length": 84.0, "reference_mean_length": 64.1,
                "truncated_policy": 0.125, "truncated_reference": 0.04, "kl_mean": 2.4, "seconds": 95.0,
                "optimized_rm_policy_mean": 1.8, "optimized_rm_reference_mean": 0.1, "optimized_rm_win_rate": 0.9}
     (folder / f"{label}.json").write_text(json.dumps(summary))

@@ -29,7 +29,7 @@ from tiller.recipes.data import load_prompts
 from tiller.recipes.rloo import build_batch, completion_logits, encode_prompts
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
-from tiller.scoring import length_sorted_batches
+from tiller.scoring import run_in_length_batches
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -57,17 +57,17 @@ def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sa
     engine = make_engine(engine_name, model, tokenizer, rollout_cfg)
     engine.sync_weights(model)
     step = len(prompt_ids) if engine_name == "vllm" else batch_size
-    completions: list[list[int]] = [[] for _ in prompt_ids]
-    has_eos = [False] * len(prompt_ids)
+
+    def answer_batch(batch: list[int]) -> list[tuple[list[int], bool]]:
+        gen = engine.generate([prompt_ids[i] for i in batch], 1, sampling, [seed + i for i in batch])
+        return list(zip(gen.completions, gen.has_eos))
+
     try:
-        for batch in length_sorted_batches([len(p) for p in prompt_ids], max(step, 1)):
-            gen = engine.generate([prompt_ids[i] for i in batch], 1, sampling, [seed + i for i in batch])
-            for i, completion, ended in zip(batch, gen.completions, gen.has_eos):
-                completions[i], has_eos[i] = completion, ended
+        answers = run_in_length_batches([len(p) for p in prompt_ids], max(step, 1), answer_batch)
     finally:
         if hasattr(engine, "close"):
             engine.close()
-    return completions, has_eos
+    return [completion for completion, _ in answers], [ended for _, ended in answers]
 
 
 @torch.no_grad()
@@ -78,19 +78,19 @@ def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_siz
     A sampled estimate (sum of log pi - log pi_ref over the answer's tokens) is unbiased only
     for answers sampled from the policy; on greedy answers it is biased and can be negative.
     The exact per-position KL is >= 0 on any answer and costs no extra forward."""
-    values = [0.0] * len(prompt_ids)
-    rows = min(batch_size, 8)  # two [rows, answer length, vocabulary] logits tensors alive at once
-    # Rows of similar prompt length together: prompts are left-padded to the batch's longest.
-    for batch in length_sorted_batches([len(p) for p in prompt_ids], rows):
+
+    def kl_batch(batch: list[int]) -> list[float]:
         ids, mask, completion_mask, prompt_len = build_batch([prompt_ids[i] for i in batch],
                                                              [completions[i] for i in batch], 1, pad_id)
         ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
         # token_kl upcasts chunk by chunk: no full float32 copy of bf16 logits
         per_token = losses.token_kl(completion_logits(policy, ids, mask, prompt_len),
                                     completion_logits(reference, ids, mask, prompt_len))
-        for i, value in zip(batch, losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()):
-            values[i] = value
-    return values
+        return losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()
+
+    rows = min(batch_size, 8)  # two [rows, answer length, vocabulary] logits tensors alive at once
+    # Rows of similar prompt length together: prompts are left-padded to the batch's longest.
+    return run_in_length_batches([len(p) for p in prompt_ids], rows, kl_batch)
 
 
 def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:

@@ -26,7 +26,7 @@ from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation, save_model
 from tiller.recipes.data import load_pairs
-from tiller.scoring import ScoreHead, length_sorted_batches, packing_is_exact, score_sequences
+from tiller.scoring import ScoreHead, packing_is_exact, run_in_length_batches, score_sequences
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -98,14 +98,17 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, device, batch_
     """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength."""
     was_training = scorer.training
     scorer.eval()
-    c, r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-    # Pairs of similar length share a padded batch (the pairs keep their order in the report).
-    for batch in length_sorted_batches([max(len(p.chosen), len(p.rejected)) for p in pairs], batch_size):
+
+    def score_batch(batch: list[int]) -> list[tuple[float, float]]:
         chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, device, packed)
-        c[batch], r[batch] = chosen.cpu(), rejected.cpu()
+        return list(zip(chosen.cpu().tolist(), rejected.cpu().tolist()))
+
+    # Pairs of similar length share a padded batch (the pairs keep their order in the report).
+    scores = run_in_length_batches([max(len(p.chosen), len(p.rejected)) for p in pairs], batch_size, score_batch)
     scorer.train(was_training)
     if not pairs:
         return {"n": 0}
+    c, r = torch.tensor(scores).T
     correct = (c > r).float() + 0.5 * (c == r).float()
     low, high = losses.accuracy_interval(float(correct.sum()), len(pairs))
     report = {

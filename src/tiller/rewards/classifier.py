@@ -11,7 +11,7 @@ import torch
 from tiller.config import ModelConfig, RewardBackendConfig
 from tiller.models import load_reward_model, load_tokenizer, render_conversation
 from tiller.rewards import strip_thinking
-from tiller.scoring import ScoreHead, length_sorted_batches, score_sequences
+from tiller.scoring import ScoreHead, run_in_length_batches, score_sequences
 
 
 class ClassifierReward:
@@ -39,15 +39,15 @@ class ClassifierReward:
     @torch.no_grad()
     def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
         encoded = [self.encode(p, c) for p, c in zip(prompts, completions)]
-        scores = [0.0] * len(encoded)
-        # Batches of similar length: in the demo's evaluation, batches in prompt order were a third
-        # padding (16,560 tokens for 9,968 real ones); sorted, 11,104.
-        for batch in length_sorted_batches([len(ids) for ids in encoded], self.cfg.batch_size):
+
+        def score_batch(batch: list[int]) -> list[float]:
             out = score_sequences(self.scorer, [encoded[i] for i in batch], self.tokenizer.pad_token_id, self.device,
                                   self.packed)
-            for i, value in zip(batch, out.float().cpu().tolist()):
-                scores[i] = value
-        return scores
+            return out.float().cpu().tolist()
+
+        # Batches of similar length: in the demo's evaluation, batches in prompt order were a third
+        # padding (16,560 tokens for 9,968 real ones); sorted, 11,104.
+        return run_in_length_batches([len(ids) for ids in encoded], self.cfg.batch_size, score_batch)
 
     def close(self) -> None:
         pass
