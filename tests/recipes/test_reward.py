@@ -17,6 +17,7 @@ from tiller.models import load_reward_model
 from tiller.recipes import reward
 from tiller.scoring import ScoreHead, last_token_index, pad_batch
 from tiller.tracking import read_metrics
+from tiller.training import setup_runtime
 
 
 def reward_config(run_dir: Path, model: Path, **train) -> dict:
@@ -55,7 +56,7 @@ def test_evaluate_pairs_scores_each_pair_as_alone_and_keeps_their_order(tiny_lla
     lengths = [9, 3, 12, 5, 7]  # batches of 2 are formed by length, not in this order
     pairs = [reward.EncodedPair(list(range(5, 5 + n)), list(range(40, 40 + n - 1)), 2.0, "general",
                                 [{"role": "user", "content": f"q{i}"}], f"c{i}", f"r{i}") for i, n in enumerate(lengths)]
-    report = reward.evaluate_pairs(scorer, pairs, pad_id=0, device="cpu", batch_size=2, num_samples=5)
+    report = reward.evaluate_pairs(scorer, pairs, pad_id=0, rt=setup_runtime(0), batch_size=2, num_samples=5)
     with torch.no_grad():
         alone = [(scorer(torch.tensor([p.chosen]), torch.ones(1, len(p.chosen), dtype=torch.long)).item(),
                   scorer(torch.tensor([p.rejected]), torch.ones(1, len(p.rejected), dtype=torch.long)).item()) for p in pairs]

@@ -17,7 +17,6 @@ validation pairs is measured before training, every `eval_every` steps and at th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -31,17 +30,19 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer
 from tiller.recipes.data import load_pairs
 from tiller.recipes.reward import subset
-from tiller.recipes.sft import IGNORE, assistant_token_mask, rank_batches, shifted_labels
+from tiller.recipes.sft import IGNORE, assistant_token_mask, shifted_labels
 from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
+    map_over_ranks,
     prepare_for_training,
     resume_latest,
+    save_trained_model,
     setup_runtime,
     show_progress,
     step_indices,
@@ -122,17 +123,8 @@ class Reference:
 def all_logps(fn, pairs: list[EncodedPreference], rt: Runtime, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """fn(batch) -> (chosen, rejected) over all pairs, shared out between processes; every
     process returns the full [N] tensors."""
-    chosen = torch.zeros(len(pairs), dtype=torch.float64, device=rt.device)
-    rejected = torch.zeros_like(chosen)
-    for ids in rank_batches(len(pairs), batch_size, rt.rank, rt.world_size):
-        c, r = fn([pairs[i] for i in (ids or [0])])
-        if ids:
-            chosen[ids] = c.double()
-            rejected[ids] = r.double()
-    if rt.world_size > 1:
-        chosen = rt.accelerator.reduce(chosen, reduction="sum")
-        rejected = rt.accelerator.reduce(rejected, reduction="sum")
-    return chosen.float(), rejected.float()
+    both = map_over_ranks(rt, len(pairs), batch_size, lambda ids: torch.stack(fn([pairs[i] for i in ids]), 1), width=2)
+    return both[:, 0].float(), both[:, 1].float()
 
 
 def evaluate(model, pairs: list[EncodedPreference], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
@@ -163,12 +155,12 @@ def _fingerprint(name: str, cfg: Config, *sets: list[EncodedPreference]) -> str:
     return h.hexdigest()
 
 
-def _build_policy(cfg: Config, name: str, rt: Runtime):
+def _build_policy(cfg: Config, name: str, device: torch.device):
     d = cfg.dpo
-    model = load_causal_lm(name, cfg.model, device=str(rt.device))
+    model = load_causal_lm(name, cfg.model, device=str(device))
     if hasattr(model, "merge_and_unload"):  # a saved adapter (e.g. SFT with merge_on_save false): merge it
         model = model.merge_and_unload()
-    if use_gradient_checkpointing(cfg.model, rt.device):
+    if use_gradient_checkpointing(cfg.model, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if d.lora.enabled:
         model = apply_lora(model, d.lora, "CAUSAL_LM")
@@ -218,10 +210,11 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     )
 
     # ---- policy and reference
-    policy = _build_policy(cfg, name, rt)
+    policy = _build_policy(cfg, name, rt.device)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[dpo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if d.lora.enabled else 'full'})")
-    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, policy, d.optim, total_steps)
+    model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, policy, d.optim, total_steps, accum,
+                                                                          t.micro_batch_per_device)
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
 
@@ -237,7 +230,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     # changes); with precompute_ref_logps the training ones too, and cached on disk.
     ref = Reference(unwrapped) if d.lora.enabled else None
     if ref is None:
-        ref = Reference(unwrapped, _load_frozen(cfg, name, rt))
+        with rt.unsharded_construction():  # frozen: each process keeps it whole
+            ref = Reference(unwrapped, _load_frozen(cfg, name, rt))
     t0 = time.perf_counter()
     cache_file = out / "ref_logps.pt"
     fingerprint = _fingerprint(name, cfg, train, val) if d.precompute_ref_logps else ""
@@ -293,21 +287,14 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                 ref_chosen, ref_rejected = train_ref[0][ids], train_ref[1][ids]
             else:
                 ref_chosen, ref_rejected = ref.logps(batch, pad_id, rt.device)
-            sync = rt.accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
-            with sync:
+            with updates.micro_batch(micro):
                 chosen, rejected = concatenated_logps(model, batch, pad_id, rt.device)
                 loss, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing,
                                                 d.loss_type)
-                # Mean over the global batch: this micro-batch's share, times world size
-                # because DDP averages gradients over processes.
-                rt.accelerator.backward(loss * len(batch) / t.pairs_per_step * rt.world_size)
+                updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value.float() * len(batch) / per_process
-        # max_grad_norm 0 means no clipping (the norm is still measured)
-        grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), d.optim.max_grad_norm or math.inf)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = updates.step()
         if rt.world_size > 1:  # every process holds the same number of pairs: the mean of means is the mean
             sums = {k: rt.accelerator.reduce(v, reduction="mean") for k, v in sums.items()}
         done = step + 1
@@ -324,8 +311,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if rt.is_main:
                 bar.write(f"[dpo] step {done}: validation implicit-reward accuracy {report['accuracy']:.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints,
-                            rt.rank, rt.world_size, rt.barrier)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt)
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()
@@ -344,7 +330,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"[dpo] validation implicit-reward accuracy {fmt(b)} -> {fmt(a)} on {len(val)} pairs", flush=True)
         print(f"[dpo] trained in {train_seconds:.0f} s", flush=True)
-        save_model(unwrapped, tokenizer, out / "model", merge_lora=d.lora.merge_on_save)
+        print(f"[dpo] {updates.describe()}", flush=True)
+    save_trained_model(rt, model, unwrapped, tokenizer, out / "model", d.lora.merge_on_save,
+                       rebuild=lambda: _build_policy(cfg, name, torch.device("cpu")))
+    if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")
         print(f"[dpo] saved {out / 'model'}", flush=True)

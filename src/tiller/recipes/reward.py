@@ -12,7 +12,6 @@ global batch however it is split over accumulation steps and processes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -24,15 +23,17 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
-from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation, save_model
+from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation
 from tiller.recipes.data import load_pairs
-from tiller.scoring import ScoreHead, packing_is_exact, run_in_length_batches, score_sequences
+from tiller.scoring import ScoreHead, packing_is_exact, score_sequences
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
+    map_over_ranks,
     prepare_for_training,
     resume_latest,
+    save_trained_model,
     setup_runtime,
     show_progress,
     step_indices,
@@ -93,22 +94,25 @@ def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, 
 
 
 @torch.no_grad()
-def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, device, batch_size: int = 8, num_samples: int = 4,
+def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, batch_size: int = 8, num_samples: int = 4,
                    packed: bool = False) -> dict:
-    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength."""
+    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength.
+
+    The pairs are shared out between the processes (every process returns the same report)."""
+    if not pairs:
+        return {"n": 0}
     was_training = scorer.training
     scorer.eval()
 
-    def score_batch(batch: list[int]) -> list[tuple[float, float]]:
-        chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, device, packed)
-        return list(zip(chosen.cpu().tolist(), rejected.cpu().tolist()))
+    def score_batch(batch: list[int]) -> torch.Tensor:
+        chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, rt.device, packed)
+        return torch.stack([chosen, rejected], 1)
 
     # Pairs of similar length share a padded batch (the pairs keep their order in the report).
-    scores = run_in_length_batches([max(len(p.chosen), len(p.rejected)) for p in pairs], batch_size, score_batch)
+    scores = map_over_ranks(rt, len(pairs), batch_size, score_batch,
+                            lengths=[max(len(p.chosen), len(p.rejected)) for p in pairs], width=2)
     scorer.train(was_training)
-    if not pairs:
-        return {"n": 0}
-    c, r = torch.tensor(scores).T
+    c, r = scores.float().cpu().T
     correct = (c > r).float() + 0.5 * (c == r).float()
     low, high = losses.accuracy_interval(float(correct.sum()), len(pairs))
     report = {
@@ -146,10 +150,10 @@ def format_eval(report: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def _build_model(cfg: Config, name: str, tokenizer, rt: Runtime):
+def _build_model(cfg: Config, name: str, tokenizer, device: torch.device):
     rcfg = cfg.reward
-    model = load_reward_model(name, cfg.model, device=str(rt.device), pad_token_id=tokenizer.pad_token_id)
-    if use_gradient_checkpointing(cfg.model, rt.device):
+    model = load_reward_model(name, cfg.model, device=str(device), pad_token_id=tokenizer.pad_token_id)
+    if use_gradient_checkpointing(cfg.model, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if rcfg.lora.enabled:
         model = apply_lora(model, rcfg.lora, "SEQ_CLS")
@@ -189,10 +193,11 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         f"x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, {total_steps} steps"
     )
 
-    model = _build_model(cfg, name, tokenizer, rt)
+    model = _build_model(cfg, name, tokenizer, rt.device)
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[{stage}] trainable parameters {trainable:,} of {total:,} ({'LoRA' if rcfg.lora.enabled else 'full'})")
-    scorer, _, optimizer, scheduler = prepare_for_training(rt, ScoreHead(model), rcfg.optim, total_steps)
+    scorer, unwrapped, optimizer, scheduler, updates = prepare_for_training(
+        rt, ScoreHead(model), rcfg.optim, total_steps, accum, t.micro_batch_per_device)
 
     start_step = 0
     ckpt_root = out / "checkpoints"
@@ -202,7 +207,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
     pad_id = tokenizer.pad_token_id
     probe = [s for p in train[: t.micro_batch_per_device] for s in (p.chosen, p.rejected)]
-    packed = rcfg.packing and packing_is_exact(rt.accelerator.unwrap_model(scorer), probe, pad_id, rt.device)
+    packed = rcfg.packing and packing_is_exact(unwrapped, probe, pad_id, rt.device)
     rt.print(f"[{stage}] sequences per forward: {'packed into one row (checked exact)' if packed else 'padded'}")
     from tqdm.auto import tqdm
 
@@ -216,20 +221,14 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         step_metrics: dict[str, float] = {}
         for micro in range(accum):
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
-            sync = rt.accelerator.no_sync(scorer) if micro < accum - 1 else contextlib.nullcontext()
-            with sync:
+            with updates.micro_batch(micro):
                 chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device, packed)
                 margins = torch.tensor([p.margin for p in batch], device=rt.device)
                 loss, metrics = losses.bradley_terry_loss(chosen, rejected, margins, rcfg.margin_scale, rcfg.center_coef)
-                # Mean over the global batch: this micro-batch's share, times world size
-                # because DDP averages gradients over processes.
-                rt.accelerator.backward(loss * len(batch) / t.pairs_per_step * rt.world_size)
+                updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
             for k, v in metrics.items():
                 step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / accum
-        grad_norm = rt.accelerator.clip_grad_norm_(scorer.parameters(), rcfg.optim.max_grad_norm or math.inf)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = updates.step()
         done = step + 1
         if rt.world_size > 1:  # every process saw different pairs: log the global mean
             step_metrics = {k: float(rt.accelerator.reduce(torch.tensor(v, device=rt.device), reduction="mean"))
@@ -240,30 +239,30 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
             tracker.log(step_metrics, done)
         bar.set_postfix(loss=f"{step_metrics['loss/bt']:.3f}", acc=f"{step_metrics['reward/accuracy']:.2f}")
         bar.update(1)
-        if t.eval_every and done % t.eval_every == 0 and done < total_steps and rt.is_main:
-            # The unwrapped module: a DDP forward on one process alone would wait for the others.
-            report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device, 0,
-                                    packed)
+        if t.eval_every and done % t.eval_every == 0 and done < total_steps:
+            # Every process scores its share; the unwrapped module, so no DDP gradient hooks.
+            report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, 0, packed)
             tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, done)
-            bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
+            if rt.is_main:
+                bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, scorer, optimizer, scheduler, {"stage": stage}, t.keep_checkpoints,
-                            rt.rank, rt.world_size, rt.barrier)
+            save_checkpoint(ckpt_root, done, scorer, optimizer, scheduler, {"stage": stage}, t.keep_checkpoints, rt)
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()
         return out
 
     elapsed = time.time() - started
+    report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, packed)
+    report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
+    tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
+    rt.print(format_eval(report, f"[{stage}] validation"))
+    rt.print(f"[{stage}] trained in {elapsed:.0f} s")
+    rt.print(f"[{stage}] {updates.describe()}")
+    save_trained_model(rt, scorer, unwrapped, tokenizer, out / "model", rcfg.lora.merge_on_save,
+                       rebuild=lambda: ScoreHead(_build_model(cfg, name, tokenizer, torch.device("cpu"))),
+                       select=lambda scorer: scorer.model)
     if rt.is_main:
-        report = evaluate_pairs(rt.accelerator.unwrap_model(scorer), val, pad_id, rt.device, t.micro_batch_per_device,
-                                rcfg.num_eval_samples, packed)
-        report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
-        tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
-        print(format_eval(report, f"[{stage}] validation"), flush=True)
-        print(f"[{stage}] trained in {elapsed:.0f} s", flush=True)
-        unwrapped = rt.accelerator.unwrap_model(scorer).model
-        save_model(unwrapped, tokenizer, out / "model", merge_lora=rcfg.lora.merge_on_save)
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")
         print(f"[{stage}] saved {out / 'model'}", flush=True)
@@ -277,15 +276,16 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     path = model_path or str(Path(cfg.run_dir) / stage / "model")
     if not Path(path).exists():
         raise FileNotFoundError(f"no reward model at {path}: run `tiller reward` first or pass --model")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rt = setup_runtime(cfg.seed)
+    device = rt.device
     tokenizer = load_tokenizer(path, cfg.model)
-    model = load_reward_model(path, cfg.model, device=device, pad_token_id=tokenizer.pad_token_id)
+    model = load_reward_model(path, cfg.model, device=str(device), pad_token_id=tokenizer.pad_token_id)
     val, dropped = encode_pairs(load_pairs(cfg.run_dir, "validation"), tokenizer, cfg.reward.train.max_length,
                                 cfg.reward.train.truncation, cfg.model.enable_thinking)
     scorer = ScoreHead(model)
     probe = [s for p in val[: cfg.reward.train.micro_batch_per_device] for s in (p.chosen, p.rejected)]
     packed = cfg.reward.packing and packing_is_exact(scorer, probe, tokenizer.pad_token_id, device)
-    report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, device, cfg.reward.train.micro_batch_per_device,
+    report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
                             cfg.reward.num_eval_samples, packed)
     report["dropped_too_long"] = dropped
     print(format_eval(report, f"reward model {path}"))

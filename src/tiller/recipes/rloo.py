@@ -16,7 +16,6 @@ group are known inside its micro-batch and no separate no-grad policy pass is ne
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -28,7 +27,7 @@ from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.frozen_prefix import FrozenPrefix
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt, save_model
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt
 from tiller.recipes.data import load_prompts
 from tiller.recipes.reward import subset
 from tiller.rewards import make_reward_backend
@@ -38,6 +37,7 @@ from tiller.tracking import Tracker
 from tiller.training import (
     prepare_for_training,
     resume_latest,
+    save_trained_model,
     setup_runtime,
     show_progress,
     step_indices,
@@ -144,24 +144,26 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     )
 
     # ---- models: policy (LoRA or full), reference (adapter disabled or frozen copy), reward
-    policy = load_causal_lm(name, cfg.model, device=str(rt.device))
-    if use_gradient_checkpointing(cfg.model, rt.device):
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy = _build_policy(cfg, name, rt.device)
     reference = None
-    if r.lora.enabled:
-        policy = apply_lora(policy, r.lora, "CAUSAL_LM")
-    else:
-        reference = load_causal_lm(name, cfg.model, device=str(rt.device)).eval().requires_grad_(False)
+    if not r.lora.enabled:
+        with rt.unsharded_construction():  # frozen: each process keeps it whole
+            reference = load_causal_lm(name, cfg.model, device=str(rt.device)).eval().requires_grad_(False)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
-    reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
-    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, policy, r.optim, total_steps * r.num_ppo_epochs)
+    with rt.unsharded_construction():
+        reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
+    model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
+        rt, policy, r.optim, total_steps * r.num_ppo_epochs, accum, r.micro_batch_per_device)
     engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout)
+    if rt.sharded:
+        # Every decoder forward is a collective: all processes decode until the last one is done.
+        engine.lockstep = rt.any_rank
     sampling = Sampling(r.rollout.max_new_tokens, r.rollout.temperature, r.rollout.top_p, r.rollout.top_k)
     # LoRA on the last layers only: the reference and the policy share the frozen layers below
     # the adapter, computed once per micro-batch (not under FSDP / DeepSpeed, which own the layers).
     prefix = None
-    if reference is None and rt.accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU"):
+    if reference is None and not rt.sharded:
         prefix = FrozenPrefix.of(unwrapped)
     prefix_checked = prefix is None
 
@@ -236,24 +238,20 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
 
         if fused:
             for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
-                sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
-                with sync:
+                with updates.micro_batch(i):
                     logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i])
                     kl = losses.sequence_kl(logps.detach(), ref_logps[i], cmask, r.kl_estimator)
                     rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], r.beta, r.missing_eos_penalty)
                     advantages = losses.rloo_advantages(rewards, k)
                     loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, cmask, r.clip_eps,
                                                        r.aggregation, normalizer=global_norm)
-                    rt.accelerator.backward(loss * rt.world_size)  # DDP averages over processes
+                    updates.backward(loss)  # normalized by the global token (sequence) count already
                 share = (s.stop - s.start) / len(texts)
                 _collect(add, logps.detach(), entropy, cmask, kl, rewards, advantages, scores[s], share)
                 add("loss/policy_avg", loss, 1.0)
                 for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
                     add(key, metrics[key], share)
-            grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm or math.inf)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = updates.step()
         else:
             with torch.no_grad():
                 old = [completion_logprobs(model, ids, mask, plen, temperature, True, prefix, h)
@@ -275,20 +273,16 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             _collect(add, old_logps, entropy_all, completion_mask, kl, rewards, advantages, scores, 1.0)
             for ppo_epoch in range(r.num_ppo_epochs):
                 for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
-                    sync = rt.accelerator.no_sync(model) if i < accum - 1 else contextlib.nullcontext()
-                    with sync:
+                    with updates.micro_batch(i):
                         logps, _ = completion_logprobs(model, ids, mask, plen, temperature, False, prefix, hiddens[i])
                         loss, metrics = losses.policy_loss(logps, old_logps[s][:, :logps.shape[1]], advantages[s], cmask,
                                                            r.clip_eps, r.aggregation, normalizer=global_norm)
-                        rt.accelerator.backward(loss * rt.world_size)
+                        updates.backward(loss)
                     share = (s.stop - s.start) / len(texts) / r.num_ppo_epochs
                     add("loss/policy_avg", loss, 1.0 / r.num_ppo_epochs)
                     for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
                         add(key, metrics[key], share)
-                grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), r.optim.max_grad_norm or math.inf)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm = updates.step()
         timings["train"] = time.perf_counter() - t0
         done = step + 1
 
@@ -329,18 +323,29 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if not show_progress():
                 print(f"[rloo] step {done}: {json.dumps({k: round(v, 4) for k, v in logged.items()})}", flush=True)
         if r.save_every and done % r.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints,
-                            rt.rank, rt.world_size, rt.barrier)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints, rt)
     bar.close()
     reward.close()
+    rt.print(f"[rloo] {updates.describe()}")
     finished = stop_after is None or stop_after >= total_steps
-    if finished and rt.is_main:
-        save_model(unwrapped, tokenizer, out / "model", merge_lora=r.lora.merge_on_save)
-        (out / "DONE").write_text(f"{total_steps} steps\n")
-        print(f"[rloo] saved {out / 'model'}", flush=True)
+    if finished:
+        save_trained_model(rt, model, unwrapped, tokenizer, out / "model", r.lora.merge_on_save,
+                           rebuild=lambda: _build_policy(cfg, name, torch.device("cpu")))
+        if rt.is_main:
+            (out / "DONE").write_text(f"{total_steps} steps\n")
+            print(f"[rloo] saved {out / 'model'}", flush=True)
     tracker.close()
     rt.barrier()
     return out
+
+
+def _build_policy(cfg: Config, name: str, device: torch.device):
+    policy = load_causal_lm(name, cfg.model, device=str(device))
+    if use_gradient_checkpointing(cfg.model, device):
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.rloo.lora.enabled:
+        policy = apply_lora(policy, cfg.rloo.lora, "CAUSAL_LM")
+    return policy
 
 
 def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):

@@ -22,7 +22,6 @@ detects packing only for batch size 1, so under flash attention a micro-batch is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -34,14 +33,16 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer
 from tiller.recipes.data import load_conversations, load_pairs
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
     gradient_accumulation,
     prepare_for_training,
+    rank_batches,
     resume_latest,
+    save_trained_model,
     setup_runtime,
     show_progress,
     step_indices,
@@ -237,15 +238,6 @@ def pack_capacity(model, max_length: int) -> int | None:
     return None if impl.startswith("flash") else max_length
 
 
-def rank_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
-    """Index batches of range(n) for this process. Every process gets the same number of
-    batches (sharded models need every process in every forward): one with nothing left
-    gets an empty list and should run a throwaway forward."""
-    per_round = batch_size * world_size
-    return [list(range(min(r * per_round + rank * batch_size, n), min(r * per_round + (rank + 1) * batch_size, n)))
-            for r in range(math.ceil(n / per_round))]
-
-
 @torch.no_grad()
 def evaluate_loss(model, examples: list[Example], rt: Runtime, pad_id: int, batch_size: int,
                   packing: bool, capacity: int | None) -> dict:
@@ -267,12 +259,12 @@ def evaluate_loss(model, examples: list[Example], rt: Runtime, pad_id: int, batc
 # ----------------------------------------------------------------------------- run
 
 
-def _build_model(cfg: Config, name: str, rt: Runtime):
+def _build_model(cfg: Config, name: str, device: torch.device):
     s = cfg.sft
-    model = load_causal_lm(name, cfg.model, device=str(rt.device))
+    model = load_causal_lm(name, cfg.model, device=str(device))
     if hasattr(model, "merge_and_unload"):  # a saved adapter folder: continue from the merged model
         model = model.merge_and_unload()
-    if use_gradient_checkpointing(cfg.model, rt.device):
+    if use_gradient_checkpointing(cfg.model, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if s.lora.enabled:
         model = apply_lora(model, s.lora, "CAUSAL_LM")
@@ -319,11 +311,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         f"{steps_per_epoch} steps/epoch, {total_steps} steps; loss = token sum / loss tokens of the whole step"
     )
 
-    model = _build_model(cfg, name, rt)
+    model = _build_model(cfg, name, rt.device)
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[sft] trainable parameters {trainable:,} of {total:,} ({'LoRA' if s.lora.enabled else 'full'})")
     capacity = pack_capacity(model, t.max_length)
-    model, unwrapped, optimizer, scheduler = prepare_for_training(rt, model, s.optim, total_steps)
+    model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, model, s.optim, total_steps, accum,
+                                                                          t.micro_batch_per_device)
 
     start_step, state = 0, {"stage": "sft"}
     ckpt_root = out / "checkpoints"
@@ -362,17 +355,11 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         summed = torch.zeros((), device=rt.device)
         for micro in range(accum):
             batch = build_batch(mine[micro * mb:(micro + 1) * mb], pad_id, s.packing, capacity)
-            sync = rt.accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
-            with sync:
+            with updates.micro_batch(micro):
                 total_nll, _ = loss_sum(model, batch, rt.device)
-                # DDP averages gradients over processes: times world size gives the global sum / global tokens.
-                rt.accelerator.backward(total_nll / global_tokens * rt.world_size)
+                updates.backward(total_nll / global_tokens)  # this micro-batch's share of global sum / global tokens
             summed += total_nll.detach()
-        # max_grad_norm 0 means no clipping (the norm is still measured)
-        grad_norm = rt.accelerator.clip_grad_norm_(model.parameters(), s.optim.max_grad_norm or math.inf)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = updates.step()
         if rt.world_size > 1:
             summed = rt.accelerator.reduce(summed, reduction="sum")
         done = step + 1
@@ -395,8 +382,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if rt.is_main:
                 bar.write(f"[sft] step {done}: validation loss {report['loss']:.4f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints,
-                            rt.rank, rt.world_size, rt.barrier)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt)
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()
@@ -413,7 +399,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                  f"on {len(val)} conversations")
     if rt.is_main:
         print(f"[sft] trained in {train_seconds:.0f} s", flush=True)
-        save_model(unwrapped, tokenizer, out / "model", merge_lora=s.lora.merge_on_save)
+        print(f"[sft] {updates.describe()}", flush=True)
+    save_trained_model(rt, model, unwrapped, tokenizer, out / "model", s.lora.merge_on_save,
+                       rebuild=lambda: _build_model(cfg, name, torch.device("cpu")))
+    if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")
         print(f"[sft] saved {out / 'model'}", flush=True)

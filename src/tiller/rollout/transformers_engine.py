@@ -140,6 +140,10 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.eos_ids = sorted(eos_token_ids(model, tokenizer))
         self.pad_id = tokenizer.pad_token_id
+        # Under FSDP / ZeRO-3 every decoder forward is a collective: `lockstep(local_flag)` (True
+        # on every process if true on any) keeps all processes decoding until the last row of
+        # any process is done; a process whose rows are all done decodes a placeholder row.
+        self.lockstep = None
 
     def sync_weights(self, model) -> None:
         self.model = model  # generation runs on the live training weights
@@ -184,15 +188,23 @@ class TransformersEngine:
         active = torch.arange(len(prompts) * n, device=device)
         tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
         eos = torch.tensor(self.eos_ids, device=device)
+        placeholder = False  # only a finished row kept to join the other processes' forwards
         for t in range(sampling.max_new_tokens):
             nxt = sample_next(logits, sampling, [generators[r] for r in active.tolist()], self.eos_ids)
-            for row, tok in zip(active.tolist(), nxt.tolist()):
-                tokens[row].append(tok)
+            if not placeholder:
+                for row, tok in zip(active.tolist(), nxt.tolist()):
+                    tokens[row].append(tok)
             if t == sampling.max_new_tokens - 1:
                 break
             keep = ~torch.isin(nxt, eos) if not sampling.suppress_eos else torch.ones_like(nxt, dtype=torch.bool)
-            if not keep.any():
+            if placeholder:
+                keep = torch.zeros_like(keep)
+            local_more = bool(keep.any())
+            if not (self.lockstep(local_more) if self.lockstep else local_more):
                 break
+            if not local_more:  # done here, not elsewhere: decode one throwaway row along
+                placeholder = True
+                keep[0] = True
             if not keep.all():
                 index = keep.nonzero().squeeze(1)
                 cache.batch_select_indices(index)
