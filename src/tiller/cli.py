@@ -1,4 +1,16 @@
-"""One entry point: `tiller <stage> --config FILE [--set key=value ...]`."""
+"""One entry point: `tiller <stage> --config FILE [--set key=value ...]`.
+
+It fails like a command-line tool: a mistake the user can fix (a missing or wrong config, a
+missing file or folder, bad data, a stage run before the one it needs) is one line on stderr,
+`tiller <stage>: error: <what is wrong and what to do>`, and exit status 2, with no traceback;
+`TILLER_DEBUG=1` re-raises it to show the traceback. These are the exceptions listed in
+USER_ERRORS: ConfigError and DataError (both ValueError), any other ValueError, and the OS errors
+that name a path. Anything else is a bug or a machine failure and keeps its traceback (exit 1).
+
+At start it prints a short summary (run_dir, model, the stage's main settings), not the whole
+resolved config: that is written to the stage folder (`<run_dir>/<stage>/config.yaml`) and
+`--print-config` prints it. `TILLER_QUIET_CONFIG=1` silences the summary too.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +30,23 @@ STAGES_HELP = """stages:
   report        write the HTML report of a run folder
   plan          estimate per-GPU memory of a config under each distributed strategy
   serve-reward  serve a reward backend over HTTP
+
+A mistake in the command, the config or the data prints one line and exits with status 2;
+set TILLER_DEBUG=1 to see the traceback instead.
 """
+
+# Stages that write their resolved config to <run_dir>/<stage>/config.yaml.
+WRITES_CONFIG = ("data", "sft", "reward", "rloo", "dpo")
+# Errors the user can fix: one line, exit 2 (see the module docstring). ConfigError and DataError
+# are ValueErrors; a PipelineError counts when the stage failed with one of these.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=False, help="YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set rloo.beta=0.05 (repeatable)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,32 +85,56 @@ def main(argv: list[str] | None = None) -> int:
         from tiller.rewards.server import main as serve_main
 
         return serve_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from tiller.config import ConfigError, load_config, to_yaml
+    args = build_parser().parse_args(argv)  # a malformed command line: argparse's usage, exit 2
+    stage = args.stage if args.stage != "eval" else f"eval {args.what}"
+    try:
+        return _run(args)
+    except Exception as e:
+        if os.environ.get("TILLER_DEBUG") or not _is_user_error(e):
+            raise
+        # One line: a message of several lines (a pipeline failure) is joined with "; ".
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"tiller {stage}: error: {message or type(e).__name__}", file=sys.stderr, flush=True)
+        return 2
 
+
+def _is_user_error(e: BaseException) -> bool:
+    from tiller.recipes.pipeline import PipelineError
+
+    if isinstance(e, PipelineError):  # it wraps whatever the stage raised (and printed its traceback)
+        return e.__cause__ is None or _is_user_error(e.__cause__)
+    return isinstance(e, USER_ERRORS)
+
+
+def _run(args) -> int:
     if args.stage == "report":
         from tiller.report import write_report
 
         path = write_report(Path(args.run_dir))
         print(f"report: {path}")
         return 0
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"tiller: config error: {e}", file=sys.stderr)
-        return 2
-    if not os.environ.get("TILLER_QUIET_CONFIG"):
-        print(f"# resolved config ({args.config or 'defaults'})\n{to_yaml(cfg)}", flush=True)
-    from tiller.recipes.pipeline import PipelineError
+    from tiller.config import ConfigError, load_config, summary, to_yaml
 
-    try:
-        return _dispatch(args, cfg)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
-        # Data, config and file problems are the user's to fix: one clear line, no traceback.
-        if os.environ.get("TILLER_DEBUG"):
-            raise
-        print(f"tiller {args.stage}: error: {e}", file=sys.stderr)
-        return 1
+    if args.config is None:
+        example = f"tiller {args.stage}{' ' + args.what if args.stage == 'eval' else ''} --config configs/demo.yaml"
+        raise ConfigError(f"--config FILE is required (the configs shipped with tiller are in configs/, e.g. `{example}`)")
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="", flush=True)
+        return 0
+    # Under accelerate every process runs this; one summary is enough.
+    if not os.environ.get("TILLER_QUIET_CONFIG") and os.environ.get("RANK", "0") == "0":
+        sets = f" with {len(args.overrides)} --set" if args.overrides else ""
+        if args.stage in WRITES_CONFIG:
+            where = str(Path(cfg.run_dir) / args.stage / "config.yaml")
+        elif args.stage == "pipeline":
+            where = str(Path(cfg.run_dir) / "<stage>" / "config.yaml")
+        else:
+            where = "--print-config prints it"
+        body = "\n".join(f"  {line}" for line in summary(cfg, args.stage).splitlines())
+        print(f"# config {args.config}{sets}\n{body}\n  (full resolved config: {where})", flush=True)
+    return _dispatch(args, cfg)
 
 
 def _dispatch(args, cfg) -> int:

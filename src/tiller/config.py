@@ -508,5 +508,57 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# ----------------------------------------------------------------------------- start-up summary
+
+# What `tiller <stage>` prints at start, after run_dir and model.name: the few settings that
+# decide what the stage does. The whole resolved config goes to the stage folder
+# (<run_dir>/<stage>/config.yaml), and `--print-config` prints it.
+SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("data.format", "data.source", "data.hub_id", "data.files", "data.splits", "data.languages",
+             "data.max_prompt_tokens", "data.on_bad_row"),
+    "sft": ("sft.model", "sft.source", "sft.lora.enabled", "sft.optim.lr", "sft.train.pairs_per_step",
+            "sft.train.epochs", "sft.train.max_steps"),
+    "reward": ("reward.model", "reward.lora.enabled", "reward.optim.lr", "reward.train.pairs_per_step",
+               "reward.train.epochs", "reward.train.max_steps", "reward.train_subset"),
+    "dpo": ("dpo.model", "dpo.loss_type", "dpo.beta", "dpo.optim.lr", "dpo.train.pairs_per_step",
+            "dpo.train.epochs", "dpo.train.max_steps"),
+    "rloo": ("rloo.model", "rloo.reward.backend", "rloo.prompts_per_step", "rloo.completions_per_prompt",
+             "rloo.optim.lr", "rloo.beta", "rloo.max_steps", "rloo.total_episodes", "rloo.rollout.engine",
+             "rloo.rollout.max_new_tokens"),
+    "eval": ("eval.policy", "eval.reference", "eval.judge.backend", "eval.split", "eval.num_prompts"),
+    "pipeline": ("pipeline.stages", "data.format", "data.source"),
+    "plan": ("rloo.prompts_per_step", "rloo.completions_per_prompt", "rloo.micro_batch_per_device", "rloo.lora.enabled"),
+}
+
+
+def get_key(cfg: Any, key: str) -> Any:
+    """The value at a dotted key: get_key(cfg, "rloo.optim.lr")."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def summary(cfg: Config, stage: str, width: int = 100) -> str:
+    """A few `key=value` lines for the start of `tiller <stage>`, instead of the whole config."""
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (list, dict)):
+            return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+        return str(value)
+
+    items = [f"{key}={show(get_key(cfg, key))}" for key in ("run_dir", "model.name", *SUMMARY_KEYS.get(stage, ()))]
+    items = [item for item in items if not item.endswith(("=null", "={}"))]  # unset options say nothing
+    lines = [""]
+    for item in items:
+        if lines[-1] and len(lines[-1]) + 1 + len(item) > width:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {item}".strip()
+    return "\n".join(lines)
+
+
 def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

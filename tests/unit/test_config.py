@@ -83,3 +83,36 @@ def test_flagship_config_carries_the_seed_recipe():
     assert p.prompts_per_step * p.completions_per_prompt == 2 * 8  # TRL per-device 2 x accumulation 8
     assert p.missing_eos_penalty == 1.0 and p.reward.backend == "classifier"
     assert cfg.pipeline.stages == ["data", "reward", "judge", "rloo", "eval", "report"]
+
+
+def test_summary_keys_exist_for_every_stage_the_cli_runs():
+    from tiller.cli import build_parser
+    from tiller.config import SUMMARY_KEYS, get_key
+
+    cfg = config_from_dict({})
+    for stage, keys in SUMMARY_KEYS.items():
+        for key in keys:
+            get_key(cfg, key)  # an AttributeError here: a renamed field left in SUMMARY_KEYS
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert set(choices) - {"report", "serve-reward"} == set(SUMMARY_KEYS)
+
+
+def test_summary_is_a_few_key_value_lines_without_unset_options():
+    import re
+
+    from tiller.config import summary
+
+    def parse(text: str) -> dict:  # key=value items; a list value holds spaces: [a, b]
+        return dict(re.findall(r"(\S+?)=(\[[^\]]*\]|\S+)", text))
+
+    cfg = config_from_dict({"run_dir": "runs/x", "rloo": {"max_steps": 7}}, ["rloo.rollout.engine=vllm"])
+    text = summary(cfg, "rloo", width=60)
+    lines = text.splitlines()
+    assert 2 <= len(lines) <= 6 and all(len(line) <= 60 for line in lines), text
+    items = parse(text)
+    assert items["run_dir"] == "runs/x" and items["model.name"] == "embedded"
+    assert (items["rloo.max_steps"], items["rloo.rollout.engine"], items["rloo.optim.lr"]) == ("7", "vllm", "1e-06")
+    assert "rloo.model" not in items and "rloo.total_episodes" not in items  # null: the default applies
+    data = parse(summary(cfg, "data", width=1000))
+    assert data["data.languages"] == "[english]" and data["data.splits"] == "[train, validation]"
+    assert parse(summary(config_from_dict({}), "sft"))["sft.lora.enabled"] == "true"

@@ -334,9 +334,10 @@ def test_messages_format_gives_conversations_and_prompts(tmp_path, tokenizer):
     out = data_stage.prepare_split(local_cfg(path, format="messages", languages=[]), "train", tokenizer)
     assert (out.stats.pairs_kept, out.stats.conversations_kept, out.stats.prompts_kept) == (0, 2, 1)
     assert out.prompts[0].messages == conv[:1]
-    with pytest.warns(UserWarning, match="no 'language' field"):
-        dropped = data_stage.prepare_split(local_cfg(path, format="messages"), "train", tokenizer)
-    assert dict(dropped.stats.dropped) == {"language": 2}
+    # The default data.languages: [english] keeps nothing of rows without a language field: an
+    # error that names the filter and the fix, not an empty output.
+    with pytest.raises(DataError, match=r"every valid row \(2\) was dropped by the language filter.*set data.languages: \[\]"):
+        data_stage.prepare_split(local_cfg(path, format="messages"), "train", tokenizer)
 
 
 def test_skip_mode_counts_bad_rows_and_warns_once(tmp_path, tokenizer):
@@ -464,7 +465,7 @@ def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenize
     out = tmp_path / "run" / "data"
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["DONE", "stats.json"] + [f"{s}.{k}.jsonl" for s in ("train", "validation") for k in ("pairs", "prompts", "conversations")]
+        ["DONE", "stats.json", "config.yaml"] + [f"{s}.{k}.jsonl" for s in ("train", "validation") for k in ("pairs", "prompts", "conversations")]
     )
     pairs = data_stage.load_pairs(cfg.run_dir, "train")
     assert len(pairs) == expect["pairs kept"][0] and all(p.language.lower() == "english" for p in pairs)

@@ -64,11 +64,14 @@ class FakeGenRM:
     `respond(body, n)` gets the request body and the 0-based number of the chat request and
     returns the answer text, or (status, payload) for an HTTP error."""
 
-    def __init__(self, respond: Callable[[dict, int], Any], key: str | None = KEY, models: tuple[str, ...] = (MODEL,), delay_s: float = 0.0):
+    def __init__(self, respond: Callable[[dict, int], Any], key: str | None = KEY, models: tuple[str, ...] = (MODEL,), delay_s: float = 0.0,
+                 trickle_s: float = 0.0):
         self.respond = respond
         self.key = key
         self.models = models
         self.delay_s = delay_s
+        self.trickle_s = trickle_s  # > 0: chat answers are sent one byte every trickle_s seconds
+        self.stopped = threading.Event()
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.in_flight = 0
@@ -88,7 +91,13 @@ class FakeGenRM:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if not (fake.trickle_s and self.command == "POST"):
+                    self.wfile.write(body)
+                    return
+                for byte in body:  # until the client gives up (the write fails) or the server stops
+                    if fake.stopped.wait(fake.trickle_s):
+                        return
+                    self.wfile.write(bytes([byte]))
 
             def _authorized(self) -> bool:
                 if fake.key is None or self.headers.get("Authorization") == f"Bearer {fake.key}":
@@ -151,6 +160,7 @@ class FakeGenRM:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=5)
@@ -391,6 +401,24 @@ def test_timeout_is_retried() -> None:
             assert backend.metrics()["reward/genrm_retries"] == 1
         finally:
             backend.close()
+
+
+def test_timeout_is_a_deadline_for_a_trickling_server() -> None:
+    """A server that sends its answer a byte at a time, each byte well within timeout_s: every
+    attempt is still cut off at timeout_s, and the step fails within the documented bound."""
+    with FakeGenRM(lambda body, n: answer("2"), trickle_s=0.25) as fake:
+        backend = genrm(make_cfg(fake.url, timeout_s=1.0, max_retries=1))
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(RemoteRewardError) as err:
+                backend.score([PROMPT], ["x"])
+            elapsed = time.monotonic() - t0
+        finally:
+            backend.close()
+    assert 1.9 < elapsed < backend.policy.worst_case_s(retry_after=False) + 1.5, f"gave up after {elapsed:.1f} s"
+    msg = str(err.value)
+    assert "no complete answer within timeout_s=1 s" in msg and "2 attempt" in msg and "\n" not in msg
+    assert len(fake.requests) == 2
 
 
 def test_garbage_answer_retried_once_then_fallback_counted() -> None:

@@ -23,7 +23,7 @@ import pytest
 from tiller.config import RewardBackendConfig
 from tiller.rewards import make_reward_backend
 from tiller.rewards.function import FunctionReward
-from tiller.rewards.http import HttpReward, RemoteRewardError
+from tiller.rewards.http import HttpReward, RemoteRewardError, RetryPolicy
 from tiller.rewards.server import Batcher, RewardServer, main, parse_score_request, BadRequest
 
 pytestmark = pytest.mark.timeout(60)
@@ -134,11 +134,26 @@ def test_missing_or_wrong_token_is_401(server: RewardServer) -> None:
     (json.dumps(body(["a"], prompts=[[{"role": "user"}]])).encode(), "prompts[0][0] must be an object"),
     (json.dumps({"prompts": [PROMPT], "completions": [3]}).encode(), "'completions' must be a list of strings"),
     (json.dumps(body(["a"]) | {"completion": ["a"]}).encode(), "unknown key(s) ['completion']"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError in json: still a 400
 ])
 def test_malformed_body_is_400_with_a_clear_message(server: RewardServer, raw: bytes, fragment: str) -> None:
     status, out = call(f"{server.url}/score", raw=raw)
     assert status == 400
     assert fragment in out["error"]
+
+
+def test_token_is_checked_before_the_body_is_read(server: RewardServer) -> None:
+    """Headers announcing a 10 MB body, and no body: the 401 comes at once, without waiting for it."""
+    port = server.httpd.server_address[1]
+    for auth in ("", "Authorization: Bearer wrong\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 10000000\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(4096):  # until the server closes; a timeout here fails the test
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 401"), answer[:100]
+        assert b"bearer token" in answer
+    assert server.httpd.counts["unauthorized"] == 2
 
 
 def test_unknown_endpoint_is_404(server: RewardServer) -> None:
@@ -298,6 +313,64 @@ def test_http_reward_unreachable_at_start(monkeypatch: pytest.MonkeyPatch) -> No
     assert f"{url}/health" in str(err.value) and "2 attempt" in str(err.value)
 
 
+def test_worst_case_of_a_request() -> None:
+    policy = RetryPolicy(max_retries=2, timeout_s=3.0, backoff_s=1.0, max_backoff_s=1.5)
+    assert policy.worst_case_s(retry_after=False) == 3 * 3.0 + 1.25 * (1.0 + 1.5)  # attempts + longest backoff waits
+    assert policy.worst_case_s() == 3 * 3.0 + 2 * 1.25 * 1.5  # a Retry-After may stretch each wait to the cap
+    for n in range(2):
+        assert policy.delay(n, retry_after=100.0) == 1.25 * 1.5
+        assert policy.delay(n) <= 1.25 * min(1.5, 1.0 * 2 ** n)
+
+
+def test_timeout_is_a_deadline_not_a_per_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers a byte every 0.5 s never trips a 2 s socket timeout; the client still
+    gives up after (max_retries + 1) * timeout_s plus the backoff, with a one-line error."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            payload = json.dumps({"scores": [1.0]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for byte in payload:
+                if stop.wait(0.5):
+                    return
+                self.wfile.write(bytes([byte]))
+
+    class Quiet(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # the client hung up on the trickle: expected
+
+    trickle = Quiet(("127.0.0.1", 0), Trickle)
+    thread = threading.Thread(target=trickle.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    backend = HttpReward(http_cfg(f"http://127.0.0.1:{trickle.server_address[1]}", timeout_s=2.0, max_retries=1),
+                         backoff_s=0.1, check=False)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RemoteRewardError) as err:
+            backend.score([PROMPT], ["a"])
+        elapsed = time.monotonic() - t0
+    finally:
+        backend.close()
+        stop.set()
+        trickle.shutdown()
+        trickle.server_close()
+    assert 3.9 < elapsed < backend.policy.worst_case_s(retry_after=False) + 1.5, f"gave up after {elapsed:.1f} s"
+    msg = str(err.value)
+    assert "no complete answer within timeout_s=2 s" in msg and "2 attempt" in msg and "\n" not in msg
+
+
 # ----------------------------------------------------------------------------- the command line, as a process
 
 
@@ -394,6 +467,14 @@ def test_refuses_to_start_without_a_token(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["--config", str(cfg_path), "--token-env", "SOME_UNSET_TOKEN", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "$SOME_UNSET_TOKEN" in err and "--no-auth" in err
+
+
+def test_connection_limits_must_be_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    cfg_path = _config(tmp_path, "tests.helpers.rule_rewards:count_a")
+    for option in (["--workers", "0"], ["--max-connections", "0"], ["--timeout-s", "0"]):
+        assert main(["--config", str(cfg_path), "--port", "0", *option]) == 2
+        assert "--workers and --max-connections must be at least 1" in capsys.readouterr().err
 
 
 def test_bad_config_and_bad_backend_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -5,12 +5,14 @@ Each adapter is `(row, where, index) -> record`, where `where` names the row for
 - a PreferencePair when the row holds a preference,
 - a Prompt when it holds a tie (no pairwise signal, but the prompt is still good for RL),
 - a Conversation for SFT-style `messages` rows.
-Anything missing, mistyped or empty raises DataError naming the row and the field; adapters
+Anything missing, mistyped, empty or not finite (NaN / Infinity, which Python's json and
+parquet float columns both let through) raises DataError naming the row and the field; adapters
 never guess a repair, because a silently repaired row is a silently wrong training example.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Optional, Union
 
@@ -55,7 +57,17 @@ def _number(row: dict, name: str, where: str) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(where, f"expected a number, got {_type_name(value)}", name)
-    return float(value)
+    return _finite(value, where, name)
+
+
+def _finite(value: float, where: str, name: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise DataError(where, f"expected a finite number, got {value!r}", name)
+    return number
 
 
 def _messages(value: Any, where: str, name: str) -> list[dict]:
@@ -106,6 +118,7 @@ def helpsteer3(row: dict, where: str, index: int = -1) -> Union[PreferencePair, 
     response2 = _response(row, "response2", where)
     pref = _get(row, "overall_preference", where)
     if isinstance(pref, bool) or not isinstance(pref, int) or not -3 <= pref <= 3:
+        # NaN is a float, so it lands here too: "expected an integer in -3..3, got nan"
         raise DataError(where, f"expected an integer in -3..3, got {pref!r}", "overall_preference")
     domain = _optional_str(row, "domain", where)
     language = _optional_str(row, "language", where)
@@ -149,6 +162,8 @@ def ultrafeedback(row: dict, where: str, index: int = -1) -> Union[PreferencePai
         if score_c == score_r:
             return Prompt(prompt, domain, language, index)
         margin = score_c - score_r
+        if not math.isfinite(margin):  # two finite scores can still overflow: 1e308 - -1e308
+            raise DataError(where, f"score_chosen - score_rejected overflows ({score_c} - {score_r})", "score_chosen")
     return PreferencePair(prompt, sides["chosen"][-1]["content"], sides["rejected"][-1]["content"], margin, domain, language, index)
 
 

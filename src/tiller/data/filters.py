@@ -10,13 +10,20 @@ nothing disappears without a count:
                     question, and the preference labels were given for the whole one;
 - `duplicate_prompt` a prompt already in the RL prompt list (pairs keep their duplicates: two
                     different answer pairs to one prompt are two training signals).
+
+Not a filter: `role_marker` finds text that looks like a turn of another transcript format
+inside one message ("\n\nHuman:", "\n\nAssistant:", ChatML's "<|im_start|>" / "<|im_end|>").
+Such rows are kept (the text may be legitimate) but counted, so a format mix-up shows in the table.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Optional
 
-from tiller.data.records import Prompt
+from tiller.data.records import Conversation, PreferencePair, Prompt
+
+ROLE_MARKER = re.compile(r"\n\n(?:Human|Assistant):|<\|im_(?:start|end)\|>")
 
 
 def lowered(values: Iterable[str]) -> set[str]:
@@ -79,3 +86,16 @@ def dedupe_prompts(prompts: list[Prompt]) -> tuple[list[Prompt], int]:
         seen.add(key)
         kept.append(p)
     return kept, len(prompts) - len(kept)
+
+
+def role_marker(record: PreferencePair | Prompt | Conversation) -> Optional[str]:
+    """The first role marker in any message or answer of the record, or None."""
+    if isinstance(record, PreferencePair):
+        texts = [m["content"] for m in record.prompt] + [record.chosen, record.rejected]
+    else:  # Prompt and Conversation both hold `messages`
+        texts = [m["content"] for m in record.messages]
+    for text in texts:
+        found = ROLE_MARKER.search(text)
+        if found:
+            return found.group()
+    return None

@@ -8,6 +8,9 @@ Reasons, in the order they are checked: `bad_row:<field>` (only with data.on_bad
 `ties` counts the ties among all rows read, before any filter.
 RL prompts are counted apart: the prompts of the rows that passed the filters (ties included),
 minus `duplicate_prompt`.
+`role_markers` counts the kept rows (a pair, a conversation or a tie's RL prompt) whose text holds
+a role marker such as "\n\nHuman:" (see `filters.role_marker`); they are kept, not dropped, and
+`role_marker_rows` names the first few so they can be looked at.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class SplitStats:
     conversations_kept: int = 0
     prompts_kept: int = 0
     ties: int = 0
+    role_markers: int = 0
+    role_marker_rows: list = field(default_factory=list)  # "file line N: '\n\nHuman:'", the first few
     dropped: Counter = field(default_factory=Counter)  # rows, by reason
     prompts_dropped: Counter = field(default_factory=Counter)  # RL prompts, by reason
     domains_read: Counter = field(default_factory=Counter)
@@ -55,6 +60,8 @@ class SplitStats:
             "conversations_kept": self.conversations_kept,
             "prompts_kept": self.prompts_kept,
             "ties": self.ties,
+            "role_markers": self.role_markers,
+            "role_marker_rows": list(self.role_marker_rows),
             "rows_dropped": sum(self.dropped.values()),
             "dropped": plain(self.dropped),
             "prompts_dropped": plain(self.prompts_dropped),
@@ -82,6 +89,7 @@ def render_table(stats: list[SplitStats], title: str = "", kept: str = "pairs") 
         ("conversations kept", [s.conversations_kept for s in stats]),
         ("RL prompts kept", [s.prompts_kept for s in stats]),
         ("ties (of rows read)", [s.ties for s in stats]),
+        ("kept rows with role markers", [s.role_markers for s in stats]),
         ("rows dropped", [sum(s.dropped.values()) for s in stats]),
     ]
     rows += [(f"  {reason}", [s.dropped[reason] for s in stats]) for reason in _keys(stats, "dropped")]

@@ -7,23 +7,29 @@ Output, in `<run_dir>/data/`:
     <split>.conversations.jsonl  Conversation dicts (SFT): the data itself for `messages` data,
                                  the prompt + chosen answer of every pair otherwise
     stats.json                   the counts printed in the table
+    config.yaml                  the resolved config this stage ran with
     DONE                         written last; the pipeline skips the stage when it exists
 Every file is written to a temporary name and renamed, so a killed run leaves no half file, and
 DONE is removed first so it never vouches for a mix of old and new files.
+
+A split that gives nothing to train on stops the stage with an error instead of writing empty
+files: an empty file, a file whose every row is bad (with data.on_bad_row: skip), or one whose
+every valid row is dropped by the filters; the error names the filter and the setting to change.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from tiller.config import Config, DataConfig
+from tiller.config import Config, DataConfig, to_yaml
 from tiller.data.adapters import get_adapter, prompt_of
-from tiller.data.filters import dedupe_prompts, domain_ok, language_ok, lowered, prompt_token_counts
+from tiller.data.filters import dedupe_prompts, domain_ok, language_ok, lowered, prompt_token_counts, role_marker
 from tiller.data.records import Conversation, DataError, PreferencePair, Prompt
 from tiller.data.sources import open_split
 from tiller.data.stats import NONE_KEY, SplitStats, render_table
@@ -89,6 +95,11 @@ def prepare_split(data: DataConfig, split: str, tokenizer, enable_thinking: Opti
             stats.dropped["prompt_too_long"] += 1
             continue
         rl_prompts.append(Prompt(prompt, record.domain, record.language, record.source_row))
+        marker = role_marker(record)
+        if marker:
+            stats.role_markers += 1
+            if len(stats.role_marker_rows) < 5:
+                stats.role_marker_rows.append(f"{source.where(record.source_row)}: {marker!r}")
         if isinstance(record, Prompt):  # a tie: no pair, but its prompt serves RL
             stats.dropped["tie"] += 1
             continue
@@ -111,13 +122,40 @@ def prepare_split(data: DataConfig, split: str, tokenizer, enable_thinking: Opti
 
     kept = stats.pairs_kept if data.format != "messages" else stats.conversations_kept
     assert stats.rows_read == kept + sum(stats.dropped.values()), "a row was lost without a count"
-    if languages and stats.rows_read and stats.dropped["language"] == stats.rows_read and set(stats.languages_read) == {NONE_KEY}:
-        warnings.warn(
-            f"split {split!r}: every row was dropped by data.languages={data.languages} because the rows have "
-            "no 'language' field; set data.languages: [] to keep them",
-            stacklevel=2,
-        )
+    if not rl_prompts:
+        raise DataError(f"split {split!r} ({source.label})", _nothing_left(data, stats, lengths, first_bad))
     return out
+
+
+def _nothing_left(data: DataConfig, stats: SplitStats, lengths: list[int], first_bad: list[DataError]) -> str:
+    """Why a split gave no row at all, and what to change: the message of the error it raises."""
+    if stats.rows_read == 0:
+        return "no rows: the file is empty (or holds only blank lines)" if data.source == "local" else "no rows"
+    bad = sum(n for reason, n in stats.dropped.items() if reason.startswith("bad_row:"))
+    if bad == stats.rows_read:
+        return f"all {bad} rows are bad and were skipped (data.on_bad_row=skip); the first: {first_bad[0]}"
+    filtered = {reason: stats.dropped[reason] for reason in ("language", "domain", "prompt_too_long") if stats.dropped[reason]}
+    skipped = f" (besides {bad} bad row{'s' * (bad != 1)} skipped)" if bad else ""
+    fixes = "; ".join(_filter_fix(reason, data, stats, lengths) for reason in filtered)
+    if len(filtered) == 1:
+        (reason,) = filtered
+        return f"every valid row ({stats.rows_read - bad}) was dropped by the {reason} filter{skipped}: {fixes}"
+    counts = ", ".join(f"{n} by {reason}" for reason, n in filtered.items())
+    return f"every valid row was dropped by the filters ({counts}){skipped}: {fixes}"
+
+
+def _filter_fix(reason: str, data: DataConfig, stats: SplitStats, lengths: list[int]) -> str:
+    def seen(counter) -> str:
+        return ", ".join(f"{k} {n}" for k, n in counter.most_common(5))
+
+    if reason == "language" and set(stats.languages_read) == {NONE_KEY}:
+        return (f"the rows have no 'language' field (as in HH-RLHF), so data.languages={data.languages} keeps none of "
+                "them; set data.languages: [] to keep them")
+    if reason == "language":
+        return f"data.languages={data.languages} (the rows' languages: {seen(stats.languages_read)}); set data.languages: [] to keep all"
+    if reason == "domain":
+        return f"data.domains={data.domains} (the rows' domains: {seen(stats.domains_read)}); set data.domains: [] to keep all"
+    return f"data.max_prompt_tokens={data.max_prompt_tokens} (the shortest prompt left has {min(lengths)} tokens); raise it"
 
 
 # ----------------------------------------------------------------------------- files
@@ -156,6 +194,7 @@ def run(cfg: Config) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "DONE").unlink(missing_ok=True)
 
+    _atomic_write(out_dir / "config.yaml", [to_yaml(cfg)])
     all_stats = []
     for split in data.splits:
         result = prepare_split(data, split, tokenizer, cfg.model.enable_thinking)
@@ -197,8 +236,26 @@ def _load(run_dir: str | Path, split: str, kind: str, cls) -> list:
         raise FileNotFoundError(
             f"{path} not found: the data stage wrote splits {have}; add {split!r} to data.splits and run `tiller data` again"
         )
+    # The data stage wrote these files, but they are plain text a person can edit: check what
+    # training would otherwise take silently (a NaN margin trains to NaN and still saves a model).
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [cls.from_dict(json.loads(line)) for line in f if line.strip()]
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {lineno}"
+            try:
+                record = cls.from_dict(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(where, f"not valid JSON ({e.msg} at column {e.colno}); run `tiller data` again") from None
+            except (TypeError, AttributeError) as e:
+                raise DataError(where, f"not a {cls.__name__} record ({e}); run `tiller data` again") from None
+            if isinstance(record, PreferencePair) and (
+                isinstance(record.margin, bool) or not isinstance(record.margin, (int, float)) or not math.isfinite(record.margin)
+            ):
+                raise DataError(where, f"expected a finite number, got {record.margin!r}", "margin")
+            records.append(record)
+    return records
 
 
 def load_pairs(run_dir: str | Path, split: str) -> list[PreferencePair]:

@@ -53,7 +53,10 @@ Before judging, a completion's leading Qwen3 `<think>...</think>` block is remov
 
 Failures, all counted in `metrics()`:
 - transport: HTTP 408/429/5xx, refused/dropped connections, timeouts: retried `max_retries`
-  times with exponential backoff, then `RemoteRewardError` naming the URL and last error;
+  times with exponential backoff, then `RemoteRewardError` naming the URL and last error.
+  `timeout_s` is a deadline for each whole attempt (a server trickling its answer is cut off
+  too), so one request gives up within `(max_retries + 1) * timeout_s` plus the backoff waits
+  (`tiller.rewards.http`);
 - unparseable answer: asked once more (sampling with temperature 0.6, so a greedy answer is
   not repeated verbatim); if the second answer fails too, the comparison (pairwise) or the
   completion (single) takes `genrm_fallback`, or `GenRMParseError` is raised when it is None.
@@ -63,6 +66,8 @@ Failures, all counted in `metrics()`:
   the same fallback rule, without a retry;
 - at construction, `check()` asks the server for its models: unreachable, wrong key or a
   model it does not serve is a clear error before any training starts.
+Every failure raised by `score` is a `RemoteRewardError` with a one-line message
+(`GenRMParseError` is one too, and also a ValueError), so a caller catches that one class.
 System messages in the conversation are not sent (the GenRM's chat template supplies its own
 judging instructions) and are counted as `reward/genrm_system_messages_dropped`.
 """
@@ -83,6 +88,7 @@ from tiller.rewards.http import (
     RemoteRequestRejected,
     RemoteRewardError,
     RetryPolicy,
+    one_line,
     read_token,
     request_json,
     run_all,
@@ -98,8 +104,9 @@ RETRY_TOP_P = 0.95
 REJECTED_STATUSES = frozenset({400, 413, 422})
 
 
-class GenRMParseError(ValueError):
-    """The GenRM's answer holds no usable score."""
+class GenRMParseError(RemoteRewardError, ValueError):
+    """The GenRM's answer holds no usable score. A RemoteRewardError, so that a caller of
+    `score` catches one class for every way the remote judge can fail."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +355,9 @@ class GenRMReward:
         data = answer.get("data") if isinstance(answer, dict) else None
         ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
         if not ids:
-            raise RemoteRewardError(f"{url} lists no models; is this an OpenAI-compatible server? answer: {str(answer)[:200]}", url=url)
+            raise RemoteRewardError(
+                f"{url} lists no models; is this an OpenAI-compatible server? answer: {one_line(str(answer), 200)}", url=url
+            )
         if self.model_name is None:
             self.model_name = ids[0]
             log.info("GenRM: reward.model_name not set, using %s served at %s", ids[0], self.base_url)
@@ -381,7 +390,11 @@ class GenRMReward:
         try:
             content = answer["choices"][0]["message"].get("content")
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise RemoteRewardError(f"{url} answered without choices[0].message: {str(answer)[:200]}", url=url) from None
+            raise RemoteRewardError(
+                f"{url} answered without choices[0].message: {one_line(str(answer), 200)}", url=url
+            ) from None
+        if content is not None and not isinstance(content, str):
+            raise RemoteRewardError(f"{url} answered a message content that is not text: {one_line(str(content), 200)}", url=url)
         return content or ""
 
     def judge(self, prompt: Sequence[dict], responses: Sequence[str], abort: threading.Event | None = None) -> GenRMVerdict | None:

@@ -15,19 +15,28 @@ The protocol is two endpoints (see `tiller.rewards.server`): `GET /health` and
 "group_size": k}` answered by `{"scores": [...]}`.
 
 Robustness (shared with the GenRM client through `request_json`):
-- at most `concurrency` requests in flight; each waits at most `timeout_s` for an answer;
+- at most `concurrency` requests in flight;
+- `timeout_s` is a deadline for a whole attempt (connect, send, wait, read the answer), not a
+  timeout per socket read: a server that trickles its answer a byte at a time is cut off at
+  `timeout_s` like one that says nothing. A watchdog timer shuts the attempt's socket down when
+  the time is up, which ends whatever read or write is blocked (urllib has no such deadline);
 - HTTP 408/429/5xx, refused or dropped connections and timeouts are retried `max_retries`
   times with exponential backoff (and jitter; a `Retry-After` header is honoured);
 - any other HTTP error fails at once, with the server's own error message;
 - when retries are exhausted a `RemoteRewardError` names the URL and the last error.
-`score` either returns every score or raises: it never returns a partial list and never
-substitutes a value.
+So one request gives up after at most `(max_retries + 1) * timeout_s` plus the backoff waits
+(`RetryPolicy.worst_case_s`; docs/remote-rewards.md has the numbers); a `score` call with
+more requests than `concurrency` runs them in waves, each bounded so. Every failure surfaces
+as a `RemoteRewardError` (`RemoteRequestRejected` is one) with a one-line message; `score`
+either returns every score or raises: it never returns a partial list and never substitutes
+a value.
 
 Only the standard library is used (urllib, concurrent.futures, json).
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
@@ -35,6 +44,7 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -50,6 +60,8 @@ from tiller.rewards import strip_thinking
 log = logging.getLogger("tiller.rewards")
 
 DEFAULT_TOKEN_ENV = "TILLER_REWARD_TOKEN"
+# Answers are small JSON; a server sending more than this is broken, not slow.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class RemoteRewardError(RuntimeError):
@@ -93,6 +105,17 @@ class RetryPolicy:
             d = max(d, retry_after)
         return min(d, self.max_backoff_s * 1.25)
 
+    def worst_case_s(self, retry_after: bool = True) -> float:
+        """The longest one request can take before it gives up: every attempt runs to its
+        deadline and every backoff wait is at its longest, jitter included. A server's
+        Retry-After can stretch any wait up to 1.25 * max_backoff_s; `retry_after=False` is the
+        bound for a server that sends none (timeouts, dropped connections)."""
+        if retry_after:
+            waits = self.max_retries * self.max_backoff_s * 1.25
+        else:
+            waits = sum(min(self.max_backoff_s, self.backoff_s * 2 ** n) * 1.25 for n in range(self.max_retries))
+        return (self.max_retries + 1) * self.timeout_s + waits
+
 
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 
@@ -105,8 +128,99 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-_FROM_ENV = urllib.request.build_opener(_NoRedirect())
+class _Deadline:
+    """The deadline of one request attempt. At `seconds` a timer shuts the attempt's socket
+    down, which ends a blocked send or read at once; socket timeouts alone bound each read, so
+    a server sending a byte a second would never trip them. Before there is a socket to shut
+    down (connecting, and for HTTPS the TLS handshake), the socket timeout bounds each step."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired:  # the time ran out while connecting
+            self._shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:  # the plain socket's shutdown: for TLS, SSLSocket.shutdown would also drop its state
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.attach(self.sock)
+
+
+class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()  # TCP, proxy tunnel, TLS handshake; then the socket the request uses
+        self._deadline.attach(self.sock)
+
+
+_DEADLINE_CONNECTIONS = {http.client.HTTPConnection: _DeadlineHTTPConnection,
+                         http.client.HTTPSConnection: _DeadlineHTTPSConnection}
+
+
+class _DeadlineOpen:
+    """urllib's HTTP(S) handler, opening its connection with the attempt's deadline."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        return super().do_open(functools.partial(_DEADLINE_CONNECTIONS[http_class], deadline=self._deadline), req, **kwargs)
+
+
+class _DeadlineHTTPHandler(_DeadlineOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_DeadlineOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(url: str, deadline: _Deadline) -> urllib.request.OpenerDirector:
+    handlers: list[Any] = [_NoRedirect(), _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)]
+    # A loopback server is never reached through an http_proxy from the environment.
+    if _is_loopback(urllib.parse.urlsplit(url).hostname):
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Whitespace (newlines of an HTML error page, a traceback) folded: messages stay one line."""
+    return " ".join(text.split())[:limit]
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -120,26 +234,21 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _opener(url: str) -> urllib.request.OpenerDirector:
-    # A loopback server is never reached through an http_proxy from the environment.
-    return _DIRECT if _is_loopback(urllib.parse.urlsplit(url).hostname) else _FROM_ENV
-
-
 def _error_text(body: bytes) -> str:
     """The human part of an error body: OpenAI's {"error": {"message"}}, ours {"error": "..."}, ..."""
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
-    except ValueError:
-        return text[:300] or "(empty body)"
+    except (ValueError, RecursionError):
+        return one_line(text) or "(empty body)"
     if isinstance(data, dict):
         for key in ("error", "message", "detail"):
             value = data.get(key)
             if isinstance(value, dict):
                 value = value.get("message", value)
             if value:
-                return str(value)[:300]
-    return text[:300]
+                return one_line(str(value))
+    return one_line(text)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -172,24 +281,28 @@ def request_json(
         headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    opener = _opener(url)
     attempts = policy.max_retries + 1
     last = "no attempt made"
     for attempt in range(attempts):
         if abort is not None and abort.is_set():
             raise RemoteRewardError(f"{what} to {url} cancelled: another request of the same batch failed", url=url)
         retry_after = None
+        deadline = _Deadline(policy.timeout_s)
         try:
             req = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
-            with opener.open(req, timeout=policy.timeout_s) as resp:
-                raw = resp.read()
-            try:
-                return json.loads(raw)
-            except ValueError as e:
-                last = f"the answer is not JSON ({e}): {raw[:200]!r}"
+            # timeout= still bounds connecting, before the deadline has a socket to shut down.
+            with _opener(url, deadline).open(req, timeout=policy.timeout_s) as resp:
+                raw = resp.read(MAX_ANSWER_BYTES + 1)
+            if len(raw) > MAX_ANSWER_BYTES:
+                last = f"the answer is over {MAX_ANSWER_BYTES} bytes"
+            elif not deadline.expired:  # an answer cut short by the deadline is no answer
+                try:
+                    return json.loads(raw)
+                except (ValueError, RecursionError) as e:
+                    last = f"the answer is not JSON ({type(e).__name__}: {e}): {raw[:200]!r}"
         except urllib.error.HTTPError as e:
             try:
-                body = e.read()
+                body = e.read(MAX_ANSWER_BYTES)
             except Exception:  # noqa: BLE001 - the body is only for the message
                 body = b""
             message = _error_text(body)
@@ -206,6 +319,11 @@ def request_json(
             last = f"connection lost ({type(e).__name__}: {e})"
         except OSError as e:
             last = f"network error ({type(e).__name__}: {e})"
+        finally:
+            deadline.cancel()
+        if deadline.expired:  # whatever the shut-down socket made urllib raise, this is why
+            last = f"no complete answer within timeout_s={policy.timeout_s:g} s"
+        last = one_line(last)
         if attempt + 1 < attempts:
             if on_retry is not None:
                 on_retry(last)
@@ -294,7 +412,9 @@ class HttpReward:
             on_retry=lambda _: self._count("reward/http_retries"),
         )
         if not isinstance(info, dict) or info.get("status") != "ok":
-            raise RemoteRewardError(f"{self.url}/health did not answer like a tiller reward server: {str(info)[:200]}", url=self.url)
+            raise RemoteRewardError(
+                f"{self.url}/health did not answer like a tiller reward server: {one_line(str(info), 200)}", url=self.url
+            )
         auth = info.get("auth")
         if auth in ("missing", "invalid"):
             raise RemoteRewardError(
@@ -316,7 +436,7 @@ class HttpReward:
         scores = answer.get("scores") if isinstance(answer, dict) else None
         if not isinstance(scores, list) or len(scores) != len(completions):
             raise RemoteRewardError(
-                f"{url} answered without {len(completions)} scores: {str(answer)[:200]}", url=url
+                f"{url} answered without {len(completions)} scores: {one_line(str(answer), 200)}", url=url
             )
         out = []
         for s in scores:
