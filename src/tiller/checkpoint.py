@@ -10,6 +10,7 @@ A checkpoint is a folder `step-<N>` holding:
   scheduler.pt       LR scheduler state
   rng-rank<R>.pt     RNG states of each process (python, torch CPU, CUDA)
   state.json         step, process count, strategy, and what the recipe needs (data position ...)
+  config.yaml        the resolved config of the run (`--resume` compares it with the current one)
   manifest.json      size and sha256 of every other file, written last
 Everything is written into a hidden temporary folder that is renamed when complete, so a run
 killed while saving leaves the previous checkpoint as the latest one; a folder without a
@@ -135,6 +136,22 @@ def newest_intact_checkpoint(root: str | Path, log: Callable[[str], None] = prin
 # ----------------------------------------------------------------------------- save / load
 
 
+def weights_are_finite(model, rt=None) -> bool:
+    """True on every process if every trainable weight (this process's shard of it) is finite."""
+    finite = True
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        local = getattr(p, "ds_tensor", None)  # DeepSpeed ZeRO-3: this process's partition
+        local = p if local is None else local
+        if hasattr(local, "to_local"):  # FSDP2 DTensor
+            local = local.to_local()
+        if local.numel() and not bool(torch.isfinite(local.detach()).all()):
+            finite = False
+            break
+    return not rt.any_rank(not finite) if rt is not None and rt.world_size > 1 else finite
+
+
 def _inner_optimizer(optimizer):
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
 
@@ -148,15 +165,19 @@ def _dcp_state(model, optimizer) -> dict[str, Any]:
 
 
 def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int = 2,
-                    rt=None) -> Path:
+                    rt=None, config_yaml: str | None = None) -> Path:
     """Save the full training state. Every process must call this (`rt`, the recipe's Runtime,
-    gives rank, process count, strategy and barrier; without it: one process)."""
+    gives rank, process count, strategy and barrier; without it: one process). Weights that are
+    not finite are never saved: that is an error, and the previous checkpoints stay."""
     import torch.distributed.checkpoint as dcp
 
     rank, world_size = (rt.rank, rt.world_size) if rt else (0, 1)
     strategy = rt.strategy if rt else "none"
     barrier = rt.barrier if rt else (lambda: None)
     root = Path(root)
+    if not weights_are_finite(model, rt):
+        raise CheckpointError(f"not saving {root / f'step-{step}'}: the trainable weights hold NaN or inf; the earlier "
+                              f"checkpoints in {root} are kept")
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
     if rank == 0:
@@ -173,6 +194,8 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, st
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": world_size, "strategy": strategy,
                                                     **state}, indent=1))
+        if config_yaml is not None:
+            (tmp / "config.yaml").write_text(config_yaml)
     barrier()
     if rank == 0:
         write_manifest(tmp)

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+        p.add_argument("--accept-config-changes", action="store_true",
+                       help="with --resume: continue although the config changed in ways that alter the run "
+                            "(the new lr and schedule take effect from the current step)")
     p = sub.add_parser("eval", help="evaluate a reward model or a policy")
     p.add_argument("what", choices=["reward", "policy"])
     _add_common(p)
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="STAGE", help="run just this stage")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (re-running it and later ones)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted stage from its checkpoint")
+    p.add_argument("--accept-config-changes", action="store_true",
+                   help="with --resume: continue although the config changed in ways that alter the run")
     p = sub.add_parser("plan", help="estimate per-GPU memory for a config")
     _add_common(p)
     p = sub.add_parser("report", help="write the HTML report of a run folder")
@@ -103,7 +108,13 @@ def _is_user_error(e: BaseException) -> bool:
 
     if isinstance(e, PipelineError):  # it wraps whatever the stage raised (and printed its traceback)
         return e.__cause__ is None or _is_user_error(e.__cause__)
-    return isinstance(e, USER_ERRORS)
+    from tiller.checkpoint import CheckpointError
+    from tiller.rewards.http import RemoteRewardError
+    from tiller.training import NonFiniteError
+
+    # Failures whose message says what happened and what to do: a damaged checkpoint, a remote
+    # reward service that failed, training stopped by the non-finite guard.
+    return isinstance(e, USER_ERRORS + (CheckpointError, RemoteRewardError, NonFiniteError))
 
 
 def _run(args) -> int:
@@ -145,19 +156,19 @@ def _dispatch(args, cfg) -> int:
     elif args.stage == "reward":
         from tiller.recipes import reward
 
-        reward.run(cfg, resume=args.resume)
+        reward.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     elif args.stage == "rloo":
         from tiller.recipes import rloo
 
-        rloo.run(cfg, resume=args.resume)
+        rloo.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     elif args.stage == "sft":
         from tiller.recipes import sft
 
-        sft.run(cfg, resume=args.resume)
+        sft.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     elif args.stage == "dpo":
         from tiller.recipes import dpo
 
-        dpo.run(cfg, resume=args.resume)
+        dpo.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     elif args.stage == "eval":
         if args.what == "reward":
             from tiller.recipes import reward
@@ -174,7 +185,8 @@ def _dispatch(args, cfg) -> int:
     elif args.stage == "pipeline":
         from tiller.recipes import pipeline
 
-        pipeline.run(cfg, only=args.only, from_stage=args.from_stage, resume=args.resume)
+        pipeline.run(cfg, only=args.only, from_stage=args.from_stage, resume=args.resume,
+                     accept_config_changes=args.accept_config_changes)
     return 0
 
 

@@ -77,6 +77,9 @@ class OptimConfig:
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = field(default=0.03, metadata=_range(0.0, 1.0))
     max_grad_norm: float = field(default=1.0, metadata=_range(0.0))  # 0 = no clipping
+    # Non-finite guard: a step with a NaN / inf reward or gradient norm applies no update; after
+    # this many such steps in a row the stage stops with an error.
+    max_consecutive_skips: int = field(default=3, metadata=_range(1))
 
 
 @dataclass
@@ -87,6 +90,9 @@ class DataConfig:
     source: Literal["sample", "hub", "local"] = "sample"
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    # A folder inside the hub repository, passed as `datasets.load_dataset(..., data_dir=...)`:
+    # Anthropic/hh-rlhf keeps each subset in its own folder (harmless-base, helpful-base, ...).
+    hub_data_dir: Optional[str] = None
     # split name -> local file (jsonl / json / parquet); used when source == local.
     files: dict[str, str] = field(default_factory=dict)
     splits: list[str] = field(default_factory=lambda: ["train", "validation"])
@@ -97,6 +103,12 @@ class DataConfig:
     dedupe_prompts: bool = True
     on_bad_row: Literal["error", "skip"] = "error"
     max_rows_per_split: Optional[int] = field(default=None, metadata=_range(1))
+    # Validation held out of train, for data with no validation split of its own (HH-RLHF on the
+    # Hub has only train and test; a single local file): this fraction of train's prompts, chosen
+    # by a SHA-256 of each prompt salted with the seed, so all rows of one prompt fall on one side,
+    # the same in every run. The validation split is then not read from the source. 0 = off.
+    validation_fraction: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    validation_seed: int = 0
 
 
 @dataclass
@@ -180,7 +192,10 @@ class RolloutConfig:
 class RlooConfig:
     """RLOO policy optimization (`tiller rloo`)."""
 
-    model: Optional[str] = None  # policy start; defaults to model.name
+    # Policy start; unset: the sft stage's output when pipeline.stages runs sft before rloo, else model.name.
+    model: Optional[str] = None
+    # lora.dropout is not used here: every RL forward (rollout, old log-probs, reference, loss)
+    # runs without dropout, which the recipe sets to 0 at start and says so.
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="linear", warmup_ratio=0.0))
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -191,12 +206,23 @@ class RlooConfig:
     total_episodes: Optional[int] = field(default=None, metadata=_range(1))  # completions in all
     max_steps: Optional[int] = field(default=None, metadata=_range(1))
     num_ppo_epochs: int = field(default=1, metadata=_range(1))
+    # The importance-ratio clip: [1 - clip_eps_low, 1 + clip_eps_high], each clip_eps when unset;
+    # clip_eps_high > clip_eps_low is DAPO's "clip-higher". With num_ppo_epochs=1 the ratio is 1: no clip binds.
     clip_eps: float = field(default=0.2, metadata=_range(0.0, lo_open=True))
+    clip_eps_low: Optional[float] = field(default=None, metadata=_range(0.0, 1.0, lo_open=True))
+    clip_eps_high: Optional[float] = field(default=None, metadata=_range(0.0, lo_open=True))
+    # Advantage estimator (docs/algorithms.md): rloo (leave-one-out), grpo (group mean and std),
+    # dr_grpo (group mean; needs aggregation sequence_sum_norm), reinforce_pp (REINFORCE++ batch baseline).
+    advantage: Literal["rloo", "grpo", "dr_grpo", "reinforce_pp"] = "rloo"
     beta: float = field(default=0.05, metadata=_range(0.0))
     kl_estimator: Literal["k1", "k3"] = "k1"
+    # Where beta * KL goes: into each completion's reward (RLOO) or per token into the loss (GRPO; needs k3).
+    kl_in: Literal["reward", "loss"] = "reward"
     missing_eos_penalty: float = field(default=1.0, metadata=_range(0.0))
     whiten_advantages: bool = False
-    aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
+    # token_mean: over all tokens; sequence_mean: per sequence, then over sequences (TRL "grpo");
+    # sequence_sum_norm: token sums / (sequences * rollout.max_new_tokens) (Dr.GRPO, TRL "dr_grpo").
+    aggregation: Literal["token_mean", "sequence_mean", "sequence_sum_norm"] = "token_mean"
     max_prompt_tokens: int = field(default=512, metadata=_range(1))
     prompt_split: str = "train"
     prompt_subset: Literal["all", "first_half", "second_half"] = "all"
@@ -220,7 +246,8 @@ class SftConfig:
 
 @dataclass
 class DpoConfig:
-    model: Optional[str] = None  # start policy; often the SFT output
+    # Policy start; unset: the sft stage's output when pipeline.stages runs sft before dpo, else model.name.
+    model: Optional[str] = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-7))
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
@@ -238,7 +265,8 @@ class EvalConfig:
     """`tiller eval policy`: policy against its starting model, scored by a judge."""
 
     policy: Optional[str] = None  # defaults to the rloo stage output
-    reference: Optional[str] = None  # defaults to model.name
+    # Unset: what the evaluated policy started from (its stage folder's started_from.json), else model.name.
+    reference: Optional[str] = None
     judge: RewardBackendConfig = field(default_factory=RewardBackendConfig)
     split: str = "validation"
     num_prompts: int = field(default=64, metadata=_range(1))
@@ -471,12 +499,45 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{where}{e}") from None
 
 
+def _validate_rl_options(r: RlooConfig) -> None:
+    """Refuse estimator / KL / aggregation combinations that make no sense (docs/algorithms.md)."""
+    if r.kl_in == "loss" and r.beta == 0:
+        raise ConfigError(
+            "config key 'rloo.kl_in': 'loss' with rloo.beta=0 puts no KL term anywhere, which is almost always a "
+            "forgotten beta (TRL's GRPO defaults to beta 0): set rloo.beta > 0, or leave kl_in: reward "
+            "(the KL is logged either way)")
+    if r.kl_in == "loss" and r.kl_estimator == "k1":
+        raise ConfigError(
+            "config key 'rloo.kl_estimator': 'k1' as a loss term has the gradient grad log pi, which is 0 in "
+            "expectation over sampled tokens: it would regularize nothing. With kl_in: loss use kl_estimator: k3 "
+            "(GRPO's), or keep k1 with kl_in: reward")
+    if r.advantage == "dr_grpo" and r.aggregation != "sequence_sum_norm":
+        raise ConfigError(
+            f"config key 'rloo.aggregation': advantage 'dr_grpo' removes GRPO's per-sequence length normalization "
+            f"(arXiv 2503.20783), which aggregation '{r.aggregation}' brings back: set rloo.aggregation: "
+            "sequence_sum_norm (token sums over a constant, rollout.max_new_tokens)")
+    if r.advantage == "reinforce_pp" and r.whiten_advantages:
+        raise ConfigError(
+            "config key 'rloo.whiten_advantages': advantage 'reinforce_pp' already whitens over the whole batch; "
+            "set whiten_advantages: false")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's type cannot express."""
     if cfg.data.source == "hub" and not cfg.data.hub_id:
         raise ConfigError("config key 'data.hub_id': required when data.source is 'hub'")
+    if cfg.data.validation_fraction > 0:
+        if cfg.data.validation_fraction >= 1:
+            raise ConfigError(f"config key 'data.validation_fraction': expected a value < 1, got {cfg.data.validation_fraction!r}")
+        if not {"train", "validation"} <= set(cfg.data.splits):
+            raise ConfigError(f"config key 'data.splits': data.validation_fraction holds validation out of train, so the "
+                              f"splits must include both train and validation (got {cfg.data.splits})")
+        if cfg.data.source == "local" and "validation" in cfg.data.files:
+            raise ConfigError("config key 'data.files.validation': a validation file is given and data.validation_fraction "
+                              "holds validation out of train; keep one of them")
     if cfg.data.source == "local":
-        missing = [s for s in cfg.data.splits if s not in cfg.data.files]
+        held_out = {"validation"} if cfg.data.validation_fraction > 0 else set()
+        missing = [s for s in cfg.data.splits if s not in cfg.data.files and s not in held_out]
         if missing:
             raise ConfigError(f"config key 'data.files': data.source is 'local' but no file is given for split(s) {missing}")
     for name in cfg.pipeline.stages:
@@ -497,6 +558,7 @@ def validate(cfg: Config) -> None:
             f"config key 'rloo.micro_batch_per_device': prompts_per_step x completions_per_prompt = "
             f"{r.prompts_per_step * r.completions_per_prompt} completions per step is not a multiple of {r.micro_batch_per_device}"
         )
+    _validate_rl_options(r)
     for where, backend in (("rloo.reward", r.reward), ("eval.judge", cfg.eval.judge)):
         if backend.backend == "callable" and not backend.function:
             raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")

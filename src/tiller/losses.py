@@ -1,4 +1,4 @@
-"""Pure tensor math for every tiller stage: SFT, Bradley-Terry, DPO, RLOO.
+"""Pure tensor math for every tiller stage: SFT, Bradley-Terry, DPO, RLOO (and GRPO, Dr.GRPO, REINFORCE++).
 
 Rules (see DESIGN.md): tensors and plain numbers in, ``(loss, metrics)`` out for losses;
 ``metrics`` maps names to detached 0-dim tensors. No config objects, no ``.item()``, no
@@ -20,7 +20,11 @@ IGNORE_INDEX = -100
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo")
 KL_ESTIMATORS = ("k1", "k3")
-AGGREGATIONS = ("token_mean", "sequence_mean")
+AGGREGATIONS = ("token_mean", "sequence_mean", "sequence_sum_norm")
+ADVANTAGE_ESTIMATORS = ("rloo", "grpo", "dr_grpo", "reinforce_pp")
+KL_PLACEMENTS = ("reward", "loss")
+GRPO_STD_EPS = 1e-4  # TRL GRPOTrainer: advantages / (std + 1e-4)
+REINFORCE_PP_VAR_EPS = 1e-8  # OpenRLHF: advantages * var.clamp(min=1e-8).rsqrt()
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +325,96 @@ def rloo_advantages(rewards: Tensor, k: int, whiten: bool = False) -> Tensor:
     return advantages
 
 
+def _groups(rewards: Tensor, k: int, name: str) -> Tensor:
+    """rewards [num_prompts * k] (each prompt's k completions contiguous) -> [num_prompts, k]."""
+    if k < 2:
+        raise ValueError(f"{name} needs k >= 2 completions per prompt, got k={k}")
+    if rewards.dim() != 1 or rewards.numel() % k != 0:
+        raise ValueError(f"rewards must be flat with numel divisible by k={k}, "
+                         f"got shape {tuple(rewards.shape)}")
+    return rewards.view(-1, k)
+
+
+def grpo_advantages(rewards: Tensor, k: int, eps: float = GRPO_STD_EPS) -> Tensor:
+    """GRPO (Shao et al. 2024, arXiv 2402.03300) group-normalized advantages, per prompt:
+
+    A_i = (R_i - mean_g R) / (std_g R + eps),   std with Bessel's correction (k - 1), eps = 1e-4
+
+    as TRL's GRPOTrainer computes them (``scale_rewards="group"``). A group whose rewards are
+    all equal gets A = 0.
+    """
+    grouped = _groups(rewards, k, "GRPO")
+    centered = grouped - grouped.mean(dim=1, keepdim=True)
+    return (centered / (grouped.std(dim=1, keepdim=True) + eps)).view(-1)
+
+
+def dr_grpo_advantages(rewards: Tensor, k: int) -> Tensor:
+    """Dr.GRPO (Liu et al. 2025, arXiv 2503.20783) advantages: A_i = R_i - mean_g R, no std.
+
+    Equal to (k - 1) / k times the RLOO advantage: the group mean includes R_i itself. The
+    paper's other half, no per-sequence length normalization, is the loss aggregation
+    ``sequence_sum_norm`` (``policy_loss``).
+    """
+    grouped = _groups(rewards, k, "Dr.GRPO")
+    return (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
+
+
+def reinforce_pp_advantages(rewards: Tensor, weights: Tensor | None = None,
+                            eps: float = REINFORCE_PP_VAR_EPS) -> Tensor:
+    """REINFORCE++ (Hu 2025, arXiv 2501.03262) with the batch baseline, as OpenRLHF's
+    ``reinforce`` estimator computes it: no per-prompt group, the reward is centred and
+    scaled over the whole batch,
+
+    mean = sum_i w_i R_i / sum_i w_i,   var = sum_i w_i (R_i - mean)^2 / sum_i w_i
+    A_i  = (R_i - mean) / sqrt(max(var, eps)),   eps = 1e-8
+
+    ``weights`` are the completions' token counts, which makes these OpenRLHF's statistics
+    over every completion token (its per-token return is the sequence's reward when the KL is
+    not spread over the tokens); None weighs every completion equally. ``rewards`` must be the
+    whole optimizer step of every process (gather first): the batch is the baseline.
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be flat [N], got shape {tuple(rewards.shape)}")
+    w = torch.ones_like(rewards) if weights is None else weights.to(rewards.dtype)
+    if w.shape != rewards.shape:
+        raise ValueError(f"weights {tuple(w.shape)} must match rewards {tuple(rewards.shape)}")
+    total = w.sum()
+    mean = _safe_divide((w * rewards).sum(), total)
+    var = _safe_divide((w * (rewards - mean) ** 2).sum(), total)
+    return (rewards - mean) * var.clamp(min=eps).rsqrt()
+
+
+def advantages_for(estimator: str, rewards: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
+    """Advantages [N] by ``estimator`` (one of ADVANTAGE_ESTIMATORS) for rewards [N] grouped
+    by prompt (k contiguous completions each). ``weights`` (token counts) is used by
+    ``reinforce_pp`` only. ``rloo`` is ``rloo_advantages`` without whitening."""
+    if estimator == "rloo":
+        return rloo_advantages(rewards, k)
+    if estimator == "grpo":
+        return grpo_advantages(rewards, k)
+    if estimator == "dr_grpo":
+        return dr_grpo_advantages(rewards, k)
+    if estimator == "reinforce_pp":
+        return reinforce_pp_advantages(rewards, weights)
+    raise ValueError(f"unknown advantage estimator {estimator!r}; valid: {', '.join(ADVANTAGE_ESTIMATORS)}")
+
+
+def kl_per_token(policy_logps: Tensor, ref_logps: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-token KL estimate [B, T] from the sampled tokens' log-probs (see ``sequence_kl``).
+
+    Differentiable in ``policy_logps``. As a loss term (``policy_loss`` with ``ref_logps``) on
+    tokens sampled from pi: k1's gradient, grad log pi, is 0 in expectation; k3's,
+    (1 - pi_ref / pi) grad log pi, is in expectation the gradient of KL(pi_ref || pi) at that
+    position (GRPO's KL term, Shao et al. 2024).
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    if estimator == "k1":
+        return policy_logps - ref_logps
+    log_r = ref_logps - policy_logps
+    return torch.expm1(log_r) - log_r  # expm1: exact near r = 1
+
+
 def sequence_kl(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, estimator: str = "k1") -> Tensor:
     """Per-sequence KL estimate [B]: sum over completion tokens (mask) of
 
@@ -328,14 +422,7 @@ def sequence_kl(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, estimator
     k3: (r - 1) - log r,  r = pi_ref / pi = exp(log pi_ref - log pi)   (>= 0, low variance)
     Both are exactly 0 when the inputs are equal.
     """
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
-    if estimator == "k1":
-        per_token = policy_logps - ref_logps
-    else:
-        log_r = ref_logps - policy_logps
-        per_token = torch.expm1(log_r) - log_r  # expm1: exact near r = 1
-    return masked_sum(per_token, mask, dim=-1)
+    return masked_sum(kl_per_token(policy_logps, ref_logps, estimator), mask, dim=-1)
 
 
 def rloo_rewards(
@@ -349,7 +436,8 @@ def rloo_rewards(
 
     ``kl`` must be detached by the caller (from ``sequence_kl`` under no_grad): in RLOO the KL
     is part of the reward, a constant for the policy gradient, not a separate loss term.
-    ``has_eos`` is bool or 0/1.
+    ``has_eos`` is bool or 0/1. With the KL in the loss instead (``policy_loss`` given
+    ``ref_logps``), pass beta = 0 here: the KL must be counted once.
     """
     missing = torch.logical_not(has_eos.bool()).to(scores.dtype)
     return scores - missing_eos_penalty * missing - beta * kl
@@ -363,28 +451,50 @@ def policy_loss(
     clip_eps: float = 0.2,
     aggregation: str = "token_mean",
     normalizer: float | Tensor | None = None,
+    *,
+    clip_eps_low: float | None = None,
+    clip_eps_high: float | None = None,
+    ref_logps: Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    max_length: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped REINFORCE / PPO policy loss on per-token log-probs [B, T].
 
     ratio = exp(logps - old_logps)
-    pg    = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))     per token
+    pg    = max(-A * ratio, -A * clip(ratio, 1 - eps_low, 1 + eps_high))     per token
     With old_logps = logps.detach() the ratio is 1 and the gradient is exactly the REINFORCE
     gradient -A * grad log pi(y). ``advantages`` is [B] (one per sequence) or [B, T]; it is
     detached here because an advantage is a constant for the policy gradient.
+    eps_low / eps_high are ``clip_eps_low`` / ``clip_eps_high``, each ``clip_eps`` when None;
+    eps_high > eps_low is DAPO's "clip-higher" (Yu et al. 2025, arXiv 2503.14476).
+
+    KL in the loss (GRPO's placement): with ``ref_logps`` [B, T] the per-token term
+    kl_coef * KL_t (``kl_per_token`` with ``kl_estimator``, differentiable in ``logps``) is
+    added to pg before aggregation, so it is reduced exactly like the policy term. The
+    reward must then carry no KL (``rloo_rewards`` with beta = 0).
 
     aggregation:
-      token_mean:    sum over all masked tokens of pg / number of masked tokens
-      sequence_mean: mean over each sequence's tokens, then mean over the B sequences
-                     (a sequence without tokens contributes 0 but still counts)
-    normalizer: if given, replaces the local denominator (token count or B). Pass the
-      GLOBAL token count (token_mean) or GLOBAL sequence count (sequence_mean) of the whole
-      optimizer step, summed over accumulation steps and processes, and summing the
-      micro-batch losses gives the full-batch loss and gradient however the batch is split.
+      token_mean:        sum over all masked tokens / number of masked tokens
+      sequence_mean:     mean over each sequence's tokens, then mean over the B sequences
+                         (a sequence without tokens contributes 0 but still counts);
+                         TRL's loss_type "grpo"
+      sequence_sum_norm: sum over all masked tokens / (B * max_length), max_length a constant
+                         (the generation limit): no per-sequence length normalization, Dr.GRPO
+                         (arXiv 2503.20783), TRL's loss_type "dr_grpo"
+    normalizer: if given, replaces the local denominator (token count, B, or B * max_length).
+      Pass the GLOBAL value for the whole optimizer step, summed over accumulation steps and
+      processes (tokens; sequences; sequences * max_length), and summing the micro-batch
+      losses gives the full-batch loss and gradient however the batch is split.
       ``loss/policy_avg`` then reports this micro-batch's share; the other metrics are local
       means over its tokens.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+    if aggregation == "sequence_sum_norm" and normalizer is None and (max_length is None or max_length < 1):
+        raise ValueError(f"aggregation 'sequence_sum_norm' needs max_length >= 1 (or a normalizer), got {max_length}")
+    eps_low = clip_eps if clip_eps_low is None else clip_eps_low
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     advantages = advantages.detach()
     if advantages.dim() == 1:
         advantages = advantages[:, None]
@@ -393,16 +503,31 @@ def policy_loss(
     log_ratio = logps - old_logps
     ratio = torch.exp(log_ratio)
     pg_unclipped = -advantages * ratio
-    pg_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    pg_clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     pg = torch.maximum(pg_unclipped, pg_clipped)  # pessimistic bound, PPO
+    per_token = pg
+    kl_t = None
+    if ref_logps is not None:
+        ref = ref_logps.detach()
+        # Masked positions get logps == ref: KL exactly 0 there, and no inf / NaN gradient
+        # from a padding token's log-prob.
+        kl_t = kl_per_token(torch.where(mask != 0, logps, ref), ref, kl_estimator)
+        per_token = pg + kl_coef * kl_t
 
-    if aggregation == "token_mean":
-        total = masked_sum(pg, mask)
-        local_den = mask.sum()
+    def aggregate(values: Tensor) -> Tensor:
+        if aggregation == "sequence_mean":
+            return masked_mean(values, mask, dim=-1).sum()
+        return masked_sum(values, mask)
+
+    total = aggregate(per_token)
+    if normalizer is not None:
+        den = torch.as_tensor(normalizer, dtype=pg.dtype, device=pg.device)
+    elif aggregation == "token_mean":
+        den = mask.sum()
+    elif aggregation == "sequence_mean":
+        den = torch.tensor(float(pg.shape[0]), dtype=pg.dtype, device=pg.device)
     else:
-        total = masked_mean(pg, mask, dim=-1).sum()
-        local_den = torch.tensor(float(pg.shape[0]), dtype=pg.dtype, device=pg.device)
-    den = local_den if normalizer is None else torch.as_tensor(normalizer, dtype=pg.dtype, device=pg.device)
+        den = torch.tensor(float(pg.shape[0] * max_length), dtype=pg.dtype, device=pg.device)
     loss = _safe_divide(total, den)
 
     with torch.no_grad():
@@ -412,6 +537,9 @@ def policy_loss(
             "policy/clipfrac_avg": masked_mean((pg_clipped > pg_unclipped).to(pg.dtype), mask),
             "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, mask),
         }
+        if kl_t is not None:
+            metrics["loss/kl_term"] = _safe_divide(aggregate(kl_coef * kl_t), den)  # share of the loss
+            metrics["policy/kl_token_avg"] = masked_mean(kl_t, mask)
     return loss, metrics
 
 

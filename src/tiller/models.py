@@ -10,6 +10,7 @@ vLLM can read too.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tiller.config import LoraConfig, ModelConfig
+from tiller.config import Config, LoraConfig, ModelConfig
 
 EMBEDDED_NAMES = ("embedded", "embedded:smollm2-135m-instruct")
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -124,6 +125,108 @@ def load_causal_lm(name: str, cfg: ModelConfig | None = None, device: str = "cpu
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **_common_kwargs(cfg, dtype))
     return model.to(device)
+
+
+# ----------------------------------------------------------------------------- policies and where they start
+
+STARTED_FROM = "started_from.json"  # in a policy stage's folder: what its policy started from
+ADAPTER_MODES = ("merge", "continue")
+
+
+def policy_start(cfg: Config, stage: str) -> tuple[str, str]:
+    """(model, why) a policy stage ("sft", "rloo", "dpo") starts from: `<stage>.model` when set;
+    else the sft stage's output when pipeline.stages runs sft before this stage; else model.name.
+    The same in `tiller pipeline` and in `tiller <stage>` with the same config."""
+    own = getattr(cfg, stage).model
+    if own:
+        return own, f"{stage}.model"
+    stages = cfg.pipeline.stages
+    if "sft" in stages and stage in stages and stages.index("sft") < stages.index(stage):
+        sft_model = Path(cfg.run_dir) / "sft" / "model"
+        if not sft_model.exists():
+            raise FileNotFoundError(
+                f"{stage} starts from the sft stage's output {sft_model} (sft comes before {stage} in "
+                f"pipeline.stages), which does not exist: run the sft stage first, or set {stage}.model")
+        return str(sft_model), f"the sft stage's output: sft comes before {stage} in pipeline.stages"
+    return cfg.model.name, "model.name"
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a peft adapter folder was trained on; None for a full model (or hub id)."""
+    config_file = Path(path) / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_file} names no base_model_name_or_path: cannot tell which model the adapter is for")
+    return base
+
+
+def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: torch.device | str = "cpu",
+                adapter: str = "merge", gradient_checkpointing: bool = False) -> tuple[Any, dict]:
+    """The one way a stage loads a policy (or a frozen copy of one, with `lora=None`):
+    (model, origin), where origin records what it started from (written as started_from.json).
+
+    A full folder, a merged folder or a hub id loads as it is. A folder holding a peft adapter
+    loads its base plus the adapter, then `adapter="merge"` merges the adapter into the base:
+    the model computes exactly what the adapter folder does, and a LoRA asked for by `lora`
+    (or full fine-tuning) starts from it, so the adapter-disabled reference is the starting
+    policy too. `adapter="continue"` keeps the saved adapter and trains it (needs
+    lora.enabled; the reference is then the base without it, so the policy stages merge)."""
+    if adapter not in ADAPTER_MODES:
+        raise ValueError(f"adapter={adapter!r}: use one of {ADAPTER_MODES}")
+    path = resolve_model_name(name)
+    base = adapter_base(path)
+    wants_lora = lora is not None and lora.enabled
+    if base is not None and adapter == "continue" and not wants_lora:
+        raise ValueError(f"{name} holds a LoRA adapter: continuing it trains the adapter only, but lora.enabled is "
+                         "false (full fine-tuning): merge it instead")
+    if base is not None and adapter == "merge" and wants_lora and not lora.merge_on_save:
+        raise ValueError(f"{name} holds a LoRA adapter, merged into its base {base} in memory only: a new adapter "
+                         "saved on top of it (lora.merge_on_save: false) would have no base on disk; set "
+                         "lora.merge_on_save: true, or save the earlier stage merged")
+    model = load_causal_lm(name, cfg, device=str(device))
+    handling = None
+    if base is not None and adapter == "merge":
+        # peft loaded the base frozen: after the merge every weight is the model's own again
+        # (a LoRA applied below freezes them once more; full fine-tuning trains them all).
+        model = model.merge_and_unload().requires_grad_(True)
+        # The merged weights exist in memory only: a name that is not the base keeps vLLM (which
+        # loads weights from `_name_or_path` when it can) from loading the unmerged base.
+        model.config._name_or_path = str(Path(path).resolve())
+        handling = "merged into the base"
+    elif base is not None:
+        handling = "continued (the saved adapter trains)"
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if wants_lora and not (base is not None and adapter == "continue"):
+        model = apply_lora(model, lora, "CAUSAL_LM")
+    origin = {"model": str(name), "base_model": base or str(name), "adapter": path if base is not None else None,
+              "adapter_handling": handling, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    return model, origin
+
+
+def describe_origin(origin: dict, chosen_by: str) -> str:
+    """One line for a stage's start: what the policy starts from and why."""
+    revision = f" at revision {origin['revision']}" if origin.get("revision") else ""
+    text = f"policy starts from {origin['model']}{revision} ({chosen_by})"
+    if origin.get("adapter"):
+        text += f": a LoRA adapter on {origin['base_model']}, {origin['adapter_handling']}"
+    return text
+
+
+def write_origin(stage_dir: str | Path, origin: dict, chosen_by: str) -> Path:
+    """<stage_dir>/started_from.json: what the stage's policy started from (read by evaluation)."""
+    path = Path(stage_dir) / STARTED_FROM
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({**origin, "chosen_by": chosen_by}, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_origin(stage_dir: str | Path) -> dict | None:
+    path = Path(stage_dir) / STARTED_FROM
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_reward_model(name: str, cfg: ModelConfig | None = None, device: str = "cpu", pad_token_id: int | None = None):

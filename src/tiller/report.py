@@ -34,6 +34,7 @@ TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("referenc
               ("train", "train (forward + backward)"))
 WRITES_DONE = ("data", "reward", "judge", "rloo")  # stages that mark their end with a DONE file
 NUM_SIDE_BY_SIDE = 8
+MAX_DEGENERATE_SHOWN = 40  # flagged policy answers listed per evaluation
 FIGSIZE = (6.4, 3.6)
 DPI = 100
 NOT_RUN = "stage not run"
@@ -613,7 +614,8 @@ def _evaluation(run_dir: Path) -> str:
     labels = _eval_labels(run_dir)
     if not labels:
         return _note("no policy evaluation (<code>eval/&lt;label&gt;.json</code>) in this run.", "notrun")
-    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "reward policy", "reward reference",
+    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "guarded win rate [95% CI]",
+              "degenerate answers policy / reference", "reward policy", "reward reference",
               "improvement [95% CI]", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
     has_opt = any("optimized_rm_win_rate" in s for _, s in labels)
     if has_opt:
@@ -624,7 +626,9 @@ def _evaluation(run_dir: Path) -> str:
             rows.append([esc(label), _note(esc(s["error"]), "error")] + [""] * (len(header) - 2))
             continue
         row = [f"<b>{esc(label)}</b>", _fmt(s.get("n")), _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
-               f"{_fmt(s.get('wins'))} / {_fmt(s.get('ties'))} / {_fmt(s.get('losses'))}",
+               f"{_count(s.get('wins'))} / {_count(s.get('ties'))} / {_count(s.get('losses'))}",
+               _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high")),
+               f"{_count(s.get('degenerate_policy'))} / {_count(s.get('degenerate_reference'))}",
                _fmt(s.get("reward_policy_mean"), signed=True), _fmt(s.get("reward_reference_mean"), signed=True),
                _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"),
                    signed=True), _fmt(s.get("length_ratio"), 2),
@@ -650,7 +654,56 @@ def _evaluation(run_dir: Path) -> str:
                  "answers, summed over the answer (exact, so never negative, also on greedy answers). "
                  + ("A large gap between the optimized reward model's win rate and the judge's is a sign of reward hacking."
                     if has_opt else ""))
+    out += _note("Degenerate: an answer of at least 8 words of which half the word 4-grams repeat an earlier one "
+                 "(a loop), or at least 8 words of which at most one in ten has a letter (numbers and punctuation: "
+                 "counters like <code>1. 1. 1. 2. 3.</code>), or at least 32 characters of which half are one "
+                 "unit of 1 to 32 characters repeated (<code>1.1.1.1</code>, <code>!!!!</code>); "
+                 "<code>tiller.degeneration</code> has the measures. Guarded win rate: the win rate with every "
+                 "degenerate policy answer against a non-degenerate reference answer counted as a loss, whatever "
+                 "the judge scored. A judge that scores degenerate answers above real ones shows as a gap between "
+                 "the two win rates.")
+    for label, s in labels:
+        if "error" not in s:
+            out += _degenerate_answers(run_dir, label, s)
     return out
+
+
+def _count(value: Any) -> str:
+    """A count written as a float (17.0 in the summary JSON) shows as 17."""
+    v = _num(value)
+    return _fmt(int(v)) if v is not None and math.isfinite(v) and v == int(v) else _fmt(value)
+
+
+def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
+    """The policy's degenerate answers of one evaluation, each beside the reference's answer."""
+    title = f"<h4>Degenerate policy answers: {esc(label)}</h4>"
+    rows = _samples(run_dir, s)
+    if not rows:
+        return title + _note(f"no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>.")
+    if not any("policy_degenerate" in r for r in rows):
+        return title + _note(f"<code>eval/{esc(s['_stem'])}_samples.jsonl</code> has no degeneration measures "
+                             "(written before they existed).")
+    flagged = [(i, r) for i, r in enumerate(rows) if r.get("policy_degenerate")]
+    if not flagged:
+        return title + _note(f"none of the {len(rows)} policy answers is degenerate.")
+    shown = flagged[:MAX_DEGENERATE_SHOWN]
+    body = []
+    for i, r in shown:
+        ps, rs = _num(r.get("policy_score")), _num(r.get("reference_score"))
+        verdict = ""
+        if ps is not None and rs is not None:
+            verdict = ("<span class=bad>the judge prefers it</span>" if ps > rs else
+                       "the judge ties it" if ps == rs else "the judge scores it lower")
+        reasons = ", ".join((r.get("policy_repetition") or {}).get("reasons") or [])
+        reference = " &middot; the reference's answer is degenerate too" if r.get("reference_degenerate") else ""
+        body.append(f"<tr class=prompt><td colspan=2><span class=idx>#{i + 1}</span> {esc(reasons)} &middot; {verdict}"
+                    f"{reference}{_prompt_html(r.get('prompt'))}</td></tr>")
+        body.append(f"<tr><td>{_answer_html(r, 'reference')}</td><td>{_answer_html(r, 'policy')}</td></tr>")
+    more = f"; the first {len(shown)} are listed" if len(shown) < len(flagged) else ""
+    return (title + _note(f"{len(flagged)} of {len(rows)} policy answers are degenerate{more} (# is the prompt's "
+                          f"position in <code>eval/{esc(s['_stem'])}_samples.jsonl</code>; scores are the judge's).")
+            + f"<table class=sbs><thead><tr><th>reference <code>{esc(s.get('reference', ''))}</code></th>"
+              f"<th>{esc(label)} (degenerate)</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def _lengths(run_dir: Path) -> str:

@@ -97,6 +97,15 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def seed_per_rank(rt: Runtime, seed: int) -> None:
+    """Call once every model is built (before --resume restores saved streams): from here each
+    process draws from its own stream (python, torch CPU and CUDA), dropout above all, seeded
+    seed + 1_000_003 * (rank + 1): never the stream the models were initialized from, and
+    another one on every rank. What must be equal on every process does not draw from these: the
+    completions' sampling (a seeded generator per prompt) and the data order (seeded by epoch)."""
+    seed_everything(seed + 1_000_003 * (rt.rank + 1))
+
+
 def use_gradient_checkpointing(cfg: ModelConfig, device: torch.device) -> bool:
     """`auto` turns it on for GPUs (memory-bound) and off on CPU (measured slower there)."""
     if cfg.gradient_checkpointing == "auto":
@@ -149,7 +158,7 @@ def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def prepare_for_training(rt: Runtime, model: torch.nn.Module, optim: OptimConfig, total_steps: int,
-                         accumulation: int, micro_batch: int):
+                         accumulation: int, micro_batch: int, stage: str = "train"):
     """Optimizer and LR schedule for the trainable parameters, then model and optimizer through
     accelerate together: DDP wraps the model; FSDP2 and DeepSpeed ZeRO-3 need both to shard.
 
@@ -172,8 +181,14 @@ def prepare_for_training(rt: Runtime, model: torch.nn.Module, optim: OptimConfig
                  f"{accumulation}, train_micro_batch_size_per_gpu {micro_batch}, gradient_clipping {optim.max_grad_norm} "
                  "(set by tiller from the stage config)")
     model, optimizer = rt.accelerator.prepare(model, optimizer)
-    updates = OptimizerStep(rt, model, optimizer, scheduler, optim.max_grad_norm, accumulation)
+    updates = OptimizerStep(rt, model, optimizer, scheduler, optim.max_grad_norm, accumulation,
+                            optim.max_consecutive_skips, stage)
     return model, rt.accelerator.unwrap_model(model), optimizer, scheduler, updates
+
+
+class NonFiniteError(RuntimeError):
+    """Training met NaN / inf where it cannot go on: too many skipped updates in a row, weights
+    that are not finite, or a non-finite loss under DeepSpeed (which updates inside backward)."""
 
 
 class OptimizerStep:
@@ -192,13 +207,27 @@ class OptimizerStep:
     accelerate's `sync_gradients` flag sets the engine's accumulation boundary, and the engine
     steps (clipping with `gradient_clipping`, set from optim.max_grad_norm) on that last
     backward only. Its own division by the accumulation steps is turned off
-    (`scale_wrt_gas=False`): the loss is already scaled."""
+    (`scale_wrt_gas=False`): the loss is already scaled.
 
-    def __init__(self, rt: Runtime, model, optimizer, scheduler, max_grad_norm: float, accumulation: int):
+    The non-finite guard: a step whose gradient norm is NaN or inf applies no update (the
+    gradients are dropped; the LR schedule still advances, so it stays aligned with the step
+    count), is counted in `skipped` (logged as guard/skipped_updates) and warned about with the
+    step and the cause; `skip(reason)` does the same for a cause the recipe found before the
+    forward (a non-finite reward). After `max_consecutive_skips` skipped steps in a row the stage
+    stops with NonFiniteError. Under DeepSpeed the engine updates inside the last backward, so a
+    non-finite loss stops the stage before that backward instead of being skipped."""
+
+    def __init__(self, rt: Runtime, model, optimizer, scheduler, max_grad_norm: float, accumulation: int,
+                 max_consecutive_skips: int = 3, stage: str = "train"):
         self.rt, self.model, self.optimizer, self.scheduler = rt, model, optimizer, scheduler
         self.max_grad_norm = max_grad_norm
         self.accumulation = accumulation
+        self.max_consecutive_skips = max_consecutive_skips
+        self.stage = stage
+        self.start = 0  # optimizer steps done before this process started (set on --resume)
         self.steps = 0  # optimizer steps taken by this object (a resumed run counts from its restart)
+        self.skipped = 0  # updates skipped by the guard
+        self._in_a_row = 0
         self._last = True
         self._engine_start = None
 
@@ -223,6 +252,11 @@ class OptimizerStep:
     def backward(self, loss: torch.Tensor) -> None:
         acc = self.rt.accelerator
         if self.rt.strategy == "deepspeed":
+            if self.rt.any_rank(not bool(torch.isfinite(loss.detach()).all())):
+                raise NonFiniteError(
+                    f"[{self.stage}] non-finite loss ({float(loss.detach()):g} on rank {self.rt.rank} or another) at "
+                    f"optimizer step {self.steps + self.skipped + 1}: DeepSpeed applies the update inside its backward, "
+                    "so tiller stops before it; the last checkpoint is intact (--resume continues from it)")
             acc.gradient_state._set_sync_gradients(self._last)
             acc.backward(loss * self.rt.world_size, scale_wrt_gas=False)
         else:
@@ -242,13 +276,43 @@ class OptimizerStep:
                 raise RuntimeError(f"DeepSpeed took {engine.global_steps - self._engine_start} optimizer steps where "
                                    f"tiller took {self.steps + 1}: the accumulation boundary is wrong")
             grad_norm = acc.deepspeed_engine_wrapped.get_global_grad_norm()
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                raise NonFiniteError(f"[{self.stage}] gradient norm {float(grad_norm)} after DeepSpeed's update: the "
+                                     "weights may be damaged; stopping without saving (the last checkpoint is intact)")
         else:
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm or math.inf)
+            if not math.isfinite(float(grad_norm)):  # the global norm: every process sees the same value
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skip(f"gradient norm is {float(grad_norm)}")
+                return float(grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.steps += 1
+        self._in_a_row = 0
         return float(grad_norm) if grad_norm is not None else float("nan")
+
+    def skip(self, reason: str, schedule_steps: int = 1) -> None:
+        """Apply no update for this step (every process must call it together); the LR schedule
+        advances by `schedule_steps` (the optimizer steps the skipped step would have taken)."""
+        import warnings
+
+        for _ in range(schedule_steps):
+            self.scheduler.step()
+        self.skipped += 1
+        self._in_a_row += 1
+        at = self.start + self.steps + self.skipped
+        if self.rt.is_main:
+            warnings.warn(f"[{self.stage}] step {at}: update skipped, {reason} "
+                          f"({self._in_a_row} in a row, {self.skipped} in this run)", stacklevel=2)
+        if self._in_a_row >= self.max_consecutive_skips:
+            raise NonFiniteError(f"[{self.stage}] {self._in_a_row} updates skipped in a row (last at step {at}: {reason}); "
+                                 "stopping (optim.max_consecutive_skips). Nothing non-finite was saved: the last "
+                                 "checkpoint is intact")
+
+    def finite_everywhere(self, values: torch.Tensor) -> bool:
+        """True on every process if `values` is finite on every process."""
+        return not self.rt.any_rank(not bool(torch.isfinite(values).all()))
 
     def describe(self) -> str:
         """One line for the end of a stage: the optimizer steps taken, and DeepSpeed's own count."""
@@ -297,9 +361,12 @@ def save_trained_model(rt: Runtime, model, unwrapped, tokenizer, out_dir, merge_
     `get_state_dict`), and rank 0 loads it into a fresh unsharded copy from `rebuild()` on the
     CPU, then saves that (merging LoRA there when asked). `select(module)` picks the part to
     save (the reward stage saves the model inside its score wrapper)."""
+    from tiller.checkpoint import weights_are_finite
     from tiller.models import save_model
 
     select = select or (lambda m: m)
+    if not weights_are_finite(model, rt):
+        raise NonFiniteError(f"not saving {out_dir}: the trained weights hold NaN or inf (the last checkpoint is kept)")
     if not rt.sharded:
         if rt.is_main:
             save_model(select(unwrapped), tokenizer, out_dir, merge_lora=merge_lora)
@@ -332,17 +399,100 @@ def step_indices(num_items: int, per_step: int, step: int, seed: int, rank: int,
     return batch[rank * share:(rank + 1) * share]
 
 
-def resume_latest(rt: Runtime, ckpt_root, model, optimizer, scheduler, stage: str) -> dict:
+# What a resumed run may change without altering its trajectory: where and how often it logs,
+# saves and evaluates, and how patient it is with a remote service.
+HARMLESS_SECTIONS = ("run_dir", "tracking", "pipeline", "eval")
+HARMLESS_FIELDS = ("save_every", "keep_checkpoints", "log_every", "sample_every", "eval_every", "num_eval_samples",
+                   "timeout_s", "max_retries", "max_consecutive_skips")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(old: dict, new: dict, section: str, defaults: dict | None = None) -> tuple[list[str], list[str]]:
+    """Differences between a checkpoint's config and the current one, as `key: old -> new`:
+    (those that alter the run's trajectory, those that do not). The trajectory depends on the
+    seed, the model, the data and the stage's own section, except the fields in HARMLESS_FIELDS.
+    A field the checkpoint's config lacks (added to tiller since) that is at its default in
+    `defaults` is no change: the older tiller behaved as that default does."""
+    a, b = _flatten(old), _flatten(new)
+    d = _flatten(defaults or {})
+    trajectory, harmless = [], []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") == b.get(key, "<unset>"):
+            continue
+        if key not in a and key in d and b.get(key) == d[key]:
+            continue
+        line = f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}"
+        top, leaf = key.split(".")[0], key.split(".")[-1]
+        matters = top in ("seed", "model", "data", section) and top not in HARMLESS_SECTIONS and leaf not in HARMLESS_FIELDS
+        (trajectory if matters else harmless).append(line)
+    return trajectory, harmless
+
+
+def _take_new_optimizer_settings(optimizer, scheduler, optim: OptimConfig, total_steps: int, step: int) -> None:
+    """--accept-config-changes: the optimizer keeps its moments, but lr, betas, eps and weight
+    decay are the new config's, and the LR schedule is the new config's (new total steps,
+    warmup, kind) taken at the current step."""
+    import warnings
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for group in inner.param_groups:
+        group.update(lr=optim.lr, initial_lr=optim.lr, weight_decay=optim.weight_decay,
+                     betas=(optim.adam_beta1, optim.adam_beta2), eps=optim.adam_eps)
+    fresh = make_scheduler(inner, optim, total_steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": fast-forwarding on purpose
+        for _ in range(step):
+            fresh.step()
+    # The recipe holds `scheduler`: give it the fresh schedule's state (same optimizer).
+    scheduler.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "optimizer"})
+
+
+def resume_latest(rt: Runtime, ckpt_root, model, optimizer, scheduler, stage: str, cfg=None, section: str | None = None,
+                  total_steps: int | None = None, accept_changes: bool = False, schedule_per_step: int = 1) -> dict:
     """`--resume`: restore the newest intact checkpoint under ckpt_root in place (every process)
     and return its saved state (`step` and what the recipe stored); `{"step": 0}` when there is
-    none. A damaged newest checkpoint is reported and the one before it is used."""
+    none. A damaged newest checkpoint is reported and the one before it is used.
+
+    With `cfg`, the checkpoint's config is compared with it first: a change that alters the
+    run's trajectory (model, data, batch sizes, optimizer, schedule, seed, step count, RL
+    settings) stops with the list of changed keys, unless `accept_changes` (the CLI's
+    --accept-config-changes): then the new values are used from here on (see
+    _take_new_optimizer_settings). Changes to logging, tracking and save cadence pass with a note."""
+    import yaml
+
     from tiller.checkpoint import load_checkpoint, newest_intact_checkpoint
+    from tiller.config import to_dict
 
     last = newest_intact_checkpoint(ckpt_root, log=rt.print)
     if last is None:
         rt.print(f"[{stage}] --resume: no checkpoint in {ckpt_root}, starting from scratch")
         return {"step": 0}
+    changed = []
+    if cfg is not None and (last / "config.yaml").is_file():
+        old = yaml.safe_load((last / "config.yaml").read_text()) or {}
+        changed, harmless = config_changes(old, to_dict(cfg), section or stage, to_dict(type(cfg)()))
+        if harmless:
+            rt.print(f"[{stage}] --resume: config changes that do not alter the run: " + "; ".join(harmless))
+        if changed and not accept_changes:
+            raise ValueError(f"--resume: the config differs from the one {last} was trained with, in ways that change "
+                             "the run:\n  " + "\n  ".join(changed) + "\nrestore those values, or resume with "
+                             "--accept-config-changes to continue with the new ones (a new lr and schedule take "
+                             "effect from the current step)")
     saved = load_checkpoint(last, model, optimizer, scheduler, rt)
+    if changed:
+        optim = getattr(cfg, section or stage).optim
+        _take_new_optimizer_settings(optimizer, scheduler, optim, total_steps or saved["step"] * schedule_per_step,
+                                     saved["step"] * schedule_per_step)
+        rt.print(f"[{stage}] --resume --accept-config-changes: continuing with " + "; ".join(changed))
     note = ""
     if saved.get("world_size", 1) != rt.world_size:
         note = (f" (saved by {saved.get('world_size')} process(es), resumed on {rt.world_size}: weights and optimizer "

@@ -10,3 +10,19 @@ def vowel_share(prompts, completions):
         letters = [c for c in text if c.isalpha()]
         scores.append(sum(c in VOWELS for c in letters) / len(letters) if letters else 0.0)
     return scores
+
+
+# Faults: rewards that go wrong. The call counter makes "the 3rd step's scores" exact in a
+# single-process run (one call per step); tests reset it.
+CALLS = {"n": 0}
+
+
+def nan_on_third_call(prompts, completions):
+    """vowel_share, except that every score of the 3rd call is NaN."""
+    CALLS["n"] += 1
+    scores = vowel_share(prompts, completions)
+    return [float("nan")] * len(scores) if CALLS["n"] == 3 else scores
+
+
+def always_inf(prompts, completions):
+    return [float("inf")] * len(completions)

@@ -1,14 +1,20 @@
 """The policy evaluation: exact per-position KL along the policy's answers, answers and scores
-in the prompts' order whatever the batching, and identical answers scored as ties."""
+in the prompts' order whatever the batching, identical answers scored as ties, and degenerate
+answers counted and held against the policy in the guarded win rate."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from tiller.config import RewardBackendConfig
+from tests.conftest import write_prompts
+from tiller import losses
+from tiller.config import RewardBackendConfig, config_from_dict
 from tiller.models import load_reward_model, load_tokenizer, render_prompt
-from tiller.recipes.evaluate import _score_both, generate_answers, policy_kl
+from tiller.recipes import evaluate
+from tiller.recipes.evaluate import _score_both, format_summary, generate_answers, policy_kl
 from tiller.rewards.classifier import ClassifierReward
 from tiller.rollout import Sampling
 from tiller.scoring import length_sorted_batches, run_in_length_batches
@@ -100,3 +106,62 @@ def test_identical_answers_are_ties_and_are_scored_once():
     assert scorer.calls == [["same", "longer answer", "x"], ["short"]]
     scorer = _NoisyScorer()
     assert _score_both(scorer, messages[:1], ["a"], ["a"]) == ([1 + 1e-7], [1 + 1e-7]) and len(scorer.calls) == 1
+
+
+def judge_length(prompts, completions):
+    """A judge that games as easily as the demo's: the longer answer wins."""
+    return [float(len(c)) for c in completions]
+
+
+# (policy, reference) per prompt, and the length judge's verdict
+ANSWERS = [
+    ("1. 1. 1. 1. 1. 1. 1. 1. 1. 1.", "Paris is the capital."),  # degenerate policy wins: a guarded loss
+    ("Blue, because air scatters blue light the most.", "Blue."),  # win
+    ("Four.", "Two plus two is four."),  # loss
+    ("1. 2. 3. 4. 5. 6. 7. 8. 9. 10. 11.", "the the the the the the the the"),  # both degenerate: the judge's win stands
+]
+
+
+def test_evaluation_counts_degenerate_answers_and_guards_the_win_rate(tmp_path, tiny_llama, tiny_qwen3, monkeypatch, capsys):
+    write_prompts(tmp_path, "validation", QUESTIONS[:4])
+    tokenizer = load_tokenizer(str(tiny_llama))
+
+    def fake_generate(model, tokenizer_, prompt_ids, *args, **kwargs):
+        column = 0 if model.config.model_type == "llama" else 1  # the policy is the llama, the reference the qwen3
+        texts = [ANSWERS[i][column] for i in range(len(prompt_ids))]
+        return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], [True] * len(texts)
+
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
+    cfg = config_from_dict({
+        "run_dir": str(tmp_path), "model": {"name": str(tiny_llama)},
+        "eval": {"policy": str(tiny_llama), "reference": str(tiny_qwen3), "num_prompts": 4, "batch_size": 4,
+                 "judge": {"backend": "callable", "function": "tests.recipes.test_evaluate:judge_length"}},
+    })
+    summary = evaluate.run(cfg, label="toy")
+
+    assert (summary["wins"], summary["ties"], summary["losses"], summary["win_rate"]) == (3, 0, 1, 0.75)
+    assert (summary["guarded_wins"], summary["guarded_ties"], summary["guarded_losses"]) == (2, 0, 2)
+    assert summary["guarded_win_rate"] == 0.5 and summary["guarded_overruled"] == 1
+    assert (summary["guarded_ci_low"], summary["guarded_ci_high"]) == losses.accuracy_interval(2, 4)
+    assert (summary["degenerate_policy"], summary["degenerate_reference"]) == (2, 1)
+    assert json.loads((tmp_path / "eval" / "toy.json").read_text()) == summary
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "toy_samples.jsonl").read_text().splitlines()]
+    assert [(r["policy"], r["reference"]) for r in rows] == ANSWERS
+    assert [r["policy_degenerate"] for r in rows] == [True, False, False, True]
+    assert [r["reference_degenerate"] for r in rows] == [False, False, False, True]
+    assert rows[0]["policy_repetition"]["reasons"] == ["loop", "numbers"]
+    assert rows[0]["policy_repetition"]["repeated_4gram_share"] == 1 - 1 / 7  # 10 words "1": 7 four-grams, 1 distinct
+    assert rows[3]["reference_repetition"]["reasons"] == ["loop"]  # 8 words, 31 characters: too short for "run"
+    out = capsys.readouterr().out
+    assert "win rate vs reference   0.750" in out and "3 wins, 0 ties, 1 losses" in out
+    assert "guarded win rate        0.500" in out and "1 judge verdicts overruled" in out
+    assert "degenerate answers      policy 2 / reference 1" in out
+
+
+def test_format_summary_of_a_summary_written_before_the_degeneration_measures():
+    old = {"label": "rloo", "n": 4, "judge": "j", "reference": "r", "win_rate": 0.5, "ci_low": 0.15, "ci_high": 0.85, "wins": 2.0,
+           "ties": 0.0, "losses": 2.0, "reward_policy_mean": 0.1, "reward_reference_mean": 0.0,
+           "reward_improvement": 0.1, "length_ratio": 1.0, "policy_mean_length": 5.0, "reference_mean_length": 5.0,
+           "truncated_policy": 0.0, "truncated_reference": 0.0, "kl_mean": 0.2, "seconds": 3.0}
+    text = format_summary(old)
+    assert "2 wins, 0 ties, 2 losses" in text and "guarded" not in text and "degenerate" not in text

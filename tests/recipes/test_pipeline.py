@@ -69,6 +69,45 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     assert (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns != stamp
 
 
+def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_path, tiny_llama, capsys):
+    """data -> sft -> reward -> rloo -> eval with rloo.model and eval.reference unset: RLOO starts
+    from the SFT output (here an unmerged adapter: sft.lora.merge_on_save false) and the
+    evaluation's reference is that SFT model, not model.name."""
+    import torch
+
+    from tiller.models import load_policy
+
+    cfg_dict = pipeline_config(tmp_path, tiny_llama)
+    cfg_dict["tracking"] = {"tensorboard": False}
+    cfg_dict["sft"] = {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "merge_on_save": False},
+                       "optim": {"lr": 1e-2}, "train": cfg_dict["reward"]["train"]}
+    cfg_dict["rloo"]["optim"] = {"lr": 1e-6}  # RLOO barely moves: its output stays next to its start
+    cfg_dict["pipeline"]["stages"] = ["data", "sft", "reward", "rloo", "eval"]
+    pipeline.run(config_from_dict(cfg_dict))
+
+    sft_model = tmp_path / "sft" / "model"
+    assert (sft_model / "adapter_config.json").is_file()
+    started = json.loads((tmp_path / "rloo" / "started_from.json").read_text())
+    assert started["model"] == started["adapter"] == str(sft_model)
+    assert started["base_model"] == str(tiny_llama) and started["adapter_handling"] == "merged into the base"
+    assert started["chosen_by"] == "the sft stage's output: sft comes before rloo in pipeline.stages"
+    summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
+    assert summary["reference"] == str(sft_model) and summary["reference_source"].endswith("rloo/started_from.json")
+    out = capsys.readouterr().out
+    assert f"[rloo] policy starts from {sft_model} (the sft stage's output" in out
+    assert f"  reference               {sft_model} (what the policy started from" in out
+
+    # The weights: the RLOO output is next to the SFT model and far from the base.
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+
+    def logits(name: str) -> torch.Tensor:
+        with torch.no_grad():
+            return load_policy(name, config_from_dict(cfg_dict).model, None)[0].eval()(input_ids=ids).logits
+
+    trained, start, base = logits(str(tmp_path / "rloo" / "model")), logits(str(sft_model)), logits(str(tiny_llama))
+    assert (trained - start).abs().max() < 0.1 * (start - base).abs().max()
+
+
 def test_failed_stage_stops_with_clear_message_and_keeps_finished(tmp_path, tiny_llama):
     cfg_dict = pipeline_config(tmp_path, tiny_llama)
     cfg_dict["pipeline"]["stages"] = ["data", "rloo"]

@@ -85,7 +85,7 @@ def test_stage_error_comes_right_after_a_short_summary(tmp_path, capsys, monkeyp
     monkeypatch.delenv("TILLER_QUIET_CONFIG", raising=False)
     from tiller.recipes.data import load_prompts
 
-    def rloo_reading_its_prompts(cfg, resume):  # what rloo.run meets, without loading the embedded model first
+    def rloo_reading_its_prompts(cfg, resume, **kwargs):  # what rloo.run meets, without loading the embedded model first
         load_prompts(cfg.run_dir, "train")
 
     monkeypatch.setattr("tiller.recipes.rloo.run", rloo_reading_its_prompts)
@@ -103,7 +103,7 @@ def test_stage_error_comes_right_after_a_short_summary(tmp_path, capsys, monkeyp
 
 def test_quiet_config_silences_the_summary(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TILLER_QUIET_CONFIG", "1")
-    monkeypatch.setattr("tiller.recipes.rloo.run", lambda cfg, resume: None)
+    monkeypatch.setattr("tiller.recipes.rloo.run", lambda cfg, resume, **kwargs: None)
     rc, out, err = run_main(["rloo", "--config", DEMO], capsys)
     assert (rc, out, err) == (0, "", "")
 
@@ -149,7 +149,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """Only user errors are shortened: anything else propagates (exit 1, with the traceback)."""
-    def bug(cfg, resume):
+    def bug(cfg, resume, **kwargs):
         raise KeyError("internal")
 
     monkeypatch.setattr("tiller.recipes.rloo.run", bug)

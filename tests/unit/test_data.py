@@ -474,3 +474,148 @@ def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenize
     assert json.loads((out / "stats.json").read_text())["splits"]["train"]["pairs_kept"] == len(pairs)
     with pytest.raises(FileNotFoundError, match="add 'test' to data.splits"):
         data_stage.load_pairs(cfg.run_dir, "test")
+
+
+# ----------------------------------------------------------------------------- hub subfolder, held-out validation
+
+
+def hh_row(question: str, chosen: str = "I can't help with that.", rejected: str = "Sure, here is how.") -> dict:
+    prefix = f"\n\nHuman: {question}"
+    return {"chosen": f"{prefix}\n\nAssistant: {chosen}", "rejected": f"{prefix}\n\nAssistant: {rejected}"}
+
+
+def test_hub_source_reads_a_data_dir(tmp_path, tokenizer, monkeypatch):
+    """`data.hub_data_dir` is `load_dataset(..., data_dir=...)`, as Anthropic/hh-rlhf needs
+    (data_dir="harmless-base"); offline through a local folder laid out the same way."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    repo = tmp_path / "hh-rlhf"
+    for sub, n in (("harmless-base", 3), ("helpful-base", 5)):
+        (repo / sub).mkdir(parents=True)
+        write_jsonl(repo / sub / "train.jsonl", [hh_row(f"{sub} question {i}") for i in range(n)])
+    cfg = DataConfig(source="hub", hub_id=str(repo), hub_data_dir="harmless-base", format="hh_rlhf", languages=[], splits=["train"])
+    out = data_stage.prepare_split(cfg, "train", tokenizer)
+    assert out.stats.source == f"{repo}[data_dir=harmless-base]:train"
+    assert out.stats.pairs_kept == 3 and all(p.prompt[0]["content"].startswith("harmless-base") for p in out.pairs)
+
+
+def test_held_out_score_is_stable_salted_and_monotone():
+    from tiller.data.splits import held_out_score, is_held_out, prompt_half
+
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(4000)]
+    scores = [held_out_score(p) for p in prompts]
+    assert all(0 <= s < 1 for s in scores) and scores == [held_out_score(p, 0) for p in prompts]
+    assert [held_out_score(p, 1) for p in prompts[:50]] != scores[:50]  # the seed picks another part
+    # the same key as the reward halves: the messages' canonical JSON, whatever the dict order
+    assert held_out_score([{"content": "question 0", "role": "user"}]) == scores[0]
+    # raising the fraction only adds prompts to the held-out side
+    small = {i for i, p in enumerate(prompts) if is_held_out(p, 0.05)}
+    large = {i for i, p in enumerate(prompts) if is_held_out(p, 0.2)}
+    assert small < large
+    assert abs(len(small) / 4000 - 0.05) < 0.015 and abs(len(large) / 4000 - 0.2) < 0.03  # binomial sd: 0.0034, 0.0063
+    # independent of the reward / judge halves: what stays in train still splits about evenly
+    kept = [p for p in prompts if not is_held_out(p, 0.2)]
+    first = sum(prompt_half(p) == "first_half" for p in kept)
+    assert abs(first / len(kept) - 0.5) < 0.04, first
+    held = [p for p in prompts if is_held_out(p, 0.2)]
+    assert abs(sum(prompt_half(p) == "first_half" for p in held) / len(held) - 0.5) < 0.08
+
+
+def held_out_rows() -> list:
+    """40 questions, 3 answer pairs each spread over the file, plus two malformed rows."""
+    rows = [hh_row(f"question {q}", chosen=f"No, sorry ({r}).") for r in range(3) for q in range(40)]
+    rows.insert(7, {"chosen": "\n\nHuman: hi\n\nAssistant: ", "rejected": "\n\nHuman: hi\n\nAssistant: Hello."})
+    rows.insert(50, "{not json")
+    return rows
+
+
+def held_out_cfg(path: Path, **kw) -> DataConfig:
+    """HH rows from one local file as train, validation held out of it (set validation_fraction)."""
+    return DataConfig(source="local", files={"train": str(path)}, splits=["train", "validation"], format="hh_rlhf",
+                      languages=[], max_prompt_tokens=100_000, **kw)
+
+
+def test_held_out_validation_is_split_by_prompt_and_every_row_counted(tmp_path, tokenizer):
+    from tiller.data.splits import prompt_key, subset
+
+    path = write_jsonl(tmp_path / "one.jsonl", held_out_rows())
+    cfg = held_out_cfg(path, on_bad_row="skip", validation_fraction=0.25, validation_seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = data_stage.prepare_held_out(cfg, tokenizer)
+    train, val = out["train"], out["validation"]
+    keys = {name: {prompt_key(p.prompt) for p in side.pairs} for name, side in out.items()}
+    assert keys["train"].isdisjoint(keys["validation"]) and len(keys["train"] | keys["validation"]) == 40
+    # all three rows of a prompt on one side; every row read counted once, the bad ones under train
+    assert len(train.pairs) == 3 * len(keys["train"]) and len(val.pairs) == 3 * len(keys["validation"])
+    assert train.stats.rows_read + val.stats.rows_read == 122
+    assert dict(train.stats.dropped) == {"bad_row:chosen": 1, "bad_row:json": 1} and not val.stats.dropped
+    assert train.stats.rows_read == train.stats.pairs_kept + 2 and val.stats.rows_read == val.stats.pairs_kept
+    assert 4 <= len(keys["validation"]) <= 18  # 25% of 40 prompts: 10 on average
+    assert val.stats.source == f"{path}, held out of train by prompt"
+    # deterministic, and the reward / judge halves come from what stays in train
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = data_stage.prepare_held_out(cfg, tokenizer)
+    assert [p.to_dict() for p in again["validation"].pairs] == [p.to_dict() for p in val.pairs]
+    for half in ("first_half", "second_half"):
+        assert {prompt_key(p.prompt) for p in subset(train.pairs, half)}.isdisjoint(keys["validation"])
+    # another seed holds out other prompts
+    cfg.validation_seed = 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = data_stage.prepare_held_out(cfg, tokenizer)
+    assert {prompt_key(p.prompt) for p in other["validation"].pairs} != keys["validation"]
+
+
+def test_held_out_through_the_stage_prints_counts_and_writes_both_splits(tmp_path, tiny_dir, capsys):
+    path = write_jsonl(tmp_path / "one.jsonl", held_out_rows())
+    overrides = ["data.source=local", f"data.files.train={path}", "data.format=hh_rlhf", "data.languages=[]",
+                 "data.on_bad_row=skip", "data.validation_fraction=0.25", f"model.name={tiny_dir}", f"run_dir={tmp_path / 'run'}"]
+    from tiller.config import config_from_dict
+
+    cfg = config_from_dict({}, overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = data_stage.run(cfg)
+    out = capsys.readouterr().out
+    table = parse_table(out)
+    s = summary["splits"]
+    assert table["rows read"] == [s["train"]["rows_read"], s["validation"]["rows_read"]]
+    assert sum(table["rows read"]) == 122 and table["rows dropped/bad_row:json"] == [1, 0]
+    held = summary["held_out"]
+    assert held["rows_read"] == {"train": s["train"]["rows_read"], "validation": s["validation"]["rows_read"]}
+    assert f"rows read from train's source 122: train {s['train']['rows_read']} (with the 2 bad rows: no prompt to place them by)" in out
+    assert f"pairs kept 120: train {s['train']['pairs_kept']}, validation {s['validation']['pairs_kept']}" in out
+    assert "bad rows skipped in train (data.on_bad_row=skip): 2; each with its reason:" in out
+    assert f"{path} line 8: field 'chosen': empty response" in out and f"{path} line 51: field 'json'" in out
+    assert len(data_stage.load_pairs(cfg.run_dir, "validation")) == s["validation"]["pairs_kept"] > 0
+    assert json.loads((tmp_path / "run" / "data" / "stats.json").read_text())["held_out"]["prompts"] == held["prompts"]
+
+
+def test_held_out_config_errors(tmp_path):
+    from tiller.config import ConfigError, config_from_dict
+
+    base = ["data.source=local", "data.files.train=t.jsonl", "data.validation_fraction=0.1"]
+    assert config_from_dict({}, base).data.validation_fraction == 0.1  # no validation file needed
+    with pytest.raises(ConfigError, match="data.files.*no file is given for split.*validation"):
+        config_from_dict({}, base[:2])
+    with pytest.raises(ConfigError, match="data.files.validation.*keep one"):
+        config_from_dict({}, base + ["data.files.validation=v.jsonl"])
+    with pytest.raises(ConfigError, match="data.splits.*both train and validation"):
+        config_from_dict({}, base + ["data.splits=[train]"])
+    with pytest.raises(ConfigError, match="data.validation_fraction.*< 1"):
+        config_from_dict({}, base[:2] + ["data.validation_fraction=1.0"])
+    with pytest.raises(ConfigError, match="data.validation_fraction"):
+        config_from_dict({}, base[:2] + ["data.validation_fraction=-0.1"])
+
+
+def test_held_out_part_that_gets_no_prompt_is_an_error(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "one.jsonl", [hh_row("only question")])
+    cfg = held_out_cfg(path, validation_fraction=1e-9)
+    with pytest.raises(DataError, match="held out of 'train'.*no prompt fell in the held-out part.*raise data.validation_fraction"):
+        data_stage.prepare_held_out(cfg, tokenizer)
+    cfg.validation_fraction = 0.999999
+    with pytest.raises(DataError, match="every prompt was held out for 'validation'.*lower it"):
+        data_stage.prepare_held_out(cfg, tokenizer)

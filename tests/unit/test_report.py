@@ -116,7 +116,12 @@ def write_sft_dpo(run: Path, rng: random.Random) -> None:
              "rewards/margins": s * 0.02} for s in range(1, 31)])
 
 
-def write_eval(run: Path, label: str, rng: random.Random, n: int = 24) -> None:
+DEGENERATE_ANSWER = "1. 1. 1. 1. 1. 1. 1. 1. 1. 1."
+
+
+def write_eval(run: Path, label: str, rng: random.Random, n: int = 24, degenerate: tuple[int, ...] | None = None) -> None:
+    """degenerate: the prompts whose policy answer is a degenerate run; None writes the files as
+    they were before the degeneration measures existed."""
     folder = run / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -131,6 +136,13 @@ def write_eval(run: Path, label: str, rng: random.Random, n: int = 24) -> None:
             "policy_tokens": pol_tokens, "reference_tokens": ref_tokens,
             "policy_has_eos": pol_tokens < 128, "reference_has_eos": ref_tokens < 128, "kl": rng.uniform(0, 5),
         })
+        if degenerate is not None:
+            bad = i in degenerate
+            if bad:
+                rows[-1]["policy"] = DEGENERATE_ANSWER
+            rows[-1].update({"policy_degenerate": bad, "reference_degenerate": False,
+                             "policy_repetition": {"reasons": ["loop", "numbers"] if bad else []},
+                             "reference_repetition": {"reasons": []}})
     _jsonl(folder / f"{label}_samples.jsonl", rows)
     summary = {"label": label, "policy": str(run / label / "model"), "reference": "HuggingFaceTB/SmolLM2-135M-Instruct",
                "judge": str(run / "judge" / "model"), "n": n, "win_rate": 0.71, "ci_low": 0.51, "ci_high": 0.85,
@@ -139,6 +151,10 @@ def write_eval(run: Path, label: str, rng: random.Random, n: int = 24) -> None:
                "length_ratio": 1.31, "policy_mean_length": 84.0, "reference_mean_length": 64.1,
                "truncated_policy": 0.125, "truncated_reference": 0.04, "kl_mean": 2.4, "seconds": 95.0,
                "optimized_rm_policy_mean": 1.8, "optimized_rm_reference_mean": 0.1, "optimized_rm_win_rate": 0.9}
+    if degenerate is not None:
+        summary.update({"guarded_win_rate": 0.62, "guarded_ci_low": 0.42, "guarded_ci_high": 0.79, "guarded_wins": 15.0,
+                        "guarded_ties": 0.0, "guarded_losses": 9.0, "guarded_overruled": 2.0,
+                        "degenerate_policy": len(degenerate), "degenerate_reference": 0})
     (folder / f"{label}.json").write_text(json.dumps(summary))
 
 
@@ -151,8 +167,8 @@ def make_full_run(run: Path) -> Path:
     write_reward(run, "judge", rng)
     write_rloo(run, rng)
     write_sft_dpo(run, rng)
-    write_eval(run, "rloo", rng)
-    write_eval(run, "dpo", rng)
+    write_eval(run, "rloo", rng, degenerate=(10, 13))
+    write_eval(run, "dpo", rng)  # as written before the degeneration measures
     (run / "eval" / "reward_model.json").write_text(json.dumps(reward_eval(0.64, "")))
     return run
 
@@ -185,6 +201,30 @@ def test_full_report(tmp_path):
     assert "0.660 <span class=ci>[0.560, 0.750]</span>" in text  # reward accuracy with CI
     assert "tiller eval reward" in text
     assert text.count("Question 7:") == 2 and "Question 8:" not in text  # 8 side-by-side prompts per label
+
+
+def test_evaluation_shows_the_guarded_win_rate_and_lists_the_degenerate_answers(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    write_eval(run, "sft", random.Random(2), n=3, degenerate=())
+    text = write_report(run).read_text()
+    evaluation = text[text.index("<h2>Evaluation</h2>"):text.index("<h2>Completion lengths</h2>")]
+    assert "guarded win rate [95% CI]" in evaluation and "degenerate answers policy / reference" in evaluation
+    assert "0.620 <span class=ci>[0.420, 0.790]</span>" in evaluation and "<td>2 / 0</td>" in evaluation
+    assert evaluation.count("<td>&ndash; / &ndash;</td>") == 1  # dpo: a summary from before the measures
+    # rloo: the two flagged answers, each with its prompt, beside the reference's answer
+    assert "<h4>Degenerate policy answers: rloo</h4>" in evaluation
+    assert "2 of 24 policy answers are degenerate" in evaluation
+    assert evaluation.count(DEGENERATE_ANSWER) == 2
+    assert "#11</span> loop, numbers" in evaluation and "#14</span> loop, numbers" in evaluation
+    assert "Question 10:" in evaluation and "Question 13:" in evaluation and "Question 11:" not in evaluation
+    assert "<h4>Degenerate policy answers: dpo</h4>" in evaluation and "written before they existed" in evaluation
+    assert "none of the 3 policy answers is degenerate" in evaluation
+
+
+def test_counts_written_as_floats_show_as_integers():
+    from tiller.report import _count
+
+    assert (_count(17.0), _count(3), _count(None), _count(0.5)) == ("17", "3", "&ndash;", "0.500")
 
 
 def test_only_data(tmp_path):

@@ -35,6 +35,7 @@ class Source:
     gzipped: bool = False
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    hub_data_dir: Optional[str] = None
     split: Optional[str] = None
 
     @property
@@ -63,7 +64,7 @@ class Source:
         elif self.kind == "hub":
             import datasets
 
-            ds = datasets.load_dataset(self.hub_id, self.hub_config, split=self.split)
+            ds = datasets.load_dataset(self.hub_id, self.hub_config, data_dir=self.hub_data_dir, split=self.split)
             for index, row in enumerate(ds):
                 yield index, row
         else:  # pragma: no cover - constructed only by open_split
@@ -154,7 +155,9 @@ def open_split(data: DataConfig, split: str) -> Source:
         if not data.hub_id:
             raise DataError("data.hub_id", "required when data.source is 'hub'")
         cfg = f"[{data.hub_config}]" if data.hub_config else ""
-        return Source(label=f"{data.hub_id}{cfg}:{split}", kind="hub", hub_id=data.hub_id, hub_config=data.hub_config, split=split)
+        sub = f"[data_dir={data.hub_data_dir}]" if data.hub_data_dir else ""
+        return Source(label=f"{data.hub_id}{cfg}{sub}:{split}", kind="hub", hub_id=data.hub_id, hub_config=data.hub_config,
+                      hub_data_dir=data.hub_data_dir, split=split)
     if data.source == "local":
         if split not in data.files:
             raise DataError(f"data.files.{split}", f"no file given for split {split!r} (data.files has: {sorted(data.files)})")

@@ -8,6 +8,7 @@ Reasons, in the order they are checked: `bad_row:<field>` (only with data.on_bad
 `ties` counts the ties among all rows read, before any filter.
 RL prompts are counted apart: the prompts of the rows that passed the filters (ties included),
 minus `duplicate_prompt`.
+`bad_rows` names the first skipped bad rows with the reason of each, printed under the table.
 `role_markers` counts the kept rows (a pair, a conversation or a tie's RL prompt) whose text holds
 a role marker such as "\n\nHuman:" (see `filters.role_marker`); they are kept, not dropped, and
 `role_marker_rows` names the first few so they can be looked at.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 NONE_KEY = "(none)"  # rows without a domain / language field
+BAD_ROWS_SHOWN = 10  # skipped bad rows named one by one (with data.on_bad_row: skip); the rest are counted
 
 
 @dataclass
@@ -33,6 +35,7 @@ class SplitStats:
     ties: int = 0
     role_markers: int = 0
     role_marker_rows: list = field(default_factory=list)  # "file line N: '\n\nHuman:'", the first few
+    bad_rows: list = field(default_factory=list)  # "file line N: field 'x': why", the first BAD_ROWS_SHOWN skipped
     dropped: Counter = field(default_factory=Counter)  # rows, by reason
     prompts_dropped: Counter = field(default_factory=Counter)  # RL prompts, by reason
     domains_read: Counter = field(default_factory=Counter)
@@ -62,6 +65,7 @@ class SplitStats:
             "ties": self.ties,
             "role_markers": self.role_markers,
             "role_marker_rows": list(self.role_marker_rows),
+            "bad_rows": list(self.bad_rows),
             "rows_dropped": sum(self.dropped.values()),
             "dropped": plain(self.dropped),
             "prompts_dropped": plain(self.prompts_dropped),
@@ -112,4 +116,17 @@ def render_table(stats: list[SplitStats], title: str = "", kept: str = "pairs") 
     lines += [header, "-" * len(header)]
     for label, vals in rows:
         lines.append((f"{label:<{label_w}}" + "".join(f"  {v:>{w}}" for v, w in zip(vals, col_w))).rstrip())
+    return "\n".join(lines)
+
+
+def render_bad_rows(stats: list[SplitStats]) -> str:
+    """The skipped bad rows of each split, one per line with its reason ("" when none)."""
+    lines = []
+    for s in stats:
+        n = sum(count for reason, count in s.dropped.items() if reason.startswith("bad_row:"))
+        if not n:
+            continue
+        shown = f"the first {len(s.bad_rows)}" if len(s.bad_rows) < n else "each"
+        lines.append(f"bad rows skipped in {s.split} (data.on_bad_row=skip): {n}; {shown} with its reason:")
+        lines += [f"  {row}" for row in s.bad_rows]
     return "\n".join(lines)

@@ -30,9 +30,10 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer
+from tiller.data.splits import subset
+from tiller.metrics import StepMetrics
+from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.recipes.data import load_pairs
-from tiller.recipes.reward import subset
 from tiller.recipes.sft import IGNORE, assistant_token_mask, shifted_labels
 from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
@@ -43,6 +44,7 @@ from tiller.training import (
     prepare_for_training,
     resume_latest,
     save_trained_model,
+    seed_per_rank,
     setup_runtime,
     show_progress,
     step_indices,
@@ -156,25 +158,17 @@ def _fingerprint(name: str, cfg: Config, *sets: list[EncodedPreference]) -> str:
 
 
 def _build_policy(cfg: Config, name: str, device: torch.device):
-    d = cfg.dpo
-    model = load_causal_lm(name, cfg.model, device=str(device))
-    if hasattr(model, "merge_and_unload"):  # a saved adapter (e.g. SFT with merge_on_save false): merge it
-        model = model.merge_and_unload()
-    if use_gradient_checkpointing(cfg.model, device):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if d.lora.enabled:
-        model = apply_lora(model, d.lora, "CAUSAL_LM")
-    return model
+    """(policy, origin). A saved adapter (e.g. SFT with merge_on_save false) is merged: the
+    reference is then the starting policy, not the base under it."""
+    return load_policy(name, cfg.model, cfg.dpo.lora, device, adapter="merge",
+                       gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
 
 
 def _load_frozen(cfg: Config, name: str, rt: Runtime):
-    model = load_causal_lm(name, cfg.model, device=str(rt.device))
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return model.eval().requires_grad_(False)
+    return load_policy(name, cfg.model, None, rt.device, adapter="merge")[0].eval().requires_grad_(False)
 
 
-def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
+def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
     """Train with DPO; `stop_after` ends the loop early without finishing (tests use it to
     simulate a killed run)."""
     d, t = cfg.dpo, cfg.dpo.train
@@ -182,7 +176,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         raise ConfigError("config key 'dpo.label_smoothing': applies to loss_type 'sigmoid' only, not 'ipo'")
     rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / "dpo"
-    name = d.model or cfg.model.name
+    name, chosen_by = policy_start(cfg, "dpo")
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
@@ -210,19 +204,25 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
     )
 
     # ---- policy and reference
-    policy = _build_policy(cfg, name, rt.device)
+    policy, origin = _build_policy(cfg, name, rt.device)
+    rt.print(f"[dpo] {describe_origin(origin, chosen_by)}")
+    if rt.is_main:
+        write_origin(out, origin, chosen_by)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[dpo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if d.lora.enabled else 'full'})")
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, policy, d.optim, total_steps, accum,
-                                                                          t.micro_batch_per_device)
+                                                                          t.micro_batch_per_device, "dpo")
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
 
+    seed_per_rank(rt, cfg.seed)  # every model is built: from here each process draws its own dropout stream
     start_step, state = 0, {"stage": "dpo"}
     ckpt_root = out / "checkpoints"
     if resume:
-        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "dpo")
+        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "dpo", cfg, "dpo",
+                              total_steps, accept_config_changes)
         start_step = saved["step"]
+        updates.start = start_step
         if start_step:
             state["accuracy_before"] = saved.get("accuracy_before")
 
@@ -268,7 +268,6 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                          "eval/loss": before["loss"]}, 0)
             rt.print(f"[dpo] validation implicit-reward accuracy before training {before['accuracy']:.3f} on {len(val)} pairs")
 
-    per_process = t.pairs_per_step // rt.world_size
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc="dpo", disable=not (rt.is_main and show_progress()))
@@ -279,7 +278,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             break
         t0 = time.perf_counter()
         mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
-        sums: dict[str, torch.Tensor] = {}
+        m = StepMetrics()
         for micro in range(accum):
             ids = mine[micro * mb:(micro + 1) * mb]
             batch = [train[i] for i in ids]
@@ -292,13 +291,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
                 loss, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing,
                                                 d.loss_type)
                 updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value.float() * len(batch) / per_process
+            for key, value in metrics.items():  # means over the micro-batch's pairs
+                m.mean(key, value, len(batch))
         grad_norm = updates.step()
-        if rt.world_size > 1:  # every process holds the same number of pairs: the mean of means is the mean
-            sums = {k: rt.accelerator.reduce(v, reduction="mean") for k, v in sums.items()}
         done = step + 1
-        step_metrics = {**sums, "train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
+        # means over every process's pairs of the step; the rest is equal on every process
+        step_metrics = {**m.reduce(rt), "train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
+                        "guard/skipped_updates": updates.skipped,
                         "train/epoch": done / steps_per_epoch, "time/step": time.perf_counter() - t0}
         logged = tracker.log(step_metrics, done) if done % t.log_every == 0 else {}
         if logged:
@@ -311,7 +310,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if rt.is_main:
                 bar.write(f"[dpo] step {done}: validation implicit-reward accuracy {report['accuracy']:.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt,
+                            config_yaml=to_yaml(cfg))
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()
@@ -332,7 +332,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         print(f"[dpo] trained in {train_seconds:.0f} s", flush=True)
         print(f"[dpo] {updates.describe()}", flush=True)
     save_trained_model(rt, model, unwrapped, tokenizer, out / "model", d.lora.merge_on_save,
-                       rebuild=lambda: _build_policy(cfg, name, torch.device("cpu")))
+                       rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0])
     if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")

@@ -2,6 +2,9 @@
 
     tiller eval policy --config FILE
 
+The reference is the model the policy actually started from, as its stage recorded it in
+`<stage>/started_from.json` (the SFT model when the pipeline ran sft first), loaded the same way;
+`eval.reference` names another, and without a record it is model.name (the table says which).
 Both models answer the same held-out prompts (greedy by default, batched); the judge scores
 both answers the same way. Reported: win rate of the policy (ties count half, Wilson 95%
 interval), mean judge reward of each and the improvement (paired 95% interval), length ratio
@@ -11,10 +14,17 @@ so never negative). By default the judge is the reward model trained on the half
 the RLOO reward model never saw, so the win rate is not measured by the model that was
 optimized against; when that reward model is present too, its scores are
 reported beside the judge's, and a gap between the two is over-optimization.
+
+Every answer of both models is also measured for degeneration (`tiller.degeneration`: repeated
+word 4-grams, distinct-1/2, zlib compression ratio, longest run of one repeated unit) and
+flagged by its rule; the counts for policy and reference, and a guarded win rate in which a
+degenerate policy answer against a non-degenerate reference answer is a loss whatever the judge
+scored, are reported beside the judge's win rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from tiller import losses
+from tiller import degeneration, losses
 from tiller.config import Config, RewardBackendConfig
-from tiller.models import load_causal_lm, load_tokenizer
+from tiller.models import STARTED_FROM, load_policy, load_tokenizer, read_origin
 from tiller.recipes.data import load_prompts
 from tiller.recipes.rloo import build_batch, completion_logits, encode_prompts
 from tiller.rewards import make_reward_backend
@@ -41,6 +51,19 @@ def default_judge_path(run_dir: Path) -> Path:
     return run_dir / "reward" / "model"
 
 
+def reference_for(cfg: Config, policy_path: str) -> tuple[str, str | None, str]:
+    """(reference model, its revision, where that choice comes from): eval.reference when set;
+    else what the evaluated policy started from, read from its stage folder's started_from.json
+    (the SFT model when the pipeline ran sft first); else model.name."""
+    if cfg.eval.reference:
+        return cfg.eval.reference, cfg.model.revision, "eval.reference"
+    stage_dir = Path(policy_path).parent
+    origin = read_origin(stage_dir)
+    if origin is not None:
+        return origin["model"], origin.get("revision"), f"what the policy started from, {stage_dir / STARTED_FROM}"
+    return cfg.model.name, cfg.model.revision, f"model.name: no {STARTED_FROM} in {stage_dir}"
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -48,13 +71,13 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sampling, batch_size: int, seed: int,
-                     engine_name: str = "transformers", rollout_cfg=None):
+                     engine_name: str = "transformers", rollout_cfg=None, model_cfg=None):
     """One answer per prompt with `engine_name` (eval.engine), in the prompts' order. Prompt i is
     sampled with seed + i whatever the batching; batches hold prompts of similar length (left
     padding is prefilled like real tokens: 12,480 prompt tokens in prompt order against 8,400
     sorted on the demo's 96 prompts). vLLM schedules its own batches, so it gets every prompt at
     once, and its engine is closed afterwards so the next model's engine has the memory."""
-    engine = make_engine(engine_name, model, tokenizer, rollout_cfg)
+    engine = make_engine(engine_name, model, tokenizer, rollout_cfg, model_cfg)
     engine.sync_weights(model)
     step = len(prompt_ids) if engine_name == "vllm" else batch_size
 
@@ -102,7 +125,8 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         label = parent.name if parent.parent.resolve() == run_dir.resolve() else "policy"
     if not Path(policy_path).exists():
         raise FileNotFoundError(f"no policy at {policy_path}: train one first (tiller rloo / tiller dpo) or set eval.policy")
-    reference_path = e.reference or cfg.model.name
+    reference_path, reference_revision, reference_source = reference_for(cfg, policy_path)
+    reference_model_cfg = dataclasses.replace(cfg.model, revision=reference_revision)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.time()
 
@@ -111,17 +135,18 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     encoded, dropped = encode_prompts(prompts, tokenizer, cfg.rloo.max_prompt_tokens, cfg.model.enable_thinking)
     messages = [m for m, _ in encoded]
     prompt_ids = [ids for _, ids in encoded]
-    print(f"[eval] {label}: policy {policy_path} vs reference {reference_path} on {len(encoded)} {e.split} prompts "
+    print(f"[eval] {label}: policy {policy_path} vs reference {reference_path} ({reference_source})\n"
+          f"[eval] {len(encoded)} {e.split} prompts "
           f"({dropped} dropped as too long); {'greedy' if e.greedy else f'temperature {e.temperature}'}, "
           f"up to {e.max_new_tokens} new tokens", flush=True)
     sampling = Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
 
-    policy = load_causal_lm(policy_path, cfg.model, device=device).eval()
-    reference = load_causal_lm(reference_path, cfg.model, device=device).eval()
+    policy = load_policy(policy_path, cfg.model, None, device)[0].eval()
+    reference = load_policy(reference_path, reference_model_cfg, None, device)[0].eval()
     policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
-                                                  e.engine, cfg.rloo.rollout)
+                                                  e.engine, cfg.rloo.rollout, cfg.model)
     reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
-                                                        e.engine, cfg.rloo.rollout)
+                                                        e.engine, cfg.rloo.rollout, reference_model_cfg)
     kl = policy_kl(policy, reference, prompt_ids, policy_answers, tokenizer.pad_token_id, e.batch_size, device)
     del policy, reference
 
@@ -146,15 +171,25 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         }
 
     wr = losses.win_rate(policy_scores, reference_scores)
+    policy_rep = [degeneration.measure(t) for t in policy_texts]
+    reference_rep = [degeneration.measure(t) for t in reference_texts]
+    policy_bad = [m["degenerate"] for m in policy_rep]
+    reference_bad = [m["degenerate"] for m in reference_rep]
+    guarded = degeneration.guarded_win_rate(policy_scores, reference_scores, policy_bad, reference_bad)
     improvement, improvement_low, improvement_high = losses.paired_mean_interval(policy_scores, reference_scores)
     n = len(policy_texts)
     policy_len = sum(len(c) for c in policy_answers) / n
     reference_len = sum(len(c) for c in reference_answers) / n
     summary = {
-        "label": label, "policy": str(policy_path), "reference": str(reference_path),
+        "label": label, "policy": str(policy_path), "reference": str(reference_path), "reference_source": reference_source,
         "judge": str(judge_path or judge_cfg.url or judge_cfg.function), "n": n,
         "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
         "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
+        "guarded_win_rate": guarded["win_rate"], "guarded_ci_low": guarded["ci_low"],
+        "guarded_ci_high": guarded["ci_high"], "guarded_wins": guarded["wins"], "guarded_ties": guarded["ties"],
+        "guarded_losses": guarded["losses"], "guarded_overruled": guarded["overruled"],
+        "degenerate_policy": sum(policy_bad), "degenerate_reference": sum(reference_bad),
+        "degenerate_rule": degeneration.DEGENERATE_RULE,
         "reward_policy_mean": sum(policy_scores) / n, "reward_reference_mean": sum(reference_scores) / n,
         "reward_improvement": improvement,
         "reward_improvement_ci_low": improvement_low, "reward_improvement_ci_high": improvement_high,
@@ -170,9 +205,11 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     rows = [json.dumps({
         "prompt": m, "policy": pt, "reference": rt_, "policy_score": ps, "reference_score": rs,
         "policy_tokens": len(pa), "reference_tokens": len(ra), "policy_has_eos": pe, "reference_has_eos": re_, "kl": k_,
-    }) for m, pt, rt_, ps, rs, pa, ra, pe, re_, k_ in zip(messages, policy_texts, reference_texts, policy_scores,
-                                                          reference_scores, policy_answers, reference_answers,
-                                                          policy_eos, reference_eos, kl)]
+        "policy_degenerate": pm["degenerate"], "reference_degenerate": rm_["degenerate"],
+        "policy_repetition": pm, "reference_repetition": rm_,
+    }) for m, pt, rt_, ps, rs, pa, ra, pe, re_, k_, pm, rm_ in zip(messages, policy_texts, reference_texts, policy_scores,
+                                                                   reference_scores, policy_answers, reference_answers,
+                                                                   policy_eos, reference_eos, kl, policy_rep, reference_rep)]
     _atomic_write(out / f"{label}_samples.jsonl", "\n".join(rows) + "\n")
     _atomic_write(out / f"{label}.json", json.dumps(summary, indent=1))
     print(format_summary(summary), flush=True)
@@ -203,8 +240,20 @@ def _interval(s: dict) -> str:
 def format_summary(s: dict) -> str:
     lines = [
         f"evaluation of '{s['label']}' on {s['n']} held-out prompts (judge: {s['judge']})",
+        f"  reference               {s['reference']}" + (f" ({s['reference_source']})" if "reference_source" in s else ""),
         f"  win rate vs reference   {s['win_rate']:.3f}  (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}; "
-        f"{s['wins']} wins, {s['ties']} ties, {s['losses']} losses)",
+        f"{s['wins']:g} wins, {s['ties']:g} ties, {s['losses']:g} losses)",
+    ]
+    if "guarded_win_rate" in s:  # summaries written before the degeneration measures have none
+        lines += [
+            f"  guarded win rate        {s['guarded_win_rate']:.3f}  (95% CI {s['guarded_ci_low']:.3f}-"
+            f"{s['guarded_ci_high']:.3f}; {s['guarded_wins']:g} wins, {s['guarded_ties']:g} ties, "
+            f"{s['guarded_losses']:g} losses; degenerate policy vs non-degenerate reference = loss, "
+            f"{s['guarded_overruled']:g} judge verdicts overruled)",
+            f"  degenerate answers      policy {s['degenerate_policy']} / reference {s['degenerate_reference']}  "
+            f"(rule: tiller.degeneration)",
+        ]
+    lines += [
         f"  judge reward            policy {s['reward_policy_mean']:+.3f} | reference {s['reward_reference_mean']:+.3f} "
         f"| improvement {s['reward_improvement']:+.3f}" + _interval(s),
         f"  length ratio            {s['length_ratio']:.2f}  (policy {s['policy_mean_length']:.1f} / reference "

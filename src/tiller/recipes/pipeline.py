@@ -23,7 +23,7 @@ def is_complete(run_dir: Path, stage: str) -> bool:
     return (run_dir / stage / "DONE").is_file()
 
 
-def run_stage(cfg: Config, stage: str, resume: bool) -> None:
+def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool = False) -> None:
     if stage == "data":
         from tiller.recipes import data
 
@@ -31,19 +31,19 @@ def run_stage(cfg: Config, stage: str, resume: bool) -> None:
     elif stage in ("reward", "judge"):
         from tiller.recipes import reward
 
-        reward.run(cfg, stage=stage, resume=resume)
+        reward.run(cfg, stage=stage, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "sft":
         from tiller.recipes import sft
 
-        sft.run(cfg, resume=resume)
+        sft.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "rloo":
         from tiller.recipes import rloo
 
-        rloo.run(cfg, resume=resume)
+        rloo.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "dpo":
         from tiller.recipes import dpo
 
-        dpo.run(cfg, resume=resume)
+        dpo.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "eval":
         run_evaluation(cfg)
     elif stage == "report":
@@ -94,7 +94,8 @@ def select_stages(stages: list[str], only: str | None, from_stage: str | None) -
     return list(stages), set()
 
 
-def run(cfg: Config, only: str | None = None, from_stage: str | None = None, resume: bool = False) -> int:
+def run(cfg: Config, only: str | None = None, from_stage: str | None = None, resume: bool = False,
+        accept_config_changes: bool = False) -> int:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stages, forced = select_stages(cfg.pipeline.stages, only, from_stage)
@@ -110,7 +111,7 @@ def run(cfg: Config, only: str | None = None, from_stage: str | None = None, res
         print(f"[pipeline] {stage}: starting", flush=True)
         t0 = time.time()
         try:
-            run_stage(cfg, stage, resume)
+            run_stage(cfg, stage, resume, accept_config_changes)
         except Exception as e:  # a stage failure ends the pipeline with a clear message
             traceback.print_exc()
             raise PipelineError(

@@ -23,6 +23,8 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.splits import subset
+from tiller.metrics import StepMetrics
 from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation
 from tiller.recipes.data import load_pairs
 from tiller.scoring import ScoreHead, packing_is_exact, score_sequences
@@ -34,6 +36,7 @@ from tiller.training import (
     prepare_for_training,
     resume_latest,
     save_trained_model,
+    seed_per_rank,
     setup_runtime,
     show_progress,
     step_indices,
@@ -51,14 +54,6 @@ class EncodedPair:
     prompt: list[dict]
     chosen_text: str
     rejected_text: str
-
-
-def subset(items: list, which: str) -> list:
-    """`first_half` / `second_half` give two disjoint halves (for an independent judge)."""
-    if which == "all":
-        return items
-    half = len(items) // 2
-    return items[:half] if which == "first_half" else items[half:]
 
 
 def judge_subset(reward_subset: str) -> str:
@@ -160,7 +155,8 @@ def _build_model(cfg: Config, name: str, tokenizer, device: torch.device):
     return model
 
 
-def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: int | None = None) -> Path:
+def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: int | None = None,
+        accept_config_changes: bool = False) -> Path:
     """Train a reward model; `stage` is "reward" or "judge" (the held-out judge for evaluation).
 
     `stop_after` ends the loop after that many steps without finishing (tests use it to
@@ -197,12 +193,15 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[{stage}] trainable parameters {trainable:,} of {total:,} ({'LoRA' if rcfg.lora.enabled else 'full'})")
     scorer, unwrapped, optimizer, scheduler, updates = prepare_for_training(
-        rt, ScoreHead(model), rcfg.optim, total_steps, accum, t.micro_batch_per_device)
+        rt, ScoreHead(model), rcfg.optim, total_steps, accum, t.micro_batch_per_device, stage)
 
+    seed_per_rank(rt, cfg.seed)  # every model is built: from here each process draws its own dropout stream
     start_step = 0
     ckpt_root = out / "checkpoints"
     if resume:
-        start_step = resume_latest(rt, ckpt_root, scorer, optimizer, scheduler, stage)["step"]
+        start_step = resume_latest(rt, ckpt_root, scorer, optimizer, scheduler, stage, cfg, "reward",
+                                   total_steps, accept_config_changes)["step"]
+        updates.start = start_step
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
     pad_id = tokenizer.pad_token_id
@@ -218,7 +217,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         if stop_after is not None and step >= stop_after:
             break
         mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
-        step_metrics: dict[str, float] = {}
+        m = StepMetrics()
         for micro in range(accum):
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
             with updates.micro_batch(micro):
@@ -226,14 +225,13 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
                 margins = torch.tensor([p.margin for p in batch], device=rt.device)
                 loss, metrics = losses.bradley_terry_loss(chosen, rejected, margins, rcfg.margin_scale, rcfg.center_coef)
                 updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
-            for k, v in metrics.items():
-                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / accum
+            for k, v in metrics.items():  # means over the micro-batch's pairs
+                m.mean(k, v, len(batch))
         grad_norm = updates.step()
         done = step + 1
-        if rt.world_size > 1:  # every process saw different pairs: log the global mean
-            step_metrics = {k: float(rt.accelerator.reduce(torch.tensor(v, device=rt.device), reduction="mean"))
-                            for k, v in step_metrics.items()}
-        step_metrics.update({"train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
+        step_metrics = m.reduce(rt)  # means over every process's pairs of the step
+        step_metrics.update({"train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],  # equal everywhere
+                             "guard/skipped_updates": updates.skipped,
                              "train/epoch": done / steps_per_epoch})
         if done % t.log_every == 0:
             tracker.log(step_metrics, done)
@@ -246,7 +244,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
             if rt.is_main:
                 bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, scorer, optimizer, scheduler, {"stage": stage}, t.keep_checkpoints, rt)
+            save_checkpoint(ckpt_root, done, scorer, optimizer, scheduler, {"stage": stage}, t.keep_checkpoints, rt,
+                            config_yaml=to_yaml(cfg))
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()

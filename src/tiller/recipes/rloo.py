@@ -9,6 +9,8 @@ One step, top to bottom:
   4. reference log-probs: the base with the LoRA adapter disabled (or a frozen copy);
   5. per sequence R = score - missing_eos_penalty*[no EOS] - beta*KL, leave-one-out
      advantages, and the REINFORCE (or clipped-ratio) loss, reduced over the global batch.
+     The estimator (rloo, grpo, dr_grpo, reinforce_pp), the KL's place (reward or loss), the
+     clip and the aggregation are options: docs/algorithms.md.
 With one update per batch (num_ppo_epochs=1) the policy forward that carries the gradient also
 gives the log-probs for the KL: micro-batches hold whole prompt groups, so the advantages of a
 group are known inside its micro-batch and no separate no-grad policy pass is needed.
@@ -26,10 +28,11 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.splits import subset
 from tiller.frozen_prefix import FrozenPrefix
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt
+from tiller.metrics import StepMetrics
+from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, render_prompt, write_origin
 from tiller.recipes.data import load_prompts
-from tiller.recipes.reward import subset
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
 from tiller.scoring import mask_positions, pad_batch
@@ -38,6 +41,7 @@ from tiller.training import (
     prepare_for_training,
     resume_latest,
     save_trained_model,
+    seed_per_rank,
     setup_runtime,
     show_progress,
     step_indices,
@@ -100,11 +104,11 @@ def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
     return ((seed * 1_000_003 + step) * 100_003 + prompt_index) % (2**62)
 
 
-def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
+def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
     r = cfg.rloo
     rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / "rloo"
-    name = r.model or cfg.model.name
+    name, chosen_by = policy_start(cfg, "rloo")
     k = r.completions_per_prompt
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -133,29 +137,46 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         total_steps = math.ceil(r.total_episodes / completions_per_step)
     else:
         total_steps = steps_per_epoch
-    fused = r.num_ppo_epochs == 1 and not r.whiten_advantages and r.micro_batch_per_device % k == 0
+    # The single pass needs each advantage from its micro-batch alone: whole prompt groups, no
+    # statistic over the whole step (whitening, REINFORCE++'s batch baseline).
+    fused = (r.num_ppo_epochs == 1 and not r.whiten_advantages and r.advantage != "reinforce_pp"
+             and r.micro_batch_per_device % k == 0)
+    clip_low, clip_high = (r.clip_eps if e is None else e for e in (r.clip_eps_low, r.clip_eps_high))
     rt.print(
         f"[rloo] policy {name} | {len(prompts)} prompts ({dropped} dropped > {r.max_prompt_tokens} tokens)\n"
         f"[rloo] {r.prompts_per_step} prompts x {k} completions = {completions_per_step} completions/step over "
         f"{rt.world_size} process(es); per process "
         f"{completions_per_process} = {r.micro_batch_per_device} per micro-batch x {accum} accumulation; "
         f"{total_steps} steps ({total_steps * completions_per_step} episodes)\n"
-        f"[rloo] update: {'single pass (log-probs for KL from the gradient forward)' if fused else 'no-grad old log-probs, then ' + str(r.num_ppo_epochs) + ' epoch(s)'}"
+        f"[rloo] update: {'single pass (log-probs for KL from the gradient forward)' if fused else 'no-grad old log-probs, then ' + str(r.num_ppo_epochs) + ' epoch(s)'}\n"
+        f"[rloo] advantage {r.advantage} | KL {r.kl_estimator} x beta {r.beta} in the {r.kl_in} | aggregation "
+        f"{r.aggregation} | ratio clip [1 - {clip_low:g}, 1 + {clip_high:g}]"
+        f"{' (never binds: one update per batch)' if r.num_ppo_epochs == 1 else ''}"
     )
 
     # ---- models: policy (LoRA or full), reference (adapter disabled or frozen copy), reward
-    policy = _build_policy(cfg, name, rt.device)
+    policy, origin = _build_policy(cfg, name, rt.device)
+    rt.print(f"[rloo] {describe_origin(origin, chosen_by)}")
+    if rt.is_main:
+        write_origin(out, origin, chosen_by)
+    # Every RL forward (rollout, old log-probs, reference, loss) runs without dropout (DESIGN.md):
+    # with it the ratio of an on-policy update is not 1 and the KL estimate is noisy.
+    turned_off = _without_dropout(policy)
+    if turned_off:
+        unused = f" (rloo.lora.dropout {r.lora.dropout} is not used)" if r.lora.enabled and r.lora.dropout > 0 else ""
+        rt.print(f"[rloo] every RL forward (rollout, old log-probs, reference, loss) runs without dropout: "
+                 f"{turned_off} set to 0{unused}")
     reference = None
     if not r.lora.enabled:
         with rt.unsharded_construction():  # frozen: each process keeps it whole
-            reference = load_causal_lm(name, cfg.model, device=str(rt.device)).eval().requires_grad_(False)
+            reference = _load_frozen(cfg, name, rt.device)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
     with rt.unsharded_construction():
         reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
-        rt, policy, r.optim, total_steps * r.num_ppo_epochs, accum, r.micro_batch_per_device)
-    engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout)
+        rt, policy, r.optim, total_steps * r.num_ppo_epochs, accum, r.micro_batch_per_device, "rloo")
+    engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout, cfg.model)
     if rt.sharded:
         # Every decoder forward is a collective: all processes decode until the last one is done.
         engine.lockstep = rt.any_rank
@@ -167,10 +188,14 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         prefix = FrozenPrefix.of(unwrapped)
     prefix_checked = prefix is None
 
+    seed_per_rank(rt, cfg.seed)  # models built: each process its own stream (sampling has per-prompt seeds)
     start_step = 0
     ckpt_root = out / "checkpoints"
     if resume:
-        start_step = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "rloo")["step"]
+        start_step = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "rloo", cfg, "rloo",
+                                   total_steps * r.num_ppo_epochs, accept_config_changes,
+                                   schedule_per_step=r.num_ppo_epochs)["step"]
+        updates.start = start_step * r.num_ppo_epochs
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "rloo"})
     from tqdm.auto import tqdm
@@ -201,6 +226,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         scores = torch.tensor(reward.score([m for m in messages for _ in range(k)], texts, group_size=k),
                               dtype=torch.float32, device=rt.device)
         timings["reward"] = time.perf_counter() - t0
+        if not updates.finite_everywhere(scores):  # the guard: no update from a NaN / inf reward
+            bad = int((~torch.isfinite(scores)).sum())
+            updates.skip(f"reward backend '{r.reward.backend}' gave {bad} non-finite score(s) of {len(texts)} on "
+                         f"rank {rt.rank} (or another rank did)", schedule_steps=r.num_ppo_epochs)
+            tracker.log({"guard/skipped_updates": updates.skipped}, step + 1)
+            bar.update(1)
+            continue
 
         # Each micro-batch is padded to its own longest prompt and completion, not the step's
         # (prompts of one group share their length: with whole groups per micro-batch, no prompt padding).
@@ -228,29 +260,37 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
 
         # ---- 5. loss and update; normalize by the global token (or sequence) count
         t0 = time.perf_counter()
-        local_norm = (sum(cmask.sum() for _, _, cmask, _ in micro) if r.aggregation == "token_mean"
-                      else torch.tensor(float(len(texts)), device=rt.device))
+        if r.aggregation == "token_mean":
+            local_norm = sum(cmask.sum() for _, _, cmask, _ in micro)
+        else:  # sequences, or sequences x the constant length (sequence_sum_norm, Dr.GRPO)
+            per_sequence = r.rollout.max_new_tokens if r.aggregation == "sequence_sum_norm" else 1
+            local_norm = torch.tensor(float(len(texts) * per_sequence), device=rt.device)
         global_norm = rt.accelerator.reduce(local_norm.clone(), reduction="sum") if rt.world_size > 1 else local_norm
-        sums: dict[str, torch.Tensor] = {}
+        m = StepMetrics()  # each metric combined over micro-batches and processes by what it is
+        reward_beta = r.beta if r.kl_in == "reward" else 0.0  # the KL is counted once: reward or loss
+        loss_options = dict(clip_eps_low=r.clip_eps_low, clip_eps_high=r.clip_eps_high,
+                            max_length=r.rollout.max_new_tokens)
 
-        def add(name: str, value: torch.Tensor, weight: float) -> None:
-            sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
+        def kl_in_loss(ref):  # kl_in: loss adds beta * KL_t (with gradient) to each token's loss
+            return dict(ref_logps=ref, kl_coef=r.beta, kl_estimator=r.kl_estimator) if r.kl_in == "loss" else {}
 
         if fused:
             for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                 with updates.micro_batch(i):
                     logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i])
                     kl = losses.sequence_kl(logps.detach(), ref_logps[i], cmask, r.kl_estimator)
-                    rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], r.beta, r.missing_eos_penalty)
-                    advantages = losses.rloo_advantages(rewards, k)
+                    rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], reward_beta, r.missing_eos_penalty)
+                    advantages = losses.advantages_for(r.advantage, rewards, k)
                     loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, cmask, r.clip_eps,
-                                                       r.aggregation, normalizer=global_norm)
+                                                       r.aggregation, normalizer=global_norm, **loss_options,
+                                                       **kl_in_loss(ref_logps[i]))
                     updates.backward(loss)  # normalized by the global token (sequence) count already
-                share = (s.stop - s.start) / len(texts)
-                _collect(add, logps.detach(), entropy, cmask, kl, rewards, advantages, scores[s], share)
-                add("loss/policy_avg", loss, 1.0)
+                _collect(m, logps.detach(), entropy, cmask, kl, rewards, advantages, scores[s])
+                m.sum("loss/policy_avg", loss)  # this micro-batch's share of the global loss
+                if "loss/kl_term" in metrics:
+                    m.sum("loss/kl_term", metrics["loss/kl_term"])
                 for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
-                    add(key, metrics[key], share)
+                    m.mean(key, metrics[key], cmask.sum())  # token means: weighted by tokens
             grad_norm = updates.step()
         else:
             with torch.no_grad():
@@ -265,47 +305,54 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             old_logps, entropy_all = step_wide([o[0] for o in old]), step_wide([o[1] for o in old])
             completion_mask = step_wide([cmask for _, _, cmask, _ in micro])
             kl = losses.sequence_kl(old_logps, step_wide(ref_logps), completion_mask, r.kl_estimator)
-            rewards = losses.rloo_rewards(scores, kl, has_eos, r.beta, r.missing_eos_penalty)
-            advantages = losses.rloo_advantages(rewards, k)
+            rewards = losses.rloo_rewards(scores, kl, has_eos, reward_beta, r.missing_eos_penalty)
+            if r.advantage == "reinforce_pp":  # the baseline is the whole step of every process
+                tokens = completion_mask.sum(-1)
+                if rt.world_size > 1:
+                    n = rewards.numel()  # equal on every process; gather concatenates in rank order
+                    advantages = losses.reinforce_pp_advantages(rt.accelerator.gather(rewards),
+                                                                rt.accelerator.gather(tokens))[rt.rank * n:(rt.rank + 1) * n]
+                else:
+                    advantages = losses.reinforce_pp_advantages(rewards, tokens)
+            else:
+                advantages = losses.advantages_for(r.advantage, rewards, k)
             if r.whiten_advantages:
                 gathered = rt.accelerator.gather(advantages) if rt.world_size > 1 else advantages
                 advantages = (advantages - gathered.mean()) / (gathered.std() + 1e-8)
-            _collect(add, old_logps, entropy_all, completion_mask, kl, rewards, advantages, scores, 1.0)
+            _collect(m, old_logps, entropy_all, completion_mask, kl, rewards, advantages, scores)
             for ppo_epoch in range(r.num_ppo_epochs):
                 for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                     with updates.micro_batch(i):
                         logps, _ = completion_logprobs(model, ids, mask, plen, temperature, False, prefix, hiddens[i])
                         loss, metrics = losses.policy_loss(logps, old_logps[s][:, :logps.shape[1]], advantages[s], cmask,
-                                                           r.clip_eps, r.aggregation, normalizer=global_norm)
+                                                           r.clip_eps, r.aggregation, normalizer=global_norm,
+                                                           **loss_options, **kl_in_loss(ref_logps[i]))
                         updates.backward(loss)
-                    share = (s.stop - s.start) / len(texts) / r.num_ppo_epochs
-                    add("loss/policy_avg", loss, 1.0 / r.num_ppo_epochs)
+                    m.sum("loss/policy_avg", loss / r.num_ppo_epochs)
+                    if "loss/kl_term" in metrics:
+                        m.sum("loss/kl_term", metrics["loss/kl_term"] / r.num_ppo_epochs)
                     for key in ("val/ratio", "policy/clipfrac_avg", "policy/approxkl_avg"):
-                        add(key, metrics[key], share)
+                        m.mean(key, metrics[key], cmask.sum())  # over the tokens of every epoch
                 grad_norm = updates.step()
         timings["train"] = time.perf_counter() - t0
         done = step + 1
 
-        # ---- metrics (averaged over processes), samples, checkpoints
+        # ---- metrics (over all processes: counts summed, min / max, means weighted), samples, checkpoints
         lengths = torch.tensor([len(c) for c in gen.completions], dtype=torch.float32, device=rt.device)
-        step_metrics = {name: value for name, value in sums.items()}
-        step_metrics.update({
-            "val/num_eos_tokens": has_eos.float().sum(),
-            "completions/mean_length": lengths.mean(),
-            "completions/min_length": lengths.min(),
-            "completions/max_length": lengths.max(),
+        m.sum("val/num_eos_tokens", has_eos.float().sum())
+        m.mean("completions/mean_length", lengths.mean(), lengths.numel())
+        m.min("completions/min_length", lengths.min())
+        m.max("completions/max_length", lengths.max())
+        if hasattr(reward, "metrics"):  # remote backends count retries, parse failures, fallbacks
+            for key, count in reward.metrics().items():
+                m.sum(key, count)
+        step_metrics = m.reduce(rt)
+        step_metrics.update({  # equal on every process
             "train/grad_norm": torch.as_tensor(float(grad_norm)),
             "train/lr": torch.tensor(scheduler.get_last_lr()[0]),
             "train/episode": torch.tensor(float(done * completions_per_step)),
+            "guard/skipped_updates": torch.tensor(float(updates.skipped)),
         })
-        if rt.world_size > 1:
-            # Each process's loss is already its share of the global loss: those add up; the
-            # other metrics are per-process averages over equal numbers of completions.
-            step_metrics = {key: rt.accelerator.reduce(torch.as_tensor(v, device=rt.device).float(),
-                                                       reduction="sum" if key == "loss/policy_avg" else "mean")
-                            for key, v in step_metrics.items()}
-        if hasattr(reward, "metrics"):  # remote backends count retries, parse failures, fallbacks
-            step_metrics.update(reward.metrics())
         step_total = sum(timings.values())
         step_metrics.update({f"time/{key}": v for key, v in timings.items()})
         step_metrics["time/step"] = step_total
@@ -323,14 +370,15 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if not show_progress():
                 print(f"[rloo] step {done}: {json.dumps({k: round(v, 4) for k, v in logged.items()})}", flush=True)
         if r.save_every and done % r.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints, rt)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints, rt,
+                            config_yaml=to_yaml(cfg))
     bar.close()
     reward.close()
     rt.print(f"[rloo] {updates.describe()}")
     finished = stop_after is None or stop_after >= total_steps
     if finished:
         save_trained_model(rt, model, unwrapped, tokenizer, out / "model", r.lora.merge_on_save,
-                           rebuild=lambda: _build_policy(cfg, name, torch.device("cpu")))
+                           rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0])
         if rt.is_main:
             (out / "DONE").write_text(f"{total_steps} steps\n")
             print(f"[rloo] saved {out / 'model'}", flush=True)
@@ -340,12 +388,33 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
 
 
 def _build_policy(cfg: Config, name: str, device: torch.device):
-    policy = load_causal_lm(name, cfg.model, device=str(device))
-    if use_gradient_checkpointing(cfg.model, device):
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.rloo.lora.enabled:
-        policy = apply_lora(policy, cfg.rloo.lora, "CAUSAL_LM")
-    return policy
+    """(policy, origin). A saved adapter is merged: the reference (the adapter-disabled policy,
+    or the frozen copy) is then the starting policy, not the base under it."""
+    return load_policy(name, cfg.model, cfg.rloo.lora, device, adapter="merge",
+                       gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
+
+
+def _load_frozen(cfg: Config, name: str, device: torch.device):
+    return load_policy(name, cfg.model, None, device, adapter="merge")[0].eval().requires_grad_(False)
+
+
+def _without_dropout(model: torch.nn.Module) -> str:
+    """Set every dropout in `model` to 0: LoRA's (`lora.dropout`) and the model's own (dropout
+    modules, the attention's `attention_dropout` rate). Returns what was turned off ("" if nothing).
+
+    p = 0 rather than `model.eval()` around the forwards: transformers runs gradient
+    checkpointing only in training mode (`self.gradient_checkpointing and self.training`), which
+    the gradient forward needs on a GPU; p = 0 holds in either mode, whoever calls train() or eval()."""
+    found: dict[float, int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            found[module.p] = found.get(module.p, 0) + 1
+            module.p = 0.0
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            found[rate] = found.get(rate, 0) + 1
+            module.attention_dropout = 0.0
+    return ", ".join(f"dropout {p:g} in {n} module(s)" for p, n in sorted(found.items()))
 
 
 def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):
@@ -381,12 +450,14 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
     return None
 
 
-def _collect(add, logps, entropy, mask, kl, rewards, advantages, scores, share: float) -> None:
-    """Per-step metrics named as RLOO users expect (TRL's names)."""
-    add("objective/scores", scores.mean(), share)
+def _collect(m: StepMetrics, logps, entropy, mask, kl, rewards, advantages, scores) -> None:
+    """Per-step metrics named as RLOO users expect (TRL's names): means over the sequences, or
+    over the tokens (policy/entropy_avg), of the whole step; the std of all its advantages."""
+    n = scores.numel()
+    m.mean("objective/scores", scores.mean(), n)
     seq_entropy = -(logps * mask).sum(-1)  # sampled-token entropy estimate per sequence
-    add("objective/entropy", seq_entropy.mean(), share)
-    add("policy/entropy_avg", losses.masked_mean(entropy, mask), share)
-    add("objective/kl", kl.mean(), share)
-    add("objective/rlhf_reward", rewards.mean(), share)
-    add("objective/advantage_std", advantages.std() if advantages.numel() > 1 else advantages.sum() * 0, share)
+    m.mean("objective/entropy", seq_entropy.mean(), n)
+    m.mean("policy/entropy_avg", losses.masked_mean(entropy, mask), mask.sum())
+    m.mean("objective/kl", kl.mean(), n)
+    m.mean("objective/rlhf_reward", rewards.mean(), n)
+    m.std("objective/advantage_std", advantages)

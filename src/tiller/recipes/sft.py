@@ -33,7 +33,7 @@ import torch
 from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer
+from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.recipes.data import load_conversations, load_pairs
 from tiller.tracking import Tracker
 from tiller.training import (
@@ -43,6 +43,7 @@ from tiller.training import (
     rank_batches,
     resume_latest,
     save_trained_model,
+    seed_per_rank,
     setup_runtime,
     show_progress,
     step_indices,
@@ -260,24 +261,18 @@ def evaluate_loss(model, examples: list[Example], rt: Runtime, pad_id: int, batc
 
 
 def _build_model(cfg: Config, name: str, device: torch.device):
-    s = cfg.sft
-    model = load_causal_lm(name, cfg.model, device=str(device))
-    if hasattr(model, "merge_and_unload"):  # a saved adapter folder: continue from the merged model
-        model = model.merge_and_unload()
-    if use_gradient_checkpointing(cfg.model, device):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if s.lora.enabled:
-        model = apply_lora(model, s.lora, "CAUSAL_LM")
-    return model
+    """(model, origin). A saved adapter folder is merged, and training continues from the merged model."""
+    return load_policy(name, cfg.model, cfg.sft.lora, device, adapter="merge",
+                       gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
 
 
-def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Path:
+def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
     """Fine-tune on conversations; `stop_after` ends the loop early without finishing (tests
     use it to simulate a killed run)."""
     s, t = cfg.sft, cfg.sft.train
     rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / "sft"
-    name = s.model or cfg.model.name
+    name, chosen_by = policy_start(cfg, "sft")
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
@@ -311,18 +306,24 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         f"{steps_per_epoch} steps/epoch, {total_steps} steps; loss = token sum / loss tokens of the whole step"
     )
 
-    model = _build_model(cfg, name, rt.device)
+    model, origin = _build_model(cfg, name, rt.device)
+    rt.print(f"[sft] {describe_origin(origin, chosen_by)}")
+    if rt.is_main:
+        write_origin(out, origin, chosen_by)
     trainable, total = trainable_parameter_count(model)
     rt.print(f"[sft] trainable parameters {trainable:,} of {total:,} ({'LoRA' if s.lora.enabled else 'full'})")
     capacity = pack_capacity(model, t.max_length)
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, model, s.optim, total_steps, accum,
-                                                                          t.micro_batch_per_device)
+                                                                          t.micro_batch_per_device, "sft")
 
+    seed_per_rank(rt, cfg.seed)  # every model is built: from here each process draws its own dropout stream
     start_step, state = 0, {"stage": "sft"}
     ckpt_root = out / "checkpoints"
     if resume:
-        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "sft")
+        saved = resume_latest(rt, ckpt_root, model, optimizer, scheduler, "sft", cfg, "sft",
+                              total_steps, accept_config_changes)
         start_step = saved["step"]
+        updates.start = start_step
         if start_step:
             state["loss_before"] = saved.get("loss_before")
 
@@ -368,6 +369,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             "loss/sft": summed / global_tokens,
             "train/loss_tokens": global_tokens,
             "train/grad_norm": float(grad_norm),
+            "guard/skipped_updates": updates.skipped,
             "train/lr": scheduler.get_last_lr()[0],
             "train/epoch": done / steps_per_epoch,
             "time/step": elapsed,
@@ -382,7 +384,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
             if rt.is_main:
                 bar.write(f"[sft] step {done}: validation loss {report['loss']:.4f}")
         if t.save_every and done % t.save_every == 0 and done < total_steps:
-            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt)
+            save_checkpoint(ckpt_root, done, model, optimizer, scheduler, state, t.keep_checkpoints, rt,
+                            config_yaml=to_yaml(cfg))
     bar.close()
     if stop_after is not None and stop_after < total_steps:
         tracker.close()
@@ -401,7 +404,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None) -> Pat
         print(f"[sft] trained in {train_seconds:.0f} s", flush=True)
         print(f"[sft] {updates.describe()}", flush=True)
     save_trained_model(rt, model, unwrapped, tokenizer, out / "model", s.lora.merge_on_save,
-                       rebuild=lambda: _build_model(cfg, name, torch.device("cpu")))
+                       rebuild=lambda: _build_model(cfg, name, torch.device("cpu"))[0])
     if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")

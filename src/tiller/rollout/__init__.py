@@ -43,7 +43,9 @@ def cut_at_eos(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
-def make_engine(engine: str, model, tokenizer, rollout_cfg=None):
+def make_engine(engine: str, model, tokenizer, rollout_cfg=None, model_cfg=None):
+    """`model_cfg` (the run's ModelConfig) gives vLLM the revision and trust_remote_code that
+    training loaded the model with; transformers generates with the model object itself."""
     if engine == "transformers":
         from tiller.rollout.transformers_engine import TransformersEngine
 
@@ -51,5 +53,5 @@ def make_engine(engine: str, model, tokenizer, rollout_cfg=None):
     if engine == "vllm":
         from tiller.rollout.vllm_engine import VllmEngine
 
-        return VllmEngine(model, tokenizer, rollout_cfg)
+        return VllmEngine(model, tokenizer, rollout_cfg, model_cfg=model_cfg)
     raise ValueError(f"unknown rollout engine {engine!r}: use 'transformers' or 'vllm'")

@@ -2,7 +2,8 @@
 
 vLLM runs in-process (no engine process: `VLLM_ENABLE_V1_MULTIPROCESSING=0`), so the policy's
 tensors reach it by reference, not through a pipe. It loads the base weights once from the
-model's folder (or hub id); before every generation the recipe calls `sync_weights(model)`:
+model's folder (or hub id, at the run's `model.revision`, with its `trust_remote_code`: the same
+model identity as training); before every generation the recipe calls `sync_weights(model)`:
 - LoRA policy: only the adapter travels. It is saved to a fresh temporary folder and used
   through a new `LoRARequest` id (the id is part of vLLM's prefix-cache key, so a new id can
   never reuse KV computed with an older adapter); the previous adapter is removed.
@@ -98,6 +99,20 @@ def _weights_path(model, tokenizer, tmp_root: Path) -> str:
     return str(folder)
 
 
+def model_identity(path: str, model_cfg=None) -> dict:
+    """The model arguments of vLLM's `LLM(...)`: the weights training loaded. trust_remote_code
+    as training had it; for a hub id the same revision (of the weights and the tokenizer) — a
+    local folder has no revisions, and transformers ignores them there too."""
+    from tiller.config import ModelConfig
+
+    cfg = model_cfg or ModelConfig()
+    kwargs = {"model": path, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision and not Path(path).exists():
+        kwargs["revision"] = cfg.revision
+        kwargs["tokenizer_revision"] = cfg.revision
+    return kwargs
+
+
 def _dtype_name(model) -> str:
     dtype = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None) or model.dtype
     if isinstance(dtype, str):
@@ -124,7 +139,7 @@ class VllmEngine:
     _made_group = False  # vLLM created a 1-process group: the last engine closed tears it down
 
     def __init__(self, model, tokenizer, rollout_cfg=None, *, return_logprobs: bool = False,
-                 max_model_len: int | None = None, enforce_eager: bool | None = None):
+                 max_model_len: int | None = None, enforce_eager: bool | None = None, model_cfg=None):
         from tiller.config import RolloutConfig
 
         _require_vllm()
@@ -177,7 +192,7 @@ class VllmEngine:
 
         path = _weights_path(base, tokenizer, self._tmp)
         kwargs = dict(
-            model=path,
+            **model_identity(path, model_cfg),
             dtype=_dtype_name(base),
             seed=0,
             enable_prefix_caching=True,
