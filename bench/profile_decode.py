@@ -36,7 +36,8 @@ def main() -> None:
     from transformers.cache_utils import DynamicCache
 
     from tiller.config import LoraConfig, ModelConfig
-    from tiller.models import apply_lora, embedded_model_dir, load_causal_lm, load_tokenizer, render_prompt
+    from tiller.chat import render_prompt
+    from tiller.models import apply_lora, embedded_model_dir, load_causal_lm, load_tokenizer
     from tiller.rollout import Sampling
     from tiller.rollout import transformers_engine as te
 

@@ -118,7 +118,8 @@ def prepare_workload(name: str, work: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from tiller.models import embedded_model_dir, load_tokenizer, render_prompt
+    from tiller.chat import render_prompt
+    from tiller.models import embedded_model_dir, load_tokenizer
 
     w = WORKLOADS[name]
     folder = work / name
@@ -292,8 +293,9 @@ def overhead_worker(spec: dict, out: Path) -> None:
     import torch
 
     from tiller.config import LoraConfig, ModelConfig
-    from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt
-    from tiller.recipes.rloo import build_batch, completion_logprobs
+    from tiller.chat import render_prompt
+    from tiller.logprobs import build_batch, completion_logprobs
+    from tiller.models import apply_lora, load_causal_lm, load_tokenizer
     from tiller.rollout import Sampling
     from tiller.rollout.transformers_engine import TransformersEngine
 

@@ -192,7 +192,7 @@ def phase_build(spec: dict, cfg, watch: Watch) -> dict:
 def write_data(tokenizer, cfg, tiny: bool) -> None:
     """Prompts and preference pairs as `tiller data` writes them, as long as the config allows (the
     lengths `tiller plan` assumes); texts are random words, cut to fit after the chat template."""
-    from tiller.models import render_conversation, render_prompt
+    from tiller.chat import render_conversation, render_prompt
 
     def filler(n_tokens: int, seed: int, lead: str) -> str:
         rng = random.Random(seed)
@@ -290,7 +290,7 @@ def phase_reward(cfg, watch: Watch) -> dict:
 
 def child(args) -> None:
     """One phase, in its own process (or one rank of an `accelerate launch`); writes its result JSON."""
-    from tiller.config import load_config
+    from tiller.config_loading import load_config
 
     work = Path(args.work)
     spec = json.loads((work / "check.json").read_text())
@@ -577,7 +577,8 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
     if args.tiny:
         overrides += ["rloo.rollout.max_new_tokens=16"]
     overrides += args.overrides
-    from tiller.config import ConfigError, load_config
+    from tiller.config import ConfigError
+    from tiller.config_loading import load_config
 
     try:
         cfg = load_config(args.config, overrides)  # a config error stops here, before any GPU time

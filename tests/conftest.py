@@ -32,6 +32,25 @@ def tiny_qwen3(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen3", arch="qwen3")
 
 
+QWEN3_CHAT_TEMPLATE = ROOT / "tests" / "fixtures" / "qwen3_chat_template.jinja"  # Qwen/Qwen3-8B's own
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_thinking(tiny_qwen3, tmp_path_factory) -> Path:
+    """The tiny Qwen3 with Qwen3's real chat template (tests/fixtures/README.md): thinking modes,
+    the empty <think> block before the last answer, think blocks dropped from earlier turns."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny") / "qwen3-thinking"
+    shutil.copytree(tiny_qwen3, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE.read_text()
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 QUESTIONS = [
     "What is the capital of France?", "Name a primary color.", "How many legs does a spider have?",
     "Give me a synonym for happy.", "What is two plus two?", "Why is the sky blue?",

@@ -20,12 +20,14 @@ manifest and falls back to the newest intact one, saying which file is bad and w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -156,6 +158,14 @@ def _inner_optimizer(optimizer):
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
 
 
+@contextlib.contextmanager
+def _single_process_quietly():
+    """DCP warns on every single-process save and load that it assumes one process: we ask for it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _dcp_state(model, optimizer) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -188,7 +198,8 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, st
     if strategy == "deepspeed":
         model.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
     else:
-        dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(tmp / "model_optim"), no_dist=world_size == 1)
+        with _single_process_quietly():
+            dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(tmp / "model_optim"), no_dist=world_size == 1)
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
     if rank == 0:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -246,7 +257,8 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> d
         where = path / "model_optim"
         target = _dcp_state(model, optimizer)
         try:
-            dcp.load(target, checkpoint_id=str(where), no_dist=world_size == 1)
+            with _single_process_quietly():
+                dcp.load(target, checkpoint_id=str(where), no_dist=world_size == 1)
             # dcp.load has already failed on any trainable tensor the checkpoint lacks; strict=False
             # only lets the frozen weights (never saved) stay as they are.
             set_state_dict(model, _inner_optimizer(optimizer), model_state_dict=target["model"],

@@ -124,7 +124,8 @@ def _run(args) -> int:
         path = write_report(Path(args.run_dir))
         print(f"report: {path}")
         return 0
-    from tiller.config import ConfigError, load_config, summary, to_yaml
+    from tiller.config import ConfigError, summary, to_yaml
+    from tiller.config_loading import load_config
 
     if args.config is None:
         example = f"tiller {args.stage}{' ' + args.what if args.stage == 'eval' else ''} --config configs/demo.yaml"

@@ -24,7 +24,8 @@ import contextlib
 
 import torch
 
-from tiller.scoring import base_hf_model, mask_positions
+from tiller.batching import mask_positions
+from tiller.models import base_hf_model
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module | None:

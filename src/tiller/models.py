@@ -247,6 +247,11 @@ def load_reward_model(name: str, cfg: ModelConfig | None = None, device: str = "
     return model.to(device)
 
 
+def base_hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model under a peft wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def apply_lora(model, lora: LoraConfig, task_type: str):
     """Wrap in a peft LoRA model. For reward models the score head is trained in full."""
     from peft import LoraConfig as PeftLoraConfig
@@ -272,11 +277,14 @@ def apply_lora(model, lora: LoraConfig, task_type: str):
     return get_peft_model(model, peft_cfg)
 
 
-def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> Path:
-    """Save in Hugging Face format (safetensors) with the tokenizer and its chat template.
+def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, card=None) -> Path:
+    """Save in Hugging Face format (safetensors) with the tokenizer and its chat template, and
+    with `card` (a `tiller.model_card.CardInfo`) a model card, README.md (peft's own template
+    card of an adapter folder is replaced).
 
     Written to a temporary folder first and renamed, so a killed save never leaves a folder
-    that looks complete."""
+    that looks complete. A card that cannot be built leaves a minimal one and a warning: the
+    trained weights are saved whatever happens to their description."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
@@ -287,30 +295,16 @@ def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if card is not None:
+        from tiller import model_card
+
+        try:
+            model_card.write_card(card, tmp, stage_dir=out_dir.parent)
+        except Exception as error:  # noqa: BLE001 - the card must never cost the trained model
+            print(f"[tiller] warning: the model card of {out_dir} could not be built ({type(error).__name__}: "
+                  f"{error}); writing a minimal one", flush=True)
+            model_card.write_fallback_card(tmp, card.stage, error)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
-
-
-def render_prompt(tokenizer, messages: list[dict], enable_thinking: bool | None = None) -> str:
-    """Prompt text ending where the assistant's answer begins, with the model's own template."""
-    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-
-
-def render_conversation(tokenizer, messages: list[dict], response: str, enable_thinking: bool | None = None) -> tuple[str, str]:
-    """(prompt text, full text) for a prompt plus an assistant response.
-
-    The full text is the prompt rendering followed by the response and the template's end of
-    turn, so the prompt is always an exact prefix (some templates rewrite earlier turns)."""
-    prompt = render_prompt(tokenizer, messages, enable_thinking)
-    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-    full = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": response}], tokenize=False, **kwargs
-    )
-    if not full.startswith(prompt):
-        # Templates that drop or rewrite content (Qwen3 strips <think> of earlier turns) do not
-        # give a prefix; fall back to prompt + response + eos so the scored text is well defined.
-        full = prompt + response + (tokenizer.eos_token or "")
-    return prompt, full

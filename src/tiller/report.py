@@ -7,36 +7,45 @@ It reads whatever the stages left behind and never needs a model, a GPU or the n
     reward/, judge/                    metrics.jsonl and eval.json of the reward models
     sft/, dpo/, rloo/                  metrics.jsonl (rloo/samples.jsonl too)
     eval/<label>.json                  win rate of a policy against its reference, and
-    eval/<label>_samples.jsonl         the answers behind it
+    eval/<label>eval_samples.jsonl         the answers behind it
     eval/reward_model.json, judge_model.json   `tiller eval reward` reports
 
 A stage that has not run gets a "stage not run" note; a file that cannot be read gets a note
 saying why, in its own section: a partial run still gives a report. Plots are matplotlib (Agg
 canvas, no pyplot state) embedded as base64 PNG, so the file can be mailed or archived as is.
+
+This module writes the HTML; reading the run folder is `tiller.report_data` and drawing the
+plots is `tiller.report_plots`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
-import io
 import json
 import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
-STAGES = ("data", "sft", "reward", "judge", "dpo", "rloo", "eval")
+from tiller.report_data import (
+    STAGES,
+    eval_samples,
+    eval_summaries,
+    metrics_rows,
+    number,
+    read_json,
+    read_jsonl,
+    series,
+    stages_found,
+)
+from tiller.report_plots import length_band_plot, length_histogram, line_plot, panel_plot, time_plot
+
 REWARD_STAGES = (("reward", "reward model"), ("judge", "held-out judge"))
-TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("reference", "reference log-probs"),
-              ("train", "train (forward + backward)"))
 WRITES_DONE = ("data", "reward", "judge", "rloo")  # stages that mark their end with a DONE file
 NUM_SIDE_BY_SIDE = 8
 MAX_DEGENERATE_SHOWN = 40  # flagged policy answers listed per evaluation
-FIGSIZE = (6.4, 3.6)
-DPI = 100
 NOT_RUN = "stage not run"
 
 
@@ -44,78 +53,11 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-# ----------------------------------------------------------------------------- reading files
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a line cut by a killed process is skipped, not fatal."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _metrics(path: Path) -> list[dict]:
-    """Same as tracking.read_metrics (merged by step, last one wins), tolerant of a torn last line."""
-    from tiller.tracking import read_metrics
-
-    try:
-        return read_metrics(path)
-    except (ValueError, KeyError, TypeError):
-        by_step: dict = {}
-        for row in _read_jsonl(path):
-            if isinstance(row.get("step"), (int, float)):
-                by_step[row["step"]] = {**by_step.get(row["step"], {}), **row}
-        return [by_step[s] for s in sorted(by_step)]
-
-
-def _num(value: Any) -> Optional[float]:
-    """A float from a metric value; the tracker writes non-finite values as strings ("nan", "inf")."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for row in rows:
-        y = _num(row.get(key))
-        x = _num(row.get("step"))
-        if y is not None and x is not None:
-            xs.append(x)
-            ys.append(y)
-    if not any(math.isfinite(y) for y in ys):
-        return [], []
-    return xs, ys
-
-
 # ----------------------------------------------------------------------------- formatting
 
 
 def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
-    v = _num(value)
+    v = number(value)
     if v is None:
         return "&ndash;" if value is None else esc(value)
     if not math.isfinite(v):
@@ -126,14 +68,14 @@ def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
 
 
 def _pct(value: Any) -> str:
-    v = _num(value)
+    v = number(value)
     return "&ndash;" if v is None else f"{100 * v:.1f}%"
 
 
 def _ci(value: Any, low: Any, high: Any, signed: bool = False) -> str:
-    if _num(value) is None:
+    if number(value) is None:
         return "&ndash;"
-    if _num(low) is None or _num(high) is None:
+    if number(low) is None or number(high) is None:
         return _fmt(value, signed=signed)
     return f"{_fmt(value, signed=signed)} <span class=ci>[{_fmt(low, signed=signed)}, {_fmt(high, signed=signed)}]</span>"
 
@@ -158,174 +100,6 @@ def _text_block(text: Any, cls: str = "text") -> str:
     return f"<div class={cls}>{esc(text if text is not None else '')}</div>"
 
 
-# ----------------------------------------------------------------------------- plots
-
-
-def _png(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    fig.clear()  # a Figure made without pyplot is freed with its last reference; clear it anyway
-    png = buf.getvalue()
-    try:  # a 256-colour palette halves the file and looks the same for line plots (Pillow comes with matplotlib)
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-        small = io.BytesIO()
-        image.save(small, format="PNG")
-        png = min(png, small.getvalue(), key=len)
-    except Exception:
-        pass
-    data = base64.b64encode(png).decode("ascii")
-    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
-
-
-def _figure(ncols: int = 1):
-    from matplotlib.figure import Figure
-
-    width = FIGSIZE[0] if ncols == 1 else 4.8 * ncols
-    fig = Figure(figsize=(width, FIGSIZE[1]), dpi=DPI, layout="constrained")
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=9)
-    return fig, axes
-
-
-def _smooth_window(n: int) -> int:
-    """Points averaged for the bold line of a noisy curve: none under 50 points, then ~n/12."""
-    return 0 if n < 50 else max(3, n // 12) | 1
-
-
-def _smooth(ys: list[float], w: int) -> list[float]:
-    """Centered moving average (no lag), ignoring NaN, shrinking at the ends."""
-    half = w // 2
-    out = []
-    for i in range(len(ys)):
-        window = [y for y in ys[max(0, i - half): i + half + 1] if math.isfinite(y)]
-        out.append(sum(window) / len(window) if window else float("nan"))
-    return out
-
-
-def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str, smooth: bool = True) -> int:
-    drawn, windows = 0, set()
-    for i, (label, xs, ys) in enumerate(lines):
-        if not xs:
-            continue
-        color = f"C{i}"
-        w = _smooth_window(len(xs)) if smooth else 0
-        if not w:
-            ax.plot(xs, ys, color=color, label=label, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.6)
-        else:
-            ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.9)
-            ax.plot(xs, _smooth(ys, w), color=color, label=label, linewidth=1.8)
-            windows.add(w)
-        drawn += 1
-    ax.set_title(title, fontsize=11)
-    if windows:
-        xlabel += f"\n(faint: each step; bold: centered mean of {'/'.join(map(str, sorted(windows)))} steps)"
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if drawn > 1:
-        ax.legend(fontsize=8)
-    return drawn
-
-
-def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step",
-               smooth: bool = True) -> str:
-    """One axis; lines are (label, steps, values). Empty string if there is nothing to draw."""
-    if not any(xs for _, xs, _ in lines):
-        return ""
-    fig, (ax,) = _figure()
-    _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
-    return _png(fig)
-
-
-def _panels(panels: list[tuple], xlabel: str = "optimizer step") -> str:
-    """Axes side by side: (title, ylabel, lines[, smooth]) each; panels with no data are left out."""
-    panels = [p if len(p) == 4 else (*p, True) for p in panels if any(xs for _, xs, _ in p[2])]
-    if not panels:
-        return ""
-    if len(panels) == 1:
-        return _line_plot(panels[0][0], panels[0][1], panels[0][2], xlabel, panels[0][3])
-    fig, axes = _figure(len(panels))
-    for ax, (title, ylabel, lines, smooth) in zip(axes, panels):
-        _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
-    return _png(fig)
-
-
-def _length_band_plot(rows: list[dict]) -> str:
-    xs, mean = _series(rows, "completions/mean_length")
-    if not xs:
-        return ""
-    fig, (ax,) = _figure()
-    lo_x, lo = _series(rows, "completions/min_length")
-    hi_x, hi = _series(rows, "completions/max_length")
-    if lo_x and lo_x == hi_x:
-        ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.2, label="min to max in the step")
-    ax.plot(xs, mean, color="C0", linewidth=1.6, marker="o" if len(xs) <= 30 else None, markersize=3, label="mean")
-    ax.set_title("Completion length per step", fontsize=11)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("completion length (tokens)")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _time_plot(rows: list[dict]) -> str:
-    parts = [(label, _series(rows, f"time/{key}")) for key, label in TIME_PARTS]
-    parts = [(label, xs, ys) for label, (xs, ys) in parts if xs]
-    if not parts:
-        return ""
-    steps = sorted(set.intersection(*(set(xs) for _, xs, _ in parts)))
-    if not steps:
-        return ""
-    values = [[dict(zip(xs, ys))[s] for s in steps] for _, xs, ys in parts]
-    values = [[v if math.isfinite(v) else 0.0 for v in vs] for vs in values]
-    fig, (ax,) = _figure()
-    labels = [label for label, _, _ in parts]
-    if len(steps) <= 40:
-        bottom = [0.0] * len(steps)
-        width = 0.8 * (min(b - a for a, b in zip(steps, steps[1:])) if len(steps) > 1 else 1.0)
-        for i, (label, vs) in enumerate(zip(labels, values)):
-            ax.bar(steps, vs, bottom=bottom, width=width, color=f"C{i}", label=label)
-            bottom = [b + v for b, v in zip(bottom, vs)]
-    else:
-        ax.stackplot(steps, *values, labels=labels, colors=[f"C{i}" for i in range(len(values))], linewidth=0)
-    top = max(sum(col) for col in zip(*values))
-    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # room for the legend above the stack
-    ax.set_title("Time per step, by phase", fontsize=11)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("seconds")
-    ax.legend(fontsize=8, loc="upper left", ncol=2)
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
-
-
-def _length_histogram(label: str, policy: list[float], reference: list[float]) -> str:
-    if not policy and not reference:
-        return ""
-    fig, (ax,) = _figure()
-    everything = policy + reference
-    lo, hi = min(everything), max(everything)
-    nbins = max(5, min(40, int(math.sqrt(len(everything))) * 2))
-    if hi <= lo:
-        edges = [lo - 0.5, lo + 0.5]
-    else:
-        step = (hi - lo) / nbins
-        edges = [lo + i * step for i in range(nbins + 1)]
-    if reference:
-        ax.hist(reference, bins=edges, alpha=0.5, color="C0", label=f"before: reference (mean {sum(reference) / len(reference):.0f})")
-    if policy:
-        ax.hist(policy, bins=edges, alpha=0.5, color="C3", label=f"after: {label} (mean {sum(policy) / len(policy):.0f})")
-    ax.set_title(f"Completion lengths on the evaluation prompts: {label}", fontsize=11)
-    ax.set_xlabel("completion length (tokens)")
-    ax.set_ylabel("completions")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
 # ----------------------------------------------------------------------------- sections
 
 
@@ -337,20 +111,13 @@ def _section(anchor: str, title: str, body: Callable[[], str]) -> str:
     return f"<section id='{anchor}'><h2>{esc(title)}</h2>\n{content}\n</section>\n"
 
 
-def _stages_found(run_dir: Path) -> list[str]:
-    found = [s for s in STAGES if (run_dir / s).is_dir()]
-    extra = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in STAGES and (p / "config.yaml").is_file()) \
-        if run_dir.is_dir() else []
-    return found + extra
-
-
 def _header(run_dir: Path, stages: list[str]) -> str:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     rows = [["run folder", f"<code>{esc(run_dir.resolve())}</code>"], ["report written", esc(now)]]
     times = []
     for s in stages:  # the tracker stamps every row with the wall-clock time
-        rows_ = _read_jsonl(run_dir / s / "metrics.jsonl")
-        times += [t for t in (_num(r.get("time")) for r in (rows_[:1] + rows_[-1:])) if t and math.isfinite(t)]
+        rows_ = read_jsonl(run_dir / s / "metrics.jsonl")
+        times += [t for t in (number(r.get("time")) for r in (rows_[:1] + rows_[-1:])) if t and math.isfinite(t)]
     if times:
         def when(t: float) -> str:
             return _dt.datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -387,7 +154,7 @@ def _configs(run_dir: Path, stages: list[str]) -> str:
 def _data(run_dir: Path) -> str:
     if not (run_dir / "data").is_dir():
         return _not_run("data", "Run <code>tiller data --config FILE</code>.")
-    stats = _read_json(run_dir / "data" / "stats.json")
+    stats = read_json(run_dir / "data" / "stats.json")
     if stats is None:
         why = "no counts to show" if (run_dir / "data" / "DONE").is_file() else "the data stage did not finish"
         return _note(f"<code>data/stats.json</code> is missing: {why}.", "notrun")
@@ -468,7 +235,7 @@ def _reward_eval_block(report: dict, title: str) -> str:
     if samples:
         rows = []
         for s in samples:
-            ok = (_num(s.get("chosen_score")) or 0) > (_num(s.get("rejected_score")) or 0)
+            ok = (number(s.get("chosen_score")) or 0) > (number(s.get("rejected_score")) or 0)
             rows.append([_text_block(s.get("prompt")),
                          _text_block(s.get("chosen")) + f"<div class=score>score {_fmt(s.get('chosen_score'), signed=True)}</div>",
                          _text_block(s.get("rejected")) + f"<div class=score>score {_fmt(s.get('rejected_score'), signed=True)}</div>",
@@ -488,23 +255,23 @@ def _reward_models(run_dir: Path) -> str:
         if not folder.is_dir() and not extra.is_file():
             out.append(_not_run(stage, "Run <code>tiller reward --config FILE</code>." if stage == "reward" else ""))
             continue
-        report = _read_json(folder / "eval.json")
+        report = read_json(folder / "eval.json")
         if report is not None:
             out.append(_reward_eval_block(report, "validation after training"))
         elif folder.is_dir():
             out.append(_note(f"no <code>{esc(stage)}/eval.json</code>: the stage has not finished.", "notrun"))
         if extra.is_file():
-            out.append(_reward_eval_block(_read_json(extra) or {}, f"tiller eval {stage} (eval/{stage}_model.json)"))
-        rows = _metrics(folder / "metrics.jsonl")
-        plot = _panels([
-            ("Bradley-Terry loss", "loss (nats per pair)", [("train", *_series(rows, "loss/bt"))]),
+            out.append(_reward_eval_block(read_json(extra) or {}, f"tiller eval {stage} (eval/{stage}_model.json)"))
+        rows = metrics_rows(folder / "metrics.jsonl")
+        plot = panel_plot([
+            ("Bradley-Terry loss", "loss (nats per pair)", [("train", *series(rows, "loss/bt"))]),
             ("Pairwise accuracy", "accuracy (share of pairs)",
-             [("train batch", *_series(rows, "reward/accuracy")), ("validation", *_series(rows, "eval/accuracy"))]),
+             [("train batch", *series(rows, "reward/accuracy")), ("validation", *series(rows, "eval/accuracy"))]),
         ])
-        plot2 = _panels([
+        plot2 = panel_plot([
             ("Reward margin", "score margin (chosen − rejected)",
-             [("train batch", *_series(rows, "reward/margin")), ("validation", *_series(rows, "eval/mean_margin"))]),
-            ("Learning rate", "learning rate", [("lr", *_series(rows, "train/lr"))], False),
+             [("train batch", *series(rows, "reward/margin")), ("validation", *series(rows, "eval/mean_margin"))]),
+            ("Learning rate", "learning rate", [("lr", *series(rows, "train/lr"))], False),
         ])
         if plot:
             out.append(f"<div class=plots>{plot}{plot2}</div>")
@@ -517,7 +284,7 @@ def _rloo(run_dir: Path) -> str:
     folder = run_dir / "rloo"
     if not folder.is_dir():
         return _not_run("rloo", "Run <code>tiller rloo --config FILE</code>.")
-    rows = _metrics(folder / "metrics.jsonl")
+    rows = metrics_rows(folder / "metrics.jsonl")
     if not rows:
         return _note("<code>rloo/metrics.jsonl</code> is missing or empty: no step was logged yet.", "notrun")
     last = rows[-1]
@@ -528,31 +295,31 @@ def _rloo(run_dir: Path) -> str:
                                ("completions/mean_length", "mean completion length (tokens)", 1),
                                ("time/step", "seconds per step", 1),
                                ("time/completions_per_second", "completions per second", 2)):
-        xs, ys = _series(rows, key)
+        xs, ys = series(rows, key)
         if xs:
             facts.append([f"{label}: first &rarr; last", f"{_fmt(ys[0], digits)} &rarr; {_fmt(ys[-1], digits)}"])
     out = [_table(["", ""], facts, "kv")]
     if not (folder / "DONE").is_file():
         out.append(_note("no <code>rloo/DONE</code>: the stage has not finished (or is still running).", "notrun"))
     plots = [
-        _line_plot("Reward during RLOO", "reward (reward-model score)",
-                   [("score", *_series(rows, "objective/scores")),
-                    ("RLHF reward (score − β·KL − EOS penalty)", *_series(rows, "objective/rlhf_reward"))]),
-        _line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *_series(rows, "objective/kl"))]),
-        _line_plot("Policy loss", "loss (REINFORCE, per token)", [("policy loss", *_series(rows, "loss/policy_avg"))]),
-        _panels([
-            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *_series(rows, "objective/entropy"))], False),
-            ("Entropy per token", "entropy (nats per token)", [("token", *_series(rows, "policy/entropy_avg"))], False),
+        line_plot("Reward during RLOO", "reward (reward-model score)",
+                   [("score", *series(rows, "objective/scores")),
+                    ("RLHF reward (score − β·KL − EOS penalty)", *series(rows, "objective/rlhf_reward"))]),
+        line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *series(rows, "objective/kl"))]),
+        line_plot("Policy loss", "loss (REINFORCE, per token)", [("policy loss", *series(rows, "loss/policy_avg"))]),
+        panel_plot([
+            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *series(rows, "objective/entropy"))], False),
+            ("Entropy per token", "entropy (nats per token)", [("token", *series(rows, "policy/entropy_avg"))], False),
         ]),
-        _length_band_plot(rows),
-        _time_plot(rows),
-        _panels([
-            ("Importance ratio", "π / π_old (mean)", [("ratio", *_series(rows, "val/ratio"))]),
-            ("Completions ending in EOS", "completions per step (per process)", [("with EOS", *_series(rows, "val/num_eos_tokens"))]),
+        length_band_plot(rows),
+        time_plot(rows),
+        panel_plot([
+            ("Importance ratio", "π / π_old (mean)", [("ratio", *series(rows, "val/ratio"))]),
+            ("Completions ending in EOS", "completions per step (per process)", [("with EOS", *series(rows, "val/num_eos_tokens"))]),
         ]),
     ]
     out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
-    samples = _read_jsonl(folder / "samples.jsonl")
+    samples = read_jsonl(folder / "samples.jsonl")
     if samples:
         shown = samples[-5:]
         items = "".join(f"<h5>step {esc(s.get('step'))} &middot; {esc(s.get('name', ''))}</h5>{_text_block(s.get('text'), 'text pre')}"
@@ -575,47 +342,31 @@ def _sft_dpo(run_dir: Path) -> str:
         if not folder.is_dir():
             out.append(_not_run(stage))
             continue
-        rows = _metrics(folder / "metrics.jsonl")
+        rows = metrics_rows(folder / "metrics.jsonl")
         if not rows:
             out.append(_note(f"<code>{stage}/metrics.jsonl</code> is missing or empty.", "notrun"))
             continue
-        plots = [_line_plot(title, ylabel, [(name, *_series(rows, key)) for name, key in lines])
+        plots = [line_plot(title, ylabel, [(name, *series(rows, key)) for name, key in lines])
                  for title, ylabel, lines in panels]
         used = {key for _, _, lines in panels for _, key in lines} | {"step", "time"}
-        extra = sorted(k for k in rows[-1] if k not in used and _num(rows[-1][k]) is not None)
+        extra = sorted(k for k in rows[-1] if k not in used and number(rows[-1][k]) is not None)
         out.append(f"<p class=note>{len(rows)} steps logged, last step {_fmt(rows[-1].get('step'))}"
-                   + (f"; last values: " + ", ".join(f"{esc(k)} {_num(rows[-1][k]):.4g}" for k in extra[:8]) if extra else "")
+                   + (f"; last values: " + ", ".join(f"{esc(k)} {number(rows[-1][k]):.4g}" for k in extra[:8]) if extra else "")
                    + "</p>")
         out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
     return "\n".join(out)
 
 
-def _eval_labels(run_dir: Path) -> list[tuple[str, dict]]:
-    folder = run_dir / "eval"
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.endswith("_model.json"):
-            continue
-        try:
-            summary = _read_json(path) or {}
-        except (ValueError, OSError) as e:
-            summary = {"error": f"{type(e).__name__}: {e}"}
-        found.append((str(summary.get("label") or path.stem), {**summary, "_stem": path.stem}))
-    return found
-
-
-def _samples(run_dir: Path, summary: dict) -> list[dict]:
-    return _read_jsonl(run_dir / "eval" / f"{summary['_stem']}_samples.jsonl")
-
-
 def _evaluation(run_dir: Path) -> str:
     if not (run_dir / "eval").is_dir():
         return _not_run("eval", "Run <code>tiller eval --config FILE</code> after training a policy.")
-    labels = _eval_labels(run_dir)
+    labels = eval_summaries(run_dir)
     if not labels:
         return _note("no policy evaluation (<code>eval/&lt;label&gt;.json</code>) in this run.", "notrun")
-    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "guarded win rate [95% CI]",
-              "degenerate answers policy / reference", "reward policy", "reward reference",
+    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "length-controlled win rate [95% CI]",
+              "guarded win rate [95% CI]", "degenerate answers policy / reference",
+              "constant answers vs reference: " + " / ".join(CONSTANT_ANSWERS) + " (judge mean)",
+              "reward policy", "reward reference",
               "improvement [95% CI]", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
     has_opt = any("optimized_rm_win_rate" in s for _, s in labels)
     if has_opt:
@@ -627,8 +378,10 @@ def _evaluation(run_dir: Path) -> str:
             continue
         row = [f"<b>{esc(label)}</b>", _fmt(s.get("n")), _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
                f"{_count(s.get('wins'))} / {_count(s.get('ties'))} / {_count(s.get('losses'))}",
+               _ci(s.get("lc_win_rate"), s.get("lc_ci_low"), s.get("lc_ci_high")),
                _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high")),
                f"{_count(s.get('degenerate_policy'))} / {_count(s.get('degenerate_reference'))}",
+               _constant_answers_cell(s.get("constant_answers")),
                _fmt(s.get("reward_policy_mean"), signed=True), _fmt(s.get("reward_reference_mean"), signed=True),
                _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"),
                    signed=True), _fmt(s.get("length_ratio"), 2),
@@ -662,22 +415,44 @@ def _evaluation(run_dir: Path) -> str:
                  "degenerate policy answer against a non-degenerate reference answer counted as a loss, whatever "
                  "the judge scored. A judge that scores degenerate answers above real ones shows as a gap between "
                  "the two win rates.")
+    out += _note("Length-controlled win rate: a logistic regression of the verdict (win 1, tie 0.5, loss 0) on the "
+                 "difference in answer length (policy minus reference, in tokens, divided by its standard deviation), "
+                 "read off at zero length difference, with a bootstrap 95% interval (1,000 resamples of the prompts); "
+                 "<code>tiller.length_control</code>. A raw win rate well above it means the judge rewards length. "
+                 "Constant answers: the judge's win rate against the reference's answers (and its mean score) for an "
+                 "answer that says nothing, on every prompt: the empty answer, "
+                 "<code>I'm sorry, I can't help with that.</code> and <code>You asked: &lt;the question&gt;</code>. "
+                 "A judge that such an answer beats often is not measuring quality.")
     for label, s in labels:
         if "error" not in s:
             out += _degenerate_answers(run_dir, label, s)
     return out
 
 
+CONSTANT_ANSWERS = ("empty", "refusal", "restatement")  # the evaluation's sanity rows, in its order
+
+
+def _constant_answers_cell(constant: Any) -> str:
+    """'0.10 / 0.90 / 0.82 (+0.000 / +5.600 / +3.120)': win rates and mean judge scores of the
+    constant answers; a dash for summaries written before they existed."""
+    if not isinstance(constant, dict) or not constant:
+        return "&ndash;"
+    rows = [constant.get(kind) if isinstance(constant.get(kind), dict) else {} for kind in CONSTANT_ANSWERS]
+    rates = " / ".join(_fmt(r.get("win_rate"), 2) for r in rows)
+    means = " / ".join(_fmt(r.get("mean_score"), signed=True) for r in rows)
+    return f"{rates} <span class=ci>({means})</span>"
+
+
 def _count(value: Any) -> str:
     """A count written as a float (17.0 in the summary JSON) shows as 17."""
-    v = _num(value)
+    v = number(value)
     return _fmt(int(v)) if v is not None and math.isfinite(v) and v == int(v) else _fmt(value)
 
 
 def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
     """The policy's degenerate answers of one evaluation, each beside the reference's answer."""
     title = f"<h4>Degenerate policy answers: {esc(label)}</h4>"
-    rows = _samples(run_dir, s)
+    rows = eval_samples(run_dir, s)
     if not rows:
         return title + _note(f"no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>.")
     if not any("policy_degenerate" in r for r in rows):
@@ -689,7 +464,7 @@ def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
     shown = flagged[:MAX_DEGENERATE_SHOWN]
     body = []
     for i, r in shown:
-        ps, rs = _num(r.get("policy_score")), _num(r.get("reference_score"))
+        ps, rs = number(r.get("policy_score")), number(r.get("reference_score"))
         verdict = ""
         if ps is not None and rs is not None:
             verdict = ("<span class=bad>the judge prefers it</span>" if ps > rs else
@@ -709,15 +484,15 @@ def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
 def _lengths(run_dir: Path) -> str:
     if not (run_dir / "eval").is_dir():
         return _not_run("eval")
-    labels = [(label, s) for label, s in _eval_labels(run_dir) if "error" not in s]
+    labels = [(label, s) for label, s in eval_summaries(run_dir) if "error" not in s]
     if not labels:
         return _note("no policy evaluation in this run.", "notrun")
     plots = []
     for label, s in labels:
-        rows = _samples(run_dir, s)
-        policy = [v for v in (_num(r.get("policy_tokens")) for r in rows) if v is not None]
-        reference = [v for v in (_num(r.get("reference_tokens")) for r in rows) if v is not None]
-        plot = _length_histogram(label, policy, reference)
+        rows = eval_samples(run_dir, s)
+        policy = [v for v in (number(r.get("policy_tokens")) for r in rows) if v is not None]
+        reference = [v for v in (number(r.get("reference_tokens")) for r in rows) if v is not None]
+        plot = length_histogram(label, policy, reference)
         plots.append(plot or _note(f"{esc(label)}: no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>."))
     return "<div class=plots>" + "".join(plots) + "</div>"
 
@@ -748,12 +523,12 @@ def _answer_html(row: dict, who: str) -> str:
 def _side_by_side(run_dir: Path) -> str:
     if not (run_dir / "eval").is_dir():
         return _not_run("eval")
-    labels = [(label, s) for label, s in _eval_labels(run_dir) if "error" not in s]
+    labels = [(label, s) for label, s in eval_summaries(run_dir) if "error" not in s]
     if not labels:
         return _note("no policy evaluation in this run.", "notrun")
     out = []
     for label, s in labels:
-        rows = _samples(run_dir, s)
+        rows = eval_samples(run_dir, s)
         out.append(f"<h3>{esc(label)}</h3>")
         if not rows:
             out.append(_note(f"no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>."))
@@ -761,7 +536,7 @@ def _side_by_side(run_dir: Path) -> str:
         shown = rows[:NUM_SIDE_BY_SIDE]
         body = []
         for i, r in enumerate(shown):
-            ps, rs = _num(r.get("policy_score")), _num(r.get("reference_score"))
+            ps, rs = number(r.get("policy_score")), number(r.get("reference_score"))
             verdict = ""
             if ps is not None and rs is not None:
                 verdict = ("<span class=good>policy wins</span>" if ps > rs else
@@ -821,7 +596,7 @@ SECTIONS = (
 
 def render(run_dir: Path) -> str:
     run_dir = Path(run_dir)
-    stages = _stages_found(run_dir)
+    stages = stages_found(run_dir)
     bodies: dict[str, Callable[[], str]] = {
         "configs": lambda: _configs(run_dir, stages),
         "data": lambda: _data(run_dir),

@@ -353,8 +353,9 @@ def map_over_ranks(rt: Runtime, n: int, batch_size: int, run_batch, lengths: lis
 
 
 def save_trained_model(rt: Runtime, model, unwrapped, tokenizer, out_dir, merge_lora: bool, rebuild=None,
-                       select=None) -> None:
+                       select=None, card=None) -> None:
     """Save the trained model as a Hugging Face folder; every process must call this.
+    `card` (a `tiller.model_card.CardInfo`) describes it: rank 0 writes it as the folder's README.md.
 
     Without sharding rank 0 saves its own copy. Under FSDP2 or ZeRO-3 no process holds the
     weights: every process joins the gather of the full state dict (accelerate's
@@ -369,7 +370,7 @@ def save_trained_model(rt: Runtime, model, unwrapped, tokenizer, out_dir, merge_
         raise NonFiniteError(f"not saving {out_dir}: the trained weights hold NaN or inf (the last checkpoint is kept)")
     if not rt.sharded:
         if rt.is_main:
-            save_model(select(unwrapped), tokenizer, out_dir, merge_lora=merge_lora)
+            save_model(select(unwrapped), tokenizer, out_dir, merge_lora=merge_lora, card=card)
         rt.barrier()
         return
     state = rt.accelerator.get_state_dict(model)
@@ -380,7 +381,7 @@ def save_trained_model(rt: Runtime, model, unwrapped, tokenizer, out_dir, merge_
         if unexpected or missing:
             raise RuntimeError(f"the gathered state dict does not fit the rebuilt model: missing {missing[:5]}, "
                                f"unexpected {unexpected[:5]}")
-        save_model(select(fresh), tokenizer, out_dir, merge_lora=merge_lora)
+        save_model(select(fresh), tokenizer, out_dir, merge_lora=merge_lora, card=card)
     rt.barrier()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tiller.config import Config, DataConfig, ModelConfig
-from tiller.data import DataError, open_file
+from tiller.data import DataError, open_file, run_files
 from tiller.recipes import data as data_stage
 
 pytestmark = pytest.mark.faults
@@ -122,13 +122,13 @@ def test_nan_margin_in_a_pairs_file_stops_the_stage_that_reads_it(tmp_path):
     )
     (folder / "DONE").write_text("done\n")
     with pytest.raises(DataError, match=r"train\.pairs\.jsonl line 2: field 'margin': expected a finite number, got nan"):
-        data_stage.load_pairs(tmp_path, "train")
+        run_files.load_pairs(tmp_path, "train")
     (folder / "train.pairs.jsonl").write_text(json.dumps(good) + "\n" + '{"prompt": [' + "\n")
     with pytest.raises(DataError, match=r"train\.pairs\.jsonl line 2: not valid JSON"):
-        data_stage.load_pairs(tmp_path, "train")
+        run_files.load_pairs(tmp_path, "train")
     (folder / "train.pairs.jsonl").write_text(json.dumps({**good, "score": 3}) + "\n")
     with pytest.raises(DataError, match=r"line 1: not a PreferencePair record"):
-        data_stage.load_pairs(tmp_path, "train")
+        run_files.load_pairs(tmp_path, "train")
 
 
 # ----------------------------------------------------------------------------- encoding and gzip
@@ -286,5 +286,5 @@ def test_role_markers_are_kept_counted_and_reported(tmp_path, tiny_dir, capsys):
     assert [line.split() for line in table.splitlines() if line.startswith("kept rows with role markers")] == [
         ["kept", "rows", "with", "role", "markers", "3"]
     ]
-    pairs = data_stage.load_pairs(cfg.run_dir, "train")
+    pairs = run_files.load_pairs(cfg.run_dir, "train")
     assert pairs[1].chosen == rows[1]["response1"]  # kept as it is, not cleaned

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, toy_pairs, write_pairs, write_prompts
 from tests.helpers import rloo_rewards
 from tiller.checkpoint import CheckpointError, list_checkpoints, newest_intact_checkpoint, save_checkpoint
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import reward, rloo
 from tiller.tracking import read_metrics
 from tiller.training import NonFiniteError, OptimizerStep, make_optimizer, make_scheduler, setup_runtime

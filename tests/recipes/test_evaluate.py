@@ -10,14 +10,16 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import write_prompts
-from tiller import losses
-from tiller.config import RewardBackendConfig, config_from_dict
-from tiller.models import load_reward_model, load_tokenizer, render_prompt
+from tiller import length_control, losses
+from tiller.batching import length_sorted_batches, run_in_length_batches
+from tiller.chat import render_prompt
+from tiller.config import RewardBackendConfig
+from tiller.config_loading import config_from_dict
+from tiller.models import load_reward_model, load_tokenizer
 from tiller.recipes import evaluate
 from tiller.recipes.evaluate import _score_both, format_summary, generate_answers, policy_kl
 from tiller.rewards.classifier import ClassifierReward
 from tiller.rollout import Sampling
-from tiller.scoring import length_sorted_batches, run_in_length_batches
 
 QUESTIONS = ["Why is the sky blue on a clear summer afternoon?", "Hi", "Name a primary color.",
              "How do I boil an egg so that the yolk stays soft?", "What is two plus two?"]
@@ -157,6 +159,93 @@ def test_evaluation_counts_degenerate_answers_and_guards_the_win_rate(tmp_path, 
     assert "guarded win rate        0.500" in out and "1 judge verdicts overruled" in out
     assert "degenerate answers      policy 2 / reference 1" in out
 
+    # Sanity rows: answers that say nothing, scored by the same judge on every prompt. The
+    # reference's answers have 21, 5, 21 and 31 characters: the empty answer (0) loses all four,
+    # the refusal (34 characters) and "You asked: <question>" (59, 13, 32, 60) win all four.
+    constant = summary["constant_answers"]
+    assert list(constant) == ["empty", "refusal", "restatement"]
+    assert constant["refusal"]["text"] == "I'm sorry, I can't help with that." and constant["empty"]["text"] == ""
+    assert (constant["empty"]["mean_score"], constant["empty"]["win_rate"]) == (0.0, 0.0)
+    assert (constant["refusal"]["mean_score"], constant["refusal"]["win_rate"]) == (34.0, 1.0)
+    restated = [len("You asked: " + q) for q in QUESTIONS[:4]]
+    assert restated == [59, 13, 32, 60] and constant["restatement"]["mean_score"] == sum(restated) / 4
+    assert constant["restatement"]["win_rate"] == 1.0
+    assert (constant["empty"]["ci_low"], constant["empty"]["ci_high"]) == losses.accuracy_interval(0, 4)
+    assert rows[1]["constant_scores"] == {"empty": 0.0, "refusal": 34.0, "restatement": 13.0}
+    assert "constant answers        vs reference: empty 0.00 / refusal 1.00 / restatement 1.00" in out
+    # The length-controlled win rate: the fit on the answers' token lengths, as saved per prompt
+    expected = length_control.length_controlled_win_rate(
+        [r["policy_score"] for r in rows], [r["reference_score"] for r in rows],
+        [r["policy_tokens"] for r in rows], [r["reference_tokens"] for r in rows])
+    assert (summary["lc_win_rate"], summary["lc_ci_low"], summary["lc_ci_high"], summary["lc_slope"],
+            summary["lc_length_sd"]) == (expected["win_rate"], expected["ci_low"], expected["ci_high"],
+                                         expected["slope"], expected["length_sd"])
+    assert summary["lc_slope"] > 0  # this judge prefers length
+    assert f"length-controlled       {summary['lc_win_rate']:.3f}" in out
+
+
+def judge_words_unless_marked(prompts, completions):
+    """Counts the answer's words; on a question marked [short] the shorter answer wins, on one
+    marked [tie] every answer scores 0."""
+    scores = []
+    for prompt, completion in zip(prompts, completions):
+        q = prompt[-1]["content"]
+        words = len(completion.split())
+        scores.append(0.0 if "[tie]" in q else -float(words) if "[short]" in q else float(words))
+    return scores
+
+
+def test_every_win_from_a_longer_answer_gives_a_length_controlled_rate_near_one_half(tmp_path, tiny_llama, tiny_qwen3,
+                                                                                      monkeypatch, capsys):
+    # 20 prompts where the policy's answer is the longer: 18 wins, 2 losses ([short] questions);
+    # 5 where it is the shorter: 4 losses and 1 tie. Raw win rate (18 + 0.5) / 25 = 0.74; at +d the
+    # win share is 0.9, at -d it is 0.1, so the fitted intercept is (logit 0.9 + logit 0.1) / 2 = 0.
+    long_, short = "good good good good", "good good"
+    questions = [f"Question {i}" + (" [short]" if i in (3, 11) else "") for i in range(20)]
+    questions += [f"Question {i}" + (" [tie]" if i == 22 else "") for i in range(20, 25)]
+    answers = [(long_, short)] * 20 + [(short, long_)] * 5
+    write_prompts(tmp_path, "validation", questions)
+    tokenizer = load_tokenizer(str(tiny_llama))
+
+    def fake_generate(model, tokenizer_, prompt_ids, *args, **kwargs):
+        column = 0 if model.config.model_type == "llama" else 1
+        return [tokenizer(answers[i][column], add_special_tokens=False)["input_ids"]
+                for i in range(len(prompt_ids))], [True] * len(prompt_ids)
+
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
+    cfg = config_from_dict({
+        "run_dir": str(tmp_path), "model": {"name": str(tiny_llama)},
+        "eval": {"policy": str(tiny_llama), "reference": str(tiny_qwen3), "num_prompts": 25, "batch_size": 8,
+                 "judge": {"backend": "callable", "function": "tests.recipes.test_evaluate:judge_words_unless_marked"}},
+    })
+    summary = evaluate.run(cfg, label="lengthy")
+
+    assert (summary["wins"], summary["ties"], summary["losses"], summary["win_rate"]) == (18, 1, 6, 0.74)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "lengthy_samples.jsonl").read_text().splitlines()]
+    assert {r["policy_tokens"] - r["reference_tokens"] for r in rows} == {4, -4}  # two length differences, +d and -d
+    assert abs(summary["lc_win_rate"] - 0.5) < 2e-3  # 0.5 exactly without the small slope penalty
+    # 5 prompts with a shorter policy answer say little about zero length difference: a wide interval
+    assert summary["lc_ci_low"] < 0.5 < summary["lc_ci_high"] and summary["lc_win_rate"] < summary["ci_low"]
+    assert summary["lc_slope"] > 1
+    out = capsys.readouterr().out
+    assert "win rate vs reference   0.740" in out and "length-controlled       0.50" in out
+
+
+def test_constant_answers_and_their_scores():
+    messages = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                 {"role": "user", "content": "What is 2+2?"}], [{"role": "system", "content": "Be brief."}]]
+    assert evaluate.constant_answers(messages) == {
+        "empty": ["", ""], "refusal": ["I'm sorry, I can't help with that."] * 2,
+        "restatement": ["You asked: What is 2+2?", "You asked: "]}  # the last user turn; none: nothing to restate
+    scorer = _NoisyScorer()
+    # the reference answered the first prompt with the empty answer: the empty answer ties it, scored once
+    scores = evaluate._score_constant_answers(scorer, messages, ["", "Sure."], [5.0, 6.0])
+    assert scores["empty"] == [5.0, 1e-7]  # the judge's score (a length) plus the scorer's noise
+    assert scores["refusal"] == [len("I'm sorry, I can't help with that.") + 1e-7] * 2
+    assert scores["restatement"] == [len("You asked: What is 2+2?") + 1e-7, len("You asked: ") + 1e-7]
+    assert scorer.calls == [["", "I'm sorry, I can't help with that.", "I'm sorry, I can't help with that.",
+                             "You asked: What is 2+2?", "You asked: "]]
+
 
 def test_format_summary_of_a_summary_written_before_the_degeneration_measures():
     old = {"label": "rloo", "n": 4, "judge": "j", "reference": "r", "win_rate": 0.5, "ci_low": 0.15, "ci_high": 0.85, "wins": 2.0,
@@ -165,3 +254,4 @@ def test_format_summary_of_a_summary_written_before_the_degeneration_measures():
            "truncated_policy": 0.0, "truncated_reference": 0.0, "kl_mean": 0.2, "seconds": 3.0}
     text = format_summary(old)
     assert "2 wins, 0 ties, 2 losses" in text and "guarded" not in text and "degenerate" not in text
+    assert "length-controlled" not in text and "constant answers" not in text

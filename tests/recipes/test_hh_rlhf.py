@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
+from tiller.data import run_files
 from tiller.data.splits import prompt_key
 from tiller.recipes import data as data_stage
 from tiller.recipes import reward
@@ -95,7 +96,7 @@ def test_whole_file_every_row_kept_or_counted(hh_file, tmp_path, tiny_llama, cap
     held = summary["held_out"]
     assert held["fraction"] == 0.05 and 0.03 < held["prompts"]["validation"] / sum(held["prompts"].values()) < 0.07
     assert "rows read from train's source 2312" in out
-    keys = {s: {prompt_key(p.prompt) for p in data_stage.load_pairs(tmp_path / "run", s)} for s in ("train", "validation")}
+    keys = {s: {prompt_key(p.prompt) for p in run_files.load_pairs(tmp_path / "run", s)} for s in ("train", "validation")}
     assert keys["train"].isdisjoint(keys["validation"])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tiller import losses
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import pipeline
 
 
@@ -93,6 +93,10 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
     assert started["chosen_by"] == "the sft stage's output: sft comes before rloo in pipeline.stages"
     summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
     assert summary["reference"] == str(sft_model) and summary["reference_source"].endswith("rloo/started_from.json")
+    # Model cards: the sft adapter's, and the rloo model's with the evaluation's win rate added.
+    assert "library_name: peft" in (sft_model / "README.md").read_text()
+    rloo_card = (tmp_path / "rloo" / "model" / "README.md").read_text()
+    assert f"(ties count half): **{summary['win_rate']:.3f}**" in rloo_card and "`data/stats.json`" in rloo_card
     out = capsys.readouterr().out
     assert f"[rloo] policy starts from {sft_model} (the sft stage's output" in out
     assert f"  reference               {sft_model} (what the policy started from" in out

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, toy_pairs, write_pairs
 from tests.helpers.metrics import assert_same_metrics
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.models import load_reward_model
 from tiller.recipes import reward
-from tiller.scoring import ScoreHead, last_token_index, pad_batch
+from tiller.batching import pad_batch
+from tiller.score_head import ScoreHead, last_token_index
 from tiller.tracking import read_metrics
 from tiller.training import setup_runtime
 
@@ -136,7 +137,7 @@ def test_reward_two_processes_match_one(tmp_path, tiny_llama):
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen3"])
 def test_packed_scores_equal_padded_scores(arch, request):
     """One packed row with restarting position ids gives each sequence the score it gets alone."""
-    from tiller.scoring import packing_is_exact, score_sequences
+    from tiller.score_head import packing_is_exact, score_sequences
 
     path = request.getfixturevalue(arch)
     scorer = ScoreHead(load_reward_model(str(path), pad_token_id=0).eval())

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, write_prompts
 from tests.helpers.metrics import assert_same_metrics
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import rloo
 from tiller.tracking import read_metrics
 
@@ -201,3 +201,17 @@ def test_two_processes_match_one_with_shared_frozen_layers(tmp_path, tiny_llama)
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
     assert_same_metrics(tmp_path / "1" / "rloo" / "metrics.jsonl", tmp_path / "2" / "rloo" / "metrics.jsonl")
+
+
+def test_degeneration_penalty_is_part_of_the_reward(tmp_path, tiny_llama, monkeypatch):
+    """rlhf_reward = score - degeneration_penalty * [degenerate] (beta 0, no EOS penalty), while
+    objective/scores stays the reward backend's own score; the flagged share is logged."""
+    import tiller.recipes.rloo as recipe
+
+    write_prompts(tmp_path)
+    monkeypatch.setattr(recipe, "is_degenerate", lambda text: True)  # every completion flagged
+    cfg = rloo_config(tmp_path, tiny_llama, max_steps=2, degeneration_penalty=0.75)
+    rloo.run(config_from_dict(cfg))
+    for row in read_metrics(tmp_path / "rloo" / "metrics.jsonl"):
+        assert row["completions/degenerate_share"] == 1.0
+        assert row["objective/rlhf_reward"] == pytest.approx(row["objective/scores"] - 0.75, abs=1e-6)

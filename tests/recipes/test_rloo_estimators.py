@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tests.conftest import write_prompts
 from tests.helpers.metrics import assert_same_metrics
 from tests.recipes.test_rloo import _launch, rloo_config
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import rloo
 from tiller.tracking import read_metrics
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import ROOT, write_prompts
 from tests.recipes.test_rloo import rloo_config, scores
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import rloo
 from tiller.tracking import read_metrics
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT
 from tests.helpers.metrics import assert_same_metrics
 from tiller import losses
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, sft
 from tiller.tracking import read_metrics
 

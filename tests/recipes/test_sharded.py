@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT, toy_pairs, write_pairs, write_prompts
 from tests.helpers.metrics import assert_same_metrics
-from tiller.config import config_from_dict
+from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, reward, rloo, sft
 from tiller.tracking import read_metrics
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import write_prompts
-from tiller.config import LoraConfig, ModelConfig, config_from_dict
+from tiller.config import LoraConfig, ModelConfig
+from tiller.config_loading import config_from_dict
 from tiller.models import (apply_lora, load_causal_lm, load_policy, load_tokenizer, policy_start, read_origin,
                            save_model, write_origin)
 from tiller.recipes import dpo, evaluate, rloo, sft

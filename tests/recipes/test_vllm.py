@@ -19,11 +19,13 @@ pytest.importorskip(
 
 from tests.conftest import QUESTIONS, write_prompts  # noqa: E402
 from tests.recipes.test_rloo import rloo_config  # noqa: E402
-from tiller.config import LoraConfig, RolloutConfig, config_from_dict  # noqa: E402
-from tiller.models import apply_lora, load_causal_lm, load_tokenizer, render_prompt  # noqa: E402
+from tiller.chat import render_prompt  # noqa: E402
+from tiller.config import LoraConfig, RolloutConfig  # noqa: E402
+from tiller.config_loading import config_from_dict  # noqa: E402
+from tiller.logprobs import build_batch, completion_logprobs  # noqa: E402
+from tiller.models import apply_lora, load_causal_lm, load_tokenizer  # noqa: E402
 from tiller.recipes import rloo  # noqa: E402
 from tiller.recipes.evaluate import generate_answers  # noqa: E402
-from tiller.recipes.rloo import build_batch, completion_logprobs  # noqa: E402
 from tiller.rollout import Sampling  # noqa: E402
 from tiller.rollout.transformers_engine import TransformersEngine  # noqa: E402
 from tiller.rollout.vllm_engine import VllmEngine  # noqa: E402

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tiller import cli
-from tiller.config import load_config, to_dict
+from tiller.config import to_dict
+from tiller.config_loading import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -83,7 +84,7 @@ def test_config_errors_are_one_line(tmp_path, capsys):
 def test_stage_error_comes_right_after_a_short_summary(tmp_path, capsys, monkeypatch):
     """`tiller rloo` before `tiller data`: the one-line error used to follow a 270-line dump."""
     monkeypatch.delenv("TILLER_QUIET_CONFIG", raising=False)
-    from tiller.recipes.data import load_prompts
+    from tiller.data.run_files import load_prompts
 
     def rloo_reading_its_prompts(cfg, resume, **kwargs):  # what rloo.run meets, without loading the embedded model first
         load_prompts(cfg.run_dir, "train")

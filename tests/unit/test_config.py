@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tiller.config import ConfigError, config_from_dict, load_config, parse_override, to_yaml
+from tiller.config import ConfigError, to_yaml
+from tiller.config_loading import config_from_dict, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tiller.config import ConfigError, config_from_dict, to_yaml
+from tiller.config import ConfigError, to_yaml
+from tiller.config_loading import config_from_dict
 
 
 def test_defaults_are_plain_rloo():

@@ -22,6 +22,7 @@ from tiller.data import (
     open_split,
     sample_path,
 )
+from tiller.data import run_files
 from tiller.data.adapters import hh_rlhf, helpsteer3, messages, ultrafeedback
 from tiller.data.filters import prompt_token_counts
 from tiller.recipes import data as data_stage
@@ -388,7 +389,7 @@ def parse_table(text: str) -> dict[str, list[int]]:
 
 def test_load_before_run_says_run_data_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="tiller data"):
-        data_stage.load_pairs(tmp_path, "train")
+        run_files.load_pairs(tmp_path, "train")
 
 
 def test_failed_rerun_removes_done_and_leaves_no_temp_files(tmp_path, tiny_dir, capsys):
@@ -398,15 +399,15 @@ def test_failed_rerun_removes_done_and_leaves_no_temp_files(tmp_path, tiny_dir, 
     summary = data_stage.run(cfg)
     out = tmp_path / "run" / "data"
     assert (out / "DONE").is_file() and summary["splits"]["train"]["pairs_kept"] == 1
-    assert data_stage.load_pairs(cfg.run_dir, "train")[0].chosen == "Answer one."
-    assert data_stage.load_prompts(cfg.run_dir, "train")[1].messages == tie_context  # a tie's prompt serves RL
+    assert run_files.load_pairs(cfg.run_dir, "train")[0].chosen == "Answer one."
+    assert run_files.load_prompts(cfg.run_dir, "train")[1].messages == tie_context  # a tie's prompt serves RL
     cfg.data.files = {"train": str(write_jsonl(tmp_path / "bad.jsonl", [hs3_row(-1), "{oops"]))}
     with pytest.raises(DataError, match=r"bad\.jsonl line 2"):
         data_stage.run(cfg)
     assert not (out / "DONE").exists()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(FileNotFoundError, match="run `tiller data"):
-        data_stage.load_pairs(cfg.run_dir, "train")
+        run_files.load_pairs(cfg.run_dir, "train")
 
 
 def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenizer, capsys):
@@ -467,13 +468,13 @@ def test_stage_on_bundled_sample_matches_hand_count(tmp_path, tiny_dir, tokenize
     assert names == sorted(
         ["DONE", "stats.json", "config.yaml"] + [f"{s}.{k}.jsonl" for s in ("train", "validation") for k in ("pairs", "prompts", "conversations")]
     )
-    pairs = data_stage.load_pairs(cfg.run_dir, "train")
+    pairs = run_files.load_pairs(cfg.run_dir, "train")
     assert len(pairs) == expect["pairs kept"][0] and all(p.language.lower() == "english" for p in pairs)
-    assert len(data_stage.load_prompts(cfg.run_dir, "validation")) == expect["RL prompts kept"][1]
-    assert len(data_stage.load_conversations(cfg.run_dir, "train")) == len(pairs)
+    assert len(run_files.load_prompts(cfg.run_dir, "validation")) == expect["RL prompts kept"][1]
+    assert len(run_files.load_conversations(cfg.run_dir, "train")) == len(pairs)
     assert json.loads((out / "stats.json").read_text())["splits"]["train"]["pairs_kept"] == len(pairs)
     with pytest.raises(FileNotFoundError, match="add 'test' to data.splits"):
-        data_stage.load_pairs(cfg.run_dir, "test")
+        run_files.load_pairs(cfg.run_dir, "test")
 
 
 # ----------------------------------------------------------------------------- hub subfolder, held-out validation
@@ -573,7 +574,7 @@ def test_held_out_through_the_stage_prints_counts_and_writes_both_splits(tmp_pat
     path = write_jsonl(tmp_path / "one.jsonl", held_out_rows())
     overrides = ["data.source=local", f"data.files.train={path}", "data.format=hh_rlhf", "data.languages=[]",
                  "data.on_bad_row=skip", "data.validation_fraction=0.25", f"model.name={tiny_dir}", f"run_dir={tmp_path / 'run'}"]
-    from tiller.config import config_from_dict
+    from tiller.config_loading import config_from_dict
 
     cfg = config_from_dict({}, overrides)
     with warnings.catch_warnings():
@@ -590,12 +591,13 @@ def test_held_out_through_the_stage_prints_counts_and_writes_both_splits(tmp_pat
     assert f"pairs kept 120: train {s['train']['pairs_kept']}, validation {s['validation']['pairs_kept']}" in out
     assert "bad rows skipped in train (data.on_bad_row=skip): 2; each with its reason:" in out
     assert f"{path} line 8: field 'chosen': empty response" in out and f"{path} line 51: field 'json'" in out
-    assert len(data_stage.load_pairs(cfg.run_dir, "validation")) == s["validation"]["pairs_kept"] > 0
+    assert len(run_files.load_pairs(cfg.run_dir, "validation")) == s["validation"]["pairs_kept"] > 0
     assert json.loads((tmp_path / "run" / "data" / "stats.json").read_text())["held_out"]["prompts"] == held["prompts"]
 
 
 def test_held_out_config_errors(tmp_path):
-    from tiller.config import ConfigError, config_from_dict
+    from tiller.config import ConfigError
+    from tiller.config_loading import config_from_dict
 
     base = ["data.source=local", "data.files.train=t.jsonl", "data.validation_fraction=0.1"]
     assert config_from_dict({}, base).data.validation_fraction == 0.1  # no validation file needed

@@ -582,6 +582,7 @@ def test_pairwise_fallback_and_group_size_checks() -> None:
 
 
 @pytest.mark.vllm
+@pytest.mark.timeout(600)  # starts a real vLLM server on the CPU: about 30 s idle, minutes on a busy 2-core machine
 def test_real_vllm_server_parse_failure_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`vllm serve` on the embedded SmolLM2-135M: a real OpenAI-compatible server that accepts the
     response_1/response_2 roles, but a model that never writes a GenRM score. So every answer

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiller.chat import render_conversation, render_prompt
 from tiller.config import LoraConfig, ModelConfig
-from tiller.models import (apply_lora, load_causal_lm, load_reward_model, load_tokenizer, render_conversation,
-                           render_prompt, resolve_dtype, resolve_model_name, save_model)
+from tiller.models import (apply_lora, load_causal_lm, load_reward_model, load_tokenizer, resolve_dtype, resolve_model_name,
+                           save_model)
 
 
 def test_tiny_models_load_with_chat_template(tiny_llama, tiny_qwen3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tiller import plan
-from tiller.config import config_from_dict, load_config
+from tiller.config_loading import config_from_dict, load_config
 from tests.conftest import ROOT
 
 GIB = 1024**3

@@ -154,7 +154,14 @@ def write_eval(run: Path, label: str, rng: random.Random, n: int = 24, degenerat
     if degenerate is not None:
         summary.update({"guarded_win_rate": 0.62, "guarded_ci_low": 0.42, "guarded_ci_high": 0.79, "guarded_wins": 15.0,
                         "guarded_ties": 0.0, "guarded_losses": 9.0, "guarded_overruled": 2.0,
-                        "degenerate_policy": len(degenerate), "degenerate_reference": 0})
+                        "degenerate_policy": len(degenerate), "degenerate_reference": 0,
+                        "lc_win_rate": 0.53, "lc_ci_low": 0.31, "lc_ci_high": 0.74, "lc_slope": 1.2, "lc_length_sd": 30.5,
+                        "constant_answers": {
+                            "empty": {"text": "", "mean_score": -2.5, "win_rate": 0.0, "ci_low": 0.0, "ci_high": 0.14},
+                            "refusal": {"text": "I'm sorry, I can't help with that.", "mean_score": -0.41,
+                                        "win_rate": 0.125, "ci_low": 0.04, "ci_high": 0.31},
+                            "restatement": {"text": "You asked: <last user message>", "mean_score": 0.2,
+                                            "win_rate": 0.5625, "ci_low": 0.36, "ci_high": 0.74}}})
     (folder / f"{label}.json").write_text(json.dumps(summary))
 
 
@@ -219,6 +226,20 @@ def test_evaluation_shows_the_guarded_win_rate_and_lists_the_degenerate_answers(
     assert "Question 10:" in evaluation and "Question 13:" in evaluation and "Question 11:" not in evaluation
     assert "<h4>Degenerate policy answers: dpo</h4>" in evaluation and "written before they existed" in evaluation
     assert "none of the 3 policy answers is degenerate" in evaluation
+
+
+def test_evaluation_shows_the_length_controlled_win_rate_and_the_constant_answers(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    text = write_report(run).read_text()
+    evaluation = text[text.index("<h2>Evaluation</h2>"):text.index("<h2>Completion lengths</h2>")]
+    assert "length-controlled win rate [95% CI]" in evaluation
+    assert "constant answers vs reference: empty / refusal / restatement (judge mean)" in evaluation
+    # rloo has both; dpo's summary was written before them
+    assert "0.530 <span class=ci>[0.310, 0.740]</span>" in evaluation
+    assert "0.00 / 0.12 / 0.56 <span class=ci>(-2.500 / -0.410 / +0.200)</span>" in evaluation
+    rows = evaluation[evaluation.index("<tbody>"):evaluation.index("</tbody>")].split("<tr>")[1:]
+    assert len(rows) == 2 and "<b>dpo</b>" in rows[0] and rows[0].count("<td>&ndash;</td>") == 3  # and guarded
+    assert "tiller.length_control" in evaluation and "You asked: &lt;the question&gt;" in evaluation
 
 
 def test_counts_written_as_floats_show_as_integers():

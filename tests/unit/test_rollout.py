@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
-from tiller.models import load_causal_lm, load_tokenizer, render_prompt
+from tiller.chat import render_prompt
+from tiller.models import load_causal_lm, load_tokenizer
 from tiller.rollout import Sampling
 from tiller.rollout import transformers_engine as te
 

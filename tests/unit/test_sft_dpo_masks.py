@@ -8,17 +8,9 @@ import copy
 import pytest
 import torch
 
-from tiller.recipes.sft import (
-    IGNORE,
-    Example,
-    assistant_spans,
-    assistant_token_mask,
-    build_batch,
-    encode_conversations,
-    pack,
-    rank_batches,
-    shifted_labels,
-)
+from tiller.chat import IGNORE, assistant_spans, assistant_token_mask, shifted_labels
+from tiller.recipes.sft import Example, build_batch, encode_conversations, pack
+from tiller.training import rank_batches
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

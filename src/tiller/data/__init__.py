@@ -1,7 +1,7 @@
 """Preference and conversation data: sources -> adapters -> filters -> records, with stats.
 
 The data stage itself (`tiller data`) is `tiller.recipes.data.run`; later stages read its output
-with `tiller.recipes.data.load_pairs / load_prompts / load_conversations`.
+with `tiller.data.run_files` (load_pairs / load_prompts / load_conversations).
 """
 
 from tiller.data.adapters import ADAPTERS, conversation_prompt, get_adapter, prompt_of

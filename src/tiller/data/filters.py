@@ -50,7 +50,7 @@ def prompt_token_counts(
     prompt. Identical renderings are tokenized once, and the rest in batches, because the fast
     tokenizer encodes a list in parallel in Rust and one call per text is several times slower.
     `add_special_tokens=False` because the template already writes BOS and friends."""
-    from tiller.models import render_prompt  # imported here: tiller.models pulls in torch
+    from tiller.chat import render_prompt  # imported here: tiller.chat pulls in torch (through tiller.losses)
 
     texts = [render_prompt(tokenizer, p, enable_thinking) for p in prompts]
     unique = list(dict.fromkeys(texts))

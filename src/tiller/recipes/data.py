@@ -11,6 +11,7 @@ Output, in `<run_dir>/data/`:
     DONE                         written last; the pipeline skips the stage when it exists
 Every file is written to a temporary name and renamed, so a killed run leaves no half file, and
 DONE is removed first so it never vouches for a mix of old and new files.
+The later stages read these files with `tiller.data.run_files`.
 
 With data.validation_fraction > 0, `validation` is not read from the source: it is the part of
 train whose prompts `splits.is_held_out` picks (all rows of a prompt on one side), printed with its
@@ -25,7 +26,6 @@ every valid row is dropped by the filters; the error names the filter and the se
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from tiller.config import Config, DataConfig, to_yaml
 from tiller.data.adapters import get_adapter, prompt_of
 from tiller.data.filters import dedupe_prompts, domain_ok, language_ok, lowered, prompt_token_counts, role_marker
 from tiller.data.records import Conversation, DataError, PreferencePair, Prompt
+from tiller.data.run_files import data_dir
 from tiller.data.sources import open_split
 from tiller.data.splits import is_held_out, prompt_key
 from tiller.data.stats import BAD_ROWS_SHOWN, NONE_KEY, SplitStats, render_bad_rows, render_table
@@ -239,10 +240,6 @@ def held_out_summary(data: DataConfig, train: SplitData, validation: SplitData, 
 # ----------------------------------------------------------------------------- files
 
 
-def data_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "data"
-
-
 def _atomic_write(path: Path, lines: Iterable[str]) -> None:
     # A hidden name in the same folder (os.replace is atomic only within one file system);
     # plain open() so the file gets the usual permissions, not mkstemp's 0600.
@@ -311,57 +308,3 @@ def run(cfg: Config) -> dict:
     _atomic_write(out_dir / "stats.json", [json.dumps(summary, indent=2, ensure_ascii=False) + "\n"])
     _atomic_write(out_dir / "DONE", ["done\n"])
     return summary
-
-
-# ----------------------------------------------------------------------------- loaders for later stages
-
-
-def _load(run_dir: str | Path, split: str, kind: str, cls) -> list:
-    folder = data_dir(run_dir)
-    path = folder / f"{split}.{kind}.jsonl"
-    if not (folder / "DONE").is_file():
-        raise FileNotFoundError(f"no finished data stage in {folder}: run `tiller data --config <your config>` first")
-    if not path.is_file():
-        have = sorted({p.name.split(".")[0] for p in folder.glob("*.pairs.jsonl")})
-        raise FileNotFoundError(
-            f"{path} not found: the data stage wrote splits {have}; add {split!r} to data.splits and run `tiller data` again"
-        )
-    # The data stage wrote these files, but they are plain text a person can edit: check what
-    # training would otherwise take silently (a NaN margin trains to NaN and still saves a model).
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                record = cls.from_dict(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(where, f"not valid JSON ({e.msg} at column {e.colno}); run `tiller data` again") from None
-            except (TypeError, AttributeError) as e:
-                raise DataError(where, f"not a {cls.__name__} record ({e}); run `tiller data` again") from None
-            if isinstance(record, PreferencePair) and (
-                isinstance(record.margin, bool) or not isinstance(record.margin, (int, float)) or not math.isfinite(record.margin)
-            ):
-                raise DataError(where, f"expected a finite number, got {record.margin!r}", "margin")
-            records.append(record)
-    return records
-
-
-def load_pairs(run_dir: str | Path, split: str) -> list[PreferencePair]:
-    return _load(run_dir, split, "pairs", PreferencePair)
-
-
-def load_prompts(run_dir: str | Path, split: str) -> list[Prompt]:
-    return _load(run_dir, split, "prompts", Prompt)
-
-
-def load_conversations(run_dir: str | Path, split: str) -> list[Conversation]:
-    return _load(run_dir, split, "conversations", Conversation)
-
-
-def load_stats(run_dir: str | Path) -> dict:
-    path = data_dir(run_dir) / "stats.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `tiller data --config <your config>` first")
-    return json.loads(path.read_text())

@@ -28,14 +28,15 @@ from pathlib import Path
 import torch
 
 from tiller import losses
+from tiller.batching import pad_batch
+from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
+from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
+from tiller.model_card import CardInfo
 from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
-from tiller.recipes.data import load_pairs
-from tiller.recipes.sft import IGNORE, assistant_token_mask, shifted_labels
-from tiller.scoring import pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -332,7 +333,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         print(f"[dpo] trained in {train_seconds:.0f} s", flush=True)
         print(f"[dpo] {updates.describe()}", flush=True)
     save_trained_model(rt, model, unwrapped, tokenizer, out / "model", d.lora.merge_on_save,
-                       rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0])
+                       rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0],
+                       card=CardInfo(cfg, "dpo", name, report))
     if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")

@@ -20,6 +20,15 @@ word 4-grams, distinct-1/2, zlib compression ratio, longest run of one repeated 
 flagged by its rule; the counts for policy and reference, and a guarded win rate in which a
 degenerate policy answer against a non-degenerate reference answer is a loss whatever the judge
 scored, are reported beside the judge's win rate.
+
+Two things show what can fool the judge. A length-controlled win rate (`tiller.length_control`):
+a logistic regression of the verdict (win 1, tie 0.5, loss 0) on the policy's minus the
+reference's answer length in tokens, divided by its standard deviation, read off at zero length
+difference, with a bootstrap 95% interval over prompts; a judge that rewards length shows as a
+raw win rate above it. And the judge's scores for answers that say nothing, on every prompt
+(`constant_answers`): the empty answer, "I'm sorry, I can't help with that." and a restatement
+of the question ("You asked: <last user message>"), each with its mean score and its win rate
+against the reference's answers; a judge that such an answer can beat is not measuring quality.
 """
 
 from __future__ import annotations
@@ -32,14 +41,16 @@ from pathlib import Path
 
 import torch
 
-from tiller import degeneration, losses
+from tiller import degeneration, length_control, losses
+from tiller.batching import run_in_length_batches
+from tiller.chat import encode_prompts
 from tiller.config import Config, RewardBackendConfig
+from tiller.data.run_files import load_prompts
+from tiller.logprobs import build_batch, completion_logits
+from tiller.model_card import add_policy_evaluation
 from tiller.models import STARTED_FROM, load_policy, load_tokenizer, read_origin
-from tiller.recipes.data import load_prompts
-from tiller.recipes.rloo import build_batch, completion_logits, encode_prompts
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
-from tiller.scoring import run_in_length_batches
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -156,6 +167,7 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     judge_path = judge_cfg.path or (default_judge_path(run_dir) if judge_cfg.backend == "classifier" else None)
     judge = make_reward_backend(judge_cfg, default_path=judge_path, device=device)
     policy_scores, reference_scores = _score_both(judge, messages, policy_texts, reference_texts)
+    constant_scores = _score_constant_answers(judge, messages, reference_texts, reference_scores)
     judge.close()
 
     # The reward model RLOO optimized against, when it is not the judge: its view of the same answers.
@@ -171,6 +183,13 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         }
 
     wr = losses.win_rate(policy_scores, reference_scores)
+    lc = length_control.length_controlled_win_rate(policy_scores, reference_scores, [len(c) for c in policy_answers],
+                                                   [len(c) for c in reference_answers])
+    constant = {}
+    for kind, scores in constant_scores.items():
+        cwr = losses.win_rate(scores, reference_scores)
+        constant[kind] = {"text": CONSTANT_ANSWER_TEXT[kind], "mean_score": sum(scores) / len(scores),
+                          "win_rate": cwr["win_rate"], "ci_low": cwr["ci_low"], "ci_high": cwr["ci_high"]}
     policy_rep = [degeneration.measure(t) for t in policy_texts]
     reference_rep = [degeneration.measure(t) for t in reference_texts]
     policy_bad = [m["degenerate"] for m in policy_rep]
@@ -185,6 +204,9 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         "judge": str(judge_path or judge_cfg.url or judge_cfg.function), "n": n,
         "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
         "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
+        "lc_win_rate": lc["win_rate"], "lc_ci_low": lc["ci_low"], "lc_ci_high": lc["ci_high"],
+        "lc_slope": lc["slope"], "lc_length_sd": lc["length_sd"],
+        "constant_answers": constant,
         "guarded_win_rate": guarded["win_rate"], "guarded_ci_low": guarded["ci_low"],
         "guarded_ci_high": guarded["ci_high"], "guarded_wins": guarded["wins"], "guarded_ties": guarded["ties"],
         "guarded_losses": guarded["losses"], "guarded_overruled": guarded["overruled"],
@@ -207,11 +229,14 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         "policy_tokens": len(pa), "reference_tokens": len(ra), "policy_has_eos": pe, "reference_has_eos": re_, "kl": k_,
         "policy_degenerate": pm["degenerate"], "reference_degenerate": rm_["degenerate"],
         "policy_repetition": pm, "reference_repetition": rm_,
-    }) for m, pt, rt_, ps, rs, pa, ra, pe, re_, k_, pm, rm_ in zip(messages, policy_texts, reference_texts, policy_scores,
-                                                                   reference_scores, policy_answers, reference_answers,
-                                                                   policy_eos, reference_eos, kl, policy_rep, reference_rep)]
+        "constant_scores": {kind: scores[i] for kind, scores in constant_scores.items()},
+    }) for i, (m, pt, rt_, ps, rs, pa, ra, pe, re_, k_, pm, rm_) in enumerate(zip(
+        messages, policy_texts, reference_texts, policy_scores, reference_scores, policy_answers, reference_answers,
+        policy_eos, reference_eos, kl, policy_rep, reference_rep))]
     _atomic_write(out / f"{label}_samples.jsonl", "\n".join(rows) + "\n")
     _atomic_write(out / f"{label}.json", json.dumps(summary, indent=1))
+    if add_policy_evaluation(policy_path, summary):  # the policy's tiller model card gets the figures
+        print(f"[eval] added the win rate to the model card {Path(policy_path) / 'README.md'}", flush=True)
     print(format_summary(summary), flush=True)
     return summary
 
@@ -231,6 +256,36 @@ def _score_both(scorer, messages, policy_texts: list[str], reference_texts: list
     return policy_scores, reference_scores
 
 
+REFUSAL = "I'm sorry, I can't help with that."
+RESTATEMENT = "You asked: {question}"
+# The judge's sanity rows: answers that say nothing, scored on every prompt like the policy's.
+CONSTANT_ANSWER_TEXT = {"empty": "", "refusal": REFUSAL, "restatement": RESTATEMENT.format(question="<last user message>")}
+
+
+def constant_answers(messages: list[list[dict]]) -> dict[str, list[str]]:
+    """For each prompt, answers that say nothing: the empty answer, a generic refusal and a
+    restatement of the question ("You asked: " + the last user message)."""
+    def question(conversation: list[dict]) -> str:
+        return next((str(t.get("content") or "") for t in reversed(conversation) if t.get("role") == "user"), "")
+
+    return {"empty": [""] * len(messages), "refusal": [REFUSAL] * len(messages),
+            "restatement": [RESTATEMENT.format(question=question(m)) for m in messages]}
+
+
+def _score_constant_answers(scorer, messages, reference_texts: list[str],
+                            reference_scores: list[float]) -> dict[str, list[float]]:
+    """The judge's score of each constant answer on each prompt, all in one call to `scorer`
+    (the one that scored the policy's answers). A constant answer that is the reference's own
+    answer gets the reference's score, a tie by construction as in `_score_both`."""
+    answers = constant_answers(messages)
+    todo = [(kind, i) for kind, texts in answers.items() for i, text in enumerate(texts) if text != reference_texts[i]]
+    scored = scorer.score([messages[i] for _, i in todo], [answers[kind][i] for kind, i in todo]) if todo else []
+    out = {kind: list(reference_scores) for kind in answers}
+    for (kind, i), value in zip(todo, scored):
+        out[kind][i] = float(value)
+    return out
+
+
 def _interval(s: dict) -> str:
     if "reward_improvement_ci_low" not in s:  # summaries written before the interval existed
         return ""
@@ -244,6 +299,15 @@ def format_summary(s: dict) -> str:
         f"  win rate vs reference   {s['win_rate']:.3f}  (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}; "
         f"{s['wins']:g} wins, {s['ties']:g} ties, {s['losses']:g} losses)",
     ]
+    if "lc_win_rate" in s:  # summaries written before the length control have none
+        lines.append(f"  length-controlled       {s['lc_win_rate']:.3f}  (95% bootstrap CI {s['lc_ci_low']:.3f}-"
+                     f"{s['lc_ci_high']:.3f}; win rate at zero length difference; slope {s['lc_slope']:+.2f} "
+                     f"log-odds per sd of {s['lc_length_sd']:.1f} tokens)")
+    if s.get("constant_answers"):
+        c = s["constant_answers"]
+        lines.append("  constant answers        vs reference: "
+                     + " / ".join(f"{kind} {v['win_rate']:.2f}" for kind, v in c.items())
+                     + "  (judge mean " + " / ".join(f"{v['mean_score']:+.3f}" for v in c.values()) + ")")
     if "guarded_win_rate" in s:  # summaries written before the degeneration measures have none
         lines += [
             f"  guarded win rate        {s['guarded_win_rate']:.3f}  (95% CI {s['guarded_ci_low']:.3f}-"

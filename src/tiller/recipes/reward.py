@@ -21,13 +21,15 @@ from pathlib import Path
 import torch
 
 from tiller import losses
+from tiller.chat import render_conversation
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
-from tiller.models import apply_lora, load_reward_model, load_tokenizer, render_conversation
-from tiller.recipes.data import load_pairs
-from tiller.scoring import ScoreHead, packing_is_exact, score_sequences
+from tiller.model_card import CardInfo
+from tiller.models import apply_lora, load_reward_model, load_tokenizer
+from tiller.score_head import ScoreHead, packing_is_exact, score_sequences
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -260,7 +262,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     rt.print(f"[{stage}] {updates.describe()}")
     save_trained_model(rt, scorer, unwrapped, tokenizer, out / "model", rcfg.lora.merge_on_save,
                        rebuild=lambda: ScoreHead(_build_model(cfg, name, tokenizer, torch.device("cpu"))),
-                       select=lambda scorer: scorer.model)
+                       select=lambda scorer: scorer.model, card=CardInfo(cfg, stage, name, report))
     if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")

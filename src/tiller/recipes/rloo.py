@@ -26,16 +26,19 @@ from pathlib import Path
 import torch
 
 from tiller import losses
+from tiller.chat import encode_prompts
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.run_files import load_prompts
 from tiller.data.splits import subset
+from tiller.degeneration import is_degenerate
 from tiller.frozen_prefix import FrozenPrefix
+from tiller.logprobs import build_batch, completion_logprobs
 from tiller.metrics import StepMetrics
-from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, render_prompt, write_origin
-from tiller.recipes.data import load_prompts
+from tiller.model_card import CardInfo, rloo_figures
+from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
-from tiller.scoring import mask_positions, pad_batch
 from tiller.tracking import Tracker
 from tiller.training import (
     prepare_for_training,
@@ -48,55 +51,6 @@ from tiller.training import (
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
-
-
-def encode_prompts(prompts, tokenizer, max_tokens: int, enable_thinking=None) -> tuple[list[tuple[list[dict], list[int]]], int]:
-    """(messages, prompt ids) for prompts that fit in max_tokens; returns the number dropped."""
-    texts = [render_prompt(tokenizer, p.messages, enable_thinking) for p in prompts]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    kept = [(p.messages, x) for p, x in zip(prompts, ids) if len(x) <= max_tokens]
-    return kept, len(prompts) - len(kept)
-
-
-def build_batch(prompt_ids: list[list[int]], completions: list[list[int]], k: int, pad_id: int):
-    """[left-padded prompt | right-padded completion] rows, so every completion starts at the same
-    column and one `logits_to_keep` slice covers exactly the completion tokens."""
-    prompts_rep = [p for p in prompt_ids for _ in range(k)]
-    p_ids, p_mask = pad_batch(prompts_rep, pad_id, left=True)
-    c_ids, c_mask = pad_batch([c if c else [pad_id] for c in completions], pad_id)
-    for i, c in enumerate(completions):  # an empty completion keeps one masked pad token
-        if not c:
-            c_mask[i] = 0
-    return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), c_mask, p_ids.shape[1]
-
-
-def completion_logits(model, input_ids, attention_mask, prompt_len: int,
-                      prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits predicting each completion token (positions prompt_len - 1 .. end - 1), computed
-    for those positions only. With `hidden` (the output of `prefix`'s frozen layers for these
-    rows) only the layers after it run."""
-    completion_len = input_ids.shape[1] - prompt_len
-    positions = mask_positions(attention_mask)
-    if hidden is not None:
-        with prefix.tail_only():
-            out = model(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
-                        logits_to_keep=completion_len + 1, use_cache=False)
-    else:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                    logits_to_keep=completion_len + 1, use_cache=False)
-    return out.logits[:, :-1]
-
-
-def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
-                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None):
-    """Per-token log-probs of the completion tokens (`completion_logits`); the log-softmax is
-    never materialized over the vocabulary."""
-    logits = completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden)
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature  # the sampling distribution is the tempered one
-    logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
-    entropy = losses.token_entropy(logits.detach()) if with_entropy else None
-    return logps, entropy
 
 
 def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
@@ -233,6 +187,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             tracker.log({"guard/skipped_updates": updates.skipped}, step + 1)
             bar.update(1)
             continue
+        # The optional penalty for degenerate completions is part of the reward, like the
+        # missing-EOS penalty; objective/scores stays the reward backend's own score.
+        degenerate = torch.tensor([float(is_degenerate(t)) for t in texts], device=rt.device)
+        penalized = scores - r.degeneration_penalty * degenerate if r.degeneration_penalty else scores
 
         # Each micro-batch is padded to its own longest prompt and completion, not the step's
         # (prompts of one group share their length: with whole groups per micro-batch, no prompt padding).
@@ -279,7 +237,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
                 with updates.micro_batch(i):
                     logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i])
                     kl = losses.sequence_kl(logps.detach(), ref_logps[i], cmask, r.kl_estimator)
-                    rewards = losses.rloo_rewards(scores[s], kl, has_eos[s], reward_beta, r.missing_eos_penalty)
+                    rewards = losses.rloo_rewards(penalized[s], kl, has_eos[s], reward_beta, r.missing_eos_penalty)
                     advantages = losses.advantages_for(r.advantage, rewards, k)
                     loss, metrics = losses.policy_loss(logps, logps.detach(), advantages, cmask, r.clip_eps,
                                                        r.aggregation, normalizer=global_norm, **loss_options,
@@ -305,7 +263,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             old_logps, entropy_all = step_wide([o[0] for o in old]), step_wide([o[1] for o in old])
             completion_mask = step_wide([cmask for _, _, cmask, _ in micro])
             kl = losses.sequence_kl(old_logps, step_wide(ref_logps), completion_mask, r.kl_estimator)
-            rewards = losses.rloo_rewards(scores, kl, has_eos, reward_beta, r.missing_eos_penalty)
+            rewards = losses.rloo_rewards(penalized, kl, has_eos, reward_beta, r.missing_eos_penalty)
             if r.advantage == "reinforce_pp":  # the baseline is the whole step of every process
                 tokens = completion_mask.sum(-1)
                 if rt.world_size > 1:
@@ -340,6 +298,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- metrics (over all processes: counts summed, min / max, means weighted), samples, checkpoints
         lengths = torch.tensor([len(c) for c in gen.completions], dtype=torch.float32, device=rt.device)
         m.sum("val/num_eos_tokens", has_eos.float().sum())
+        m.mean("completions/degenerate_share", degenerate.mean(), degenerate.numel())
         m.mean("completions/mean_length", lengths.mean(), lengths.numel())
         m.min("completions/min_length", lengths.min())
         m.max("completions/max_length", lengths.max())
@@ -377,8 +336,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     rt.print(f"[rloo] {updates.describe()}")
     finished = stop_after is None or stop_after >= total_steps
     if finished:
+        figures = {"prompts": len(prompts), "steps": total_steps, **rloo_figures(out / "metrics.jsonl")}
         save_trained_model(rt, model, unwrapped, tokenizer, out / "model", r.lora.merge_on_save,
-                           rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0])
+                           rebuild=lambda: _build_policy(cfg, name, torch.device("cpu"))[0],
+                           card=CardInfo(cfg, "rloo", name, figures))
         if rt.is_main:
             (out / "DONE").write_text(f"{total_steps} steps\n")
             print(f"[rloo] saved {out / 'model'}", flush=True)

@@ -4,7 +4,8 @@
 
 Read top to bottom: render each conversation with the model's own chat template and mark the
 tokens of every assistant turn (its content and end-of-turn token) by rendering the
-conversation prefix by prefix; shift the targets inside each conversation, so a conversation
+conversation prefix by prefix (`tiller.chat`: an answer without reasoning learns no empty
+Qwen3 think block, whatever `model.enable_thinking` says; docs/thinking.md); shift the targets inside each conversation, so a conversation
 never predicts a token of another one; then a plain loop like the reward stage's. A step takes
 `pairs_per_step` conversations (the field is shared with the pair stages: here it counts
 examples), each process its share, in micro-batches of `micro_batch_per_device`. The loss is
@@ -31,10 +32,12 @@ from pathlib import Path
 import torch
 
 from tiller import losses
+from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.run_files import load_conversations, load_pairs
+from tiller.model_card import CardInfo
 from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
-from tiller.recipes.data import load_conversations, load_pairs
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -50,90 +53,6 @@ from tiller.training import (
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
-
-IGNORE = losses.IGNORE_INDEX
-
-
-# ----------------------------------------------------------------------------- masks
-
-
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, enable_thinking=None) -> str:
-    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs)
-
-
-def assistant_spans(tokenizer, messages: list[dict], enable_thinking=None) -> tuple[str, list[tuple[int, int]]]:
-    """(rendered conversation, [character span of each assistant turn]).
-
-    A turn's span runs from where the template's generation prompt ends (render messages[:i]
-    with add_generation_prompt) to where the turn ends (render messages[:i+1]), minus the
-    whitespace the template puts between turns: the content and the end-of-turn token, which
-    is what the model must learn to produce. Templates that rewrite earlier turns (Qwen3 drops
-    the empty <think> block of past turns) give no prefix; for those turns the content is
-    found in the full text and extended over the end-of-turn (eos) token that follows it."""
-    text = _render(tokenizer, messages, False, enable_thinking)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        try:
-            before = _render(tokenizer, messages[:i], True, enable_thinking) if i else None
-            through = _render(tokenizer, messages[: i + 1], False, enable_thinking)
-        except Exception:  # some templates refuse a conversation that starts or ends oddly
-            before = through = None
-        if before is not None and through is not None and len(through) > len(before) >= cursor \
-                and text.startswith(through) and through.startswith(before):
-            start, end = len(before), len(through)
-            while end > start and text[end - 1].isspace():
-                end -= 1
-        else:
-            content = message["content"]
-            start = text.find(content, cursor) if content else -1
-            if start < 0:
-                raise ValueError(f"assistant turn {i} is not found in the rendered conversation: the chat template "
-                                 "rewrites it; cannot build the assistant mask")
-            end = start + len(content)
-            eot = tokenizer.eos_token or ""
-            if eot and text.startswith(eot, end):
-                end += len(eot)
-        spans.append((start, end))
-        cursor = end
-    return text, spans
-
-
-def assistant_token_mask(tokenizer, messages: list[dict], enable_thinking=None,
-                         last_turn_only: bool = False) -> tuple[list[int], list[int]]:
-    """(input ids of the rendered conversation, mask with 1 on the assistant turns' tokens).
-
-    A token counts when its characters overlap an assistant span (a token straddling the
-    boundary is predicted from the prompt, so it belongs to the answer). `last_turn_only`
-    marks the final assistant turn only (DPO: the answer, not the earlier turns of its
-    prompt)."""
-    text, spans = assistant_spans(tokenizer, messages, enable_thinking)
-    if last_turn_only:
-        spans = spans[-1:]
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        mask = [int(any(a < end and b > start for start, end in spans)) for a, b in offsets]
-        return ids, mask
-    # Slow tokenizers have no offsets: count the tokens of each span's prefix.
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    mask = [0] * len(ids)
-    for start, end in spans:
-        lo = len(tokenizer(text[:start], add_special_tokens=False)["input_ids"])
-        hi = len(tokenizer(text[:end], add_special_tokens=False)["input_ids"])
-        for j in range(lo, min(hi, len(ids))):
-            mask[j] = 1
-    return ids, mask
-
-
-def shifted_labels(input_ids: list[int], mask: list[int]) -> list[int]:
-    """labels[t] = input_ids[t + 1] where that token is in the mask, else -100; the last is
-    -100. The shift happens inside one conversation, so once conversations are packed into a
-    row none of them predicts the first token of the next."""
-    return [x if m else IGNORE for x, m in zip(input_ids[1:], mask[1:])] + [IGNORE]
 
 
 # ----------------------------------------------------------------------------- examples
@@ -404,7 +323,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         print(f"[sft] trained in {train_seconds:.0f} s", flush=True)
         print(f"[sft] {updates.describe()}", flush=True)
     save_trained_model(rt, model, unwrapped, tokenizer, out / "model", s.lora.merge_on_save,
-                       rebuild=lambda: _build_model(cfg, name, torch.device("cpu"))[0])
+                       rebuild=lambda: _build_model(cfg, name, torch.device("cpu"))[0],
+                       card=CardInfo(cfg, "sft", name, report))
     if rt.is_main:
         (out / "eval.json").write_text(json.dumps(report, indent=1))
         (out / "DONE").write_text(f"{total_steps} steps\n")

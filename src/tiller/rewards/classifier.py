@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 
 from tiller.config import ModelConfig, RewardBackendConfig
-from tiller.models import load_reward_model, load_tokenizer, render_conversation
+from tiller.batching import run_in_length_batches
+from tiller.chat import render_conversation
+from tiller.models import load_reward_model, load_tokenizer
 from tiller.rewards import strip_thinking
-from tiller.scoring import ScoreHead, run_in_length_batches, score_sequences
+from tiller.score_head import ScoreHead, score_sequences
 
 
 class ClassifierReward:

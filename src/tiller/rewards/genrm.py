@@ -1,75 +1,18 @@
 """A generative reward model (GenRM) behind an OpenAI-compatible chat-completions server.
 
-Made for nvidia/Llama-3_3-Nemotron-Super-49B-GenRM-Multilingual served by vLLM (see
-docs/remote-rewards.md); any server speaking the same protocol works.
+Made for nvidia/Llama-3_3-Nemotron-Super-49B-GenRM-Multilingual served by vLLM; any server
+speaking the same protocol works. docs/remote-rewards.md (section 1) is the reference: how to
+serve it, the config keys (`backend: genrm`, `genrm_mode: single | pairwise`,
+`genrm_both_orders`, `genrm_fallback`, ...), the request and answer formats and where they
+come from, how scores are made, and what happens on each failure.
 
-    rloo:
-      reward:
-        backend: genrm
-        url: http://127.0.0.1:8000/v1            # OpenAI base URL; "/v1" is added if the path is empty
-        model_name: nvidia/Llama-3_3-Nemotron-Super-49B-GenRM-Multilingual
-        api_key_env: GENRM_API_KEY                # the key is read from this variable, never the config
-        genrm_mode: pairwise                      # or single
-        genrm_both_orders: true
-        genrm_fallback: null                      # null: an unparseable answer is an error
-
-Request format. The GenRM takes the conversation as ordinary chat messages (`user` /
-`assistant`, the last turn being the user's) followed by the candidate(s) as messages with the
-custom roles `response_1` and, to compare two, `response_2`; its chat template turns them into
-its judging prompt. This is how NVIDIA's own clients call it: NeMo-RL's GenRM pairwise
-environment (written for nvidia/Llama-3_3-Nemotron-Super-49B-GenRM; `_format_genrm_messages`
-appends `{"role": "response_1"}` / `{"role": "response_2"}` to the conversation history and
-splits the generated text at `</think>`), and NeMo-Gym's `genrm_model` server
-(responses_api_models/genrm_model: "conversation history should use standard user and
-assistant roles, with the last turn being a user turn").
-
-Answer format. The model reasons first, then writes (HelpSteer3 GenRM output format, as in
-NeMo-RL's HelpSteer3 GenRM prompt and its `_parse_genrm_output`):
-
-    [The Begin of Individual Scores]
-    \\boxed{x, y}        helpfulness 1-5 of each response in order (one number for one response)
-    [The End of Individual Scores]
-    [The Begin of Ranking Score]
-    \\boxed{z}           1-6: 1 = response 1 much better, 2 better, 3 slightly better,
-    [The End of Ranking Score]       4 = response 2 slightly better, 5 better, 6 much better
-
-The parser reads those sections when present, and otherwise the last `\\boxed{}` in the
-answer, which may also hold all three numbers at once (`\\boxed{h1, h2, ranking}`). Text after
-the box is ignored; of several boxes the last one counts; a score outside its range is a
-parse failure. Text up to a closing `</think>` (the GenRM's own reasoning) is skipped.
-(The full model card could not be read from the search index here; the format above is the
-one NVIDIA's training/inference code for this model family writes and parses.)
-
-Scores for the k completions of a prompt (consecutive in `score(..., group_size=k)`):
-- `single`: one request per completion, reward = its helpfulness (1-5).
-- `pairwise`: every pair (i, j) of the group is judged; the ranking z gives response 1 the
-  preference p = (6 - z) / 5 (1.0 much better ... 0.0 much worse) and response 2 1 - p; a
-  completion's reward is its mean preference over its comparisons, in [0, 1]. With
-  `genrm_both_orders` each pair is judged in both orders (i first, then j first) and the two
-  are averaged, which cancels a judge's preference for a position; without it the order
-  alternates from pair to pair. k(k-1) requests per prompt (k(k-1)/2 with one order).
-Before judging, a completion's leading Qwen3 `<think>...</think>` block is removed
-(`strip_thinking`), so the judge sees the answer only.
-
-Failures, all counted in `metrics()`:
-- transport: HTTP 408/429/5xx, refused/dropped connections, timeouts: retried `max_retries`
-  times with exponential backoff, then `RemoteRewardError` naming the URL and last error.
-  `timeout_s` is a deadline for each whole attempt (a server trickling its answer is cut off
-  too), so one request gives up within `(max_retries + 1) * timeout_s` plus the backoff waits
-  (`tiller.rewards.http`);
-- unparseable answer: asked once more (sampling with temperature 0.6, so a greedy answer is
-  not repeated verbatim); if the second answer fails too, the comparison (pairwise) or the
-  completion (single) takes `genrm_fallback`, or `GenRMParseError` is raised when it is None.
-  In pairwise mode a fallen-back comparison is left out of the mean; a completion with no
-  comparison left gets `genrm_fallback` as its reward;
-- a request the server refuses as invalid (HTTP 400/413/422, e.g. longer than its context):
-  the same fallback rule, without a retry;
-- at construction, `check()` asks the server for its models: unreachable, wrong key or a
-  model it does not serve is a clear error before any training starts.
-Every failure raised by `score` is a `RemoteRewardError` with a one-line message
-(`GenRMParseError` is one too, and also a ValueError), so a caller catches that one class.
-System messages in the conversation are not sent (the GenRM's chat template supplies its own
-judging instructions) and are counted as `reward/genrm_system_messages_dropped`.
+In short: the conversation goes out as chat messages followed by the candidate answer(s) with
+the roles `response_1` / `response_2` (`build_genrm_messages`, after `strip_thinking`); the
+scores are read from the `\\boxed{}` sections of the GenRM's answer (`parse_genrm_answer`);
+`single` rewards a completion with its helpfulness (1-5), `pairwise` with its mean preference
+over the comparisons in its group (0-1). Transport failures are retried, an unreadable answer
+is asked for once more, and every failure is counted in `metrics()` and raised as a
+`RemoteRewardError` (or replaced by `genrm_fallback` where that is set).
 """
 
 from __future__ import annotations

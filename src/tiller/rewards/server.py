@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tiller.config import ConfigError, load_config
+    from tiller.config import ConfigError
+    from tiller.config_loading import load_config
     from tiller.rewards import make_reward_backend
 
     def fail(message: str) -> int:

@@ -18,8 +18,8 @@ import time
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from tiller.batching import mask_positions, pad_batch
 from tiller.rollout import Generation, Sampling, cut_at_eos
-from tiller.scoring import mask_positions, pad_batch
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:

@@ -1,0 +1,183 @@
+"""The report's plots: matplotlib figures (Agg canvas, no pyplot state) as embedded base64 PNG.
+
+Each function returns an `<img>` tag, or "" when there is nothing to draw. Curves with many
+points are drawn faint with a bold centered moving average over them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+from tiller.report_data import series
+
+TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("reference", "reference log-probs"),
+              ("train", "train (forward + backward)"))
+FIGSIZE = (6.4, 3.6)
+DPI = 100
+
+
+def png_img(fig) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    fig.clear()  # a Figure made without pyplot is freed with its last reference; clear it anyway
+    png = buf.getvalue()
+    try:  # a 256-colour palette halves the file and looks the same for line plots (Pillow comes with matplotlib)
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        small = io.BytesIO()
+        image.save(small, format="PNG")
+        png = min(png, small.getvalue(), key=len)
+    except Exception:
+        pass
+    data = base64.b64encode(png).decode("ascii")
+    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
+
+
+def _figure(ncols: int = 1):
+    from matplotlib.figure import Figure
+
+    width = FIGSIZE[0] if ncols == 1 else 4.8 * ncols
+    fig = Figure(figsize=(width, FIGSIZE[1]), dpi=DPI, layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=9)
+    return fig, axes
+
+
+def _smooth_window(n: int) -> int:
+    """Points averaged for the bold line of a noisy curve: none under 50 points, then ~n/12."""
+    return 0 if n < 50 else max(3, n // 12) | 1
+
+
+def _smooth(ys: list[float], w: int) -> list[float]:
+    """Centered moving average (no lag), ignoring NaN, shrinking at the ends."""
+    half = w // 2
+    out = []
+    for i in range(len(ys)):
+        window = [y for y in ys[max(0, i - half): i + half + 1] if math.isfinite(y)]
+        out.append(sum(window) / len(window) if window else float("nan"))
+    return out
+
+
+def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str, smooth: bool = True) -> int:
+    drawn, windows = 0, set()
+    for i, (label, xs, ys) in enumerate(lines):
+        if not xs:
+            continue
+        color = f"C{i}"
+        w = _smooth_window(len(xs)) if smooth else 0
+        if not w:
+            ax.plot(xs, ys, color=color, label=label, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.6)
+        else:
+            ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.9)
+            ax.plot(xs, _smooth(ys, w), color=color, label=label, linewidth=1.8)
+            windows.add(w)
+        drawn += 1
+    ax.set_title(title, fontsize=11)
+    if windows:
+        xlabel += f"\n(faint: each step; bold: centered mean of {'/'.join(map(str, sorted(windows)))} steps)"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if drawn > 1:
+        ax.legend(fontsize=8)
+    return drawn
+
+
+def line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step",
+               smooth: bool = True) -> str:
+    """One axis; lines are (label, steps, values). Empty string if there is nothing to draw."""
+    if not any(xs for _, xs, _ in lines):
+        return ""
+    fig, (ax,) = _figure()
+    _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
+    return png_img(fig)
+
+
+def panel_plot(panels: list[tuple], xlabel: str = "optimizer step") -> str:
+    """Axes side by side: (title, ylabel, lines[, smooth]) each; panels with no data are left out."""
+    panels = [p if len(p) == 4 else (*p, True) for p in panels if any(xs for _, xs, _ in p[2])]
+    if not panels:
+        return ""
+    if len(panels) == 1:
+        return line_plot(panels[0][0], panels[0][1], panels[0][2], xlabel, panels[0][3])
+    fig, axes = _figure(len(panels))
+    for ax, (title, ylabel, lines, smooth) in zip(axes, panels):
+        _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
+    return png_img(fig)
+
+
+def length_band_plot(rows: list[dict]) -> str:
+    xs, mean = series(rows, "completions/mean_length")
+    if not xs:
+        return ""
+    fig, (ax,) = _figure()
+    lo_x, lo = series(rows, "completions/min_length")
+    hi_x, hi = series(rows, "completions/max_length")
+    if lo_x and lo_x == hi_x:
+        ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.2, label="min to max in the step")
+    ax.plot(xs, mean, color="C0", linewidth=1.6, marker="o" if len(xs) <= 30 else None, markersize=3, label="mean")
+    ax.set_title("Completion length per step", fontsize=11)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("completion length (tokens)")
+    ax.legend(fontsize=8)
+    return png_img(fig)
+
+
+def time_plot(rows: list[dict]) -> str:
+    parts = [(label, series(rows, f"time/{key}")) for key, label in TIME_PARTS]
+    parts = [(label, xs, ys) for label, (xs, ys) in parts if xs]
+    if not parts:
+        return ""
+    steps = sorted(set.intersection(*(set(xs) for _, xs, _ in parts)))
+    if not steps:
+        return ""
+    values = [[dict(zip(xs, ys))[s] for s in steps] for _, xs, ys in parts]
+    values = [[v if math.isfinite(v) else 0.0 for v in vs] for vs in values]
+    fig, (ax,) = _figure()
+    labels = [label for label, _, _ in parts]
+    if len(steps) <= 40:
+        bottom = [0.0] * len(steps)
+        width = 0.8 * (min(b - a for a, b in zip(steps, steps[1:])) if len(steps) > 1 else 1.0)
+        for i, (label, vs) in enumerate(zip(labels, values)):
+            ax.bar(steps, vs, bottom=bottom, width=width, color=f"C{i}", label=label)
+            bottom = [b + v for b, v in zip(bottom, vs)]
+    else:
+        ax.stackplot(steps, *values, labels=labels, colors=[f"C{i}" for i in range(len(values))], linewidth=0)
+    top = max(sum(col) for col in zip(*values))
+    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # room for the legend above the stack
+    ax.set_title("Time per step, by phase", fontsize=11)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    ax.grid(True, alpha=0.3)
+    return png_img(fig)
+
+
+def length_histogram(label: str, policy: list[float], reference: list[float]) -> str:
+    if not policy and not reference:
+        return ""
+    fig, (ax,) = _figure()
+    everything = policy + reference
+    lo, hi = min(everything), max(everything)
+    nbins = max(5, min(40, int(math.sqrt(len(everything))) * 2))
+    if hi <= lo:
+        edges = [lo - 0.5, lo + 0.5]
+    else:
+        step = (hi - lo) / nbins
+        edges = [lo + i * step for i in range(nbins + 1)]
+    if reference:
+        ax.hist(reference, bins=edges, alpha=0.5, color="C0", label=f"before: reference (mean {sum(reference) / len(reference):.0f})")
+    if policy:
+        ax.hist(policy, bins=edges, alpha=0.5, color="C3", label=f"after: {label} (mean {sum(policy) / len(policy):.0f})")
+    ax.set_title(f"Completion lengths on the evaluation prompts: {label}", fontsize=11)
+    ax.set_xlabel("completion length (tokens)")
+    ax.set_ylabel("completions")
+    ax.legend(fontsize=8)
+    return png_img(fig)
