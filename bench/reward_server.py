@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from data_load import cpu_model  # bench/ is on sys.path when run as a script
+
 TOKEN = "bench-token-3b9f27"
 PROMPT = [{"role": "user", "content": "Say something with the letter a."}]
 
@@ -61,14 +63,6 @@ def proc_status(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- load

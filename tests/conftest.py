@@ -18,6 +18,39 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot when cores are shared.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A folder holding only the tiny tokenizer (trained locally in about a second) and a stub
+    config.json: all the data stage loads. Building the model too would only cost time."""
+    import json as _json
+
+    from tiller.tiny import build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny") / "m"
+    build_tokenizer().save_pretrained(folder)
+    (folder / "config.json").write_text(_json.dumps({"model_type": "llama"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    from tiller.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_dir))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     from tiller.tiny import build_tiny_model

@@ -20,23 +20,6 @@ from tiller.recipes import data as data_stage
 pytestmark = pytest.mark.faults
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from tiller.tiny import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "m"
-    build_tokenizer().save_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_dir):
-    from tiller.models import load_tokenizer
-
-    return load_tokenizer(str(tiny_dir))
-
-
 def hs3(pref=-2, question="What is the capital of France?", r1="Paris.", r2="Lyon.", language="english"):
     return {"domain": "general", "language": language, "context": [{"role": "user", "content": question}],
             "response1": r1, "response2": r2, "overall_preference": pref}

@@ -229,6 +229,33 @@ def test_resume_refuses_a_changed_trajectory(change, key, trained_reward_run, ti
         reward.run(config_from_dict(cfg), resume=True)
 
 
+def test_resume_with_another_model_names_the_change(trained_reward_run, tiny_qwen3, tmp_path):
+    """Resuming with a model of another size is refused before any tensor is loaded, naming the
+    key (it used to be a raw `size of tensor a (32) must match` traceback)."""
+    import shutil
+
+    shutil.copytree(trained_reward_run, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"(?s)model[.]name: .*tiny.*llama.* -> .*qwen3"):
+        reward.run(config_from_dict(reward_config(tmp_path / "run", tiny_qwen3)), resume=True)
+
+
+def test_a_remote_reward_failure_is_one_line(capsys, monkeypatch, tmp_path):
+    from tiller.cli import main
+    from tiller.rewards.http import RemoteRewardError
+
+    def failing(cfg, resume, **kwargs):
+        raise RemoteRewardError("reward server http://127.0.0.1:9/score: no complete answer within timeout_s=2 s "
+                                "(2 attempts)")
+
+    monkeypatch.setattr("tiller.recipes.rloo.run", failing)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": str(tmp_path)}))
+    monkeypatch.setenv("TILLER_QUIET_CONFIG", "1")
+    assert main(["rloo", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tiller rloo: error: reward server") and "Traceback" not in err
+
+
 def test_resume_accepts_logging_changes_and_on_request_a_new_lr(trained_reward_run, tiny_llama, tmp_path, capsys):
     import shutil
 

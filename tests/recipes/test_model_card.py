@@ -27,12 +27,7 @@ from tiller.recipes import dpo, reward, rloo, sft
 HUB_ID = "tiller-tests/tiny-llama"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, sft
 from tiller.tracking import read_metrics
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (question, short answer): train and validation prompts never overlap.

@@ -12,12 +12,7 @@ from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, sft
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sft_and_dpo_train_the_same_tokens_in_every_thinking_mode(tmp_path, tiny_qwen3_thinking):

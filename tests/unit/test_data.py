@@ -30,25 +30,6 @@ from tiller.recipes import data as data_stage
 WHERE = "f.jsonl line 1"
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """A folder holding only the tiny tokenizer (trained locally in about a second) and a stub
-    config.json: all the data stage loads. Building the model too would only cost time."""
-    from tiller.tiny import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "m"
-    build_tokenizer().save_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_dir):
-    from tiller.models import load_tokenizer
-
-    return load_tokenizer(str(tiny_dir))
-
-
 def hs3_row(pref=-2, language="english", domain="general", context=None, r1="Answer one.", r2="Answer two."):
     return {
         "domain": domain,
