@@ -397,15 +397,16 @@ def to_dict(cfg: Any) -> dict:
 # decide what the stage does. The whole resolved config goes to the stage folder
 # (<run_dir>/<stage>/config.yaml), and `--print-config` prints it.
 SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
-    "data": ("data.format", "data.source", "data.hub_id", "data.files", "data.splits", "data.languages",
-             "data.max_prompt_tokens", "data.on_bad_row"),
+    "data": ("data.format", "data.source", "data.hub_id", "data.hub_data_dir", "data.files", "data.splits",
+             "data.validation_fraction", "data.languages", "data.max_prompt_tokens", "data.on_bad_row"),
     "sft": ("sft.model", "sft.source", "sft.lora.enabled", "sft.optim.lr", "sft.train.pairs_per_step",
             "sft.train.epochs", "sft.train.max_steps"),
     "reward": ("reward.model", "reward.lora.enabled", "reward.optim.lr", "reward.train.pairs_per_step",
                "reward.train.epochs", "reward.train.max_steps", "reward.train_subset"),
     "dpo": ("dpo.model", "dpo.loss_type", "dpo.beta", "dpo.optim.lr", "dpo.train.pairs_per_step",
             "dpo.train.epochs", "dpo.train.max_steps"),
-    "rloo": ("rloo.model", "rloo.reward.backend", "rloo.prompts_per_step", "rloo.completions_per_prompt",
+    "rloo": ("rloo.model", "rloo.reward.backend", "rloo.advantage", "rloo.kl_in", "rloo.prompts_per_step",
+             "rloo.completions_per_prompt",
              "rloo.optim.lr", "rloo.beta", "rloo.max_steps", "rloo.total_episodes", "rloo.rollout.engine",
              "rloo.rollout.max_new_tokens"),
     "eval": ("eval.policy", "eval.reference", "eval.judge.backend", "eval.split", "eval.num_prompts"),
