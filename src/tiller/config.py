@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -111,6 +112,10 @@ class DataConfig:
     # the same in every run. The validation split is then not read from the source. 0 = off.
     validation_fraction: float = field(default=0.0, metadata=_range(0.0, 1.0))
     validation_seed: int = 0
+    # Source-row fields copied into each prompt record as `extra` (a gold answer, test cases...),
+    # for rewards that check an answer (a callable's third argument). A row without one of them
+    # is a bad row (data.on_bad_row decides: stop, or skip and count it).
+    keep_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -156,7 +161,8 @@ class RewardBackendConfig:
     backend: Literal["classifier", "callable", "genrm", "http"] = "classifier"
     # classifier: a sequence-classification model folder; empty means the reward stage output.
     path: Optional[str] = None
-    # callable: "package.module:function" taking (prompts, completions) -> list[float].
+    # callable: "package.module:function" taking (prompts, completions) -> list[float], or
+    # (prompts, completions, records) with records the prompts' `extra` dicts (data.keep_columns).
     function: Optional[str] = None
     # http / genrm: server address; the API key is read from this environment variable.
     url: Optional[str] = None
@@ -176,6 +182,14 @@ class RewardBackendConfig:
     genrm_max_tokens: Optional[int] = field(default=None, metadata=_range(1))  # None: the server's limit
     retry_backoff_s: float = field(default=1.0, metadata=_range(0.0))
     retry_max_backoff_s: float = field(default=30.0, metadata=_range(0.0))
+
+
+@dataclass
+class NamedRewardConfig(RewardBackendConfig):
+    """One component of `rloo.rewards`: a backend, its name (logged as reward/<name>) and weight."""
+
+    name: str = ""
+    weight: float = 1.0
 
 
 @dataclass
@@ -202,6 +216,9 @@ class RlooConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="linear", warmup_ratio=0.0))
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardBackendConfig = field(default_factory=RewardBackendConfig)
+    # Several rewards, each {name, weight, backend, ...}: the reward is their weighted sum, each
+    # logged as reward/<name>. When set it replaces `reward` (which must then stay unset).
+    rewards: list[NamedRewardConfig] = field(default_factory=list)
     prompts_per_step: int = field(default=8, metadata=_range(1))
     completions_per_prompt: int = field(default=4, metadata=_range(2))
     micro_batch_per_device: int = field(default=8, metadata=_range(1))  # completions per forward
@@ -343,6 +360,25 @@ def _validate_rl_options(r: RlooConfig) -> None:
             "set whiten_advantages: false")
 
 
+def _validate_rewards(r: RlooConfig) -> None:
+    """rloo.rewards: named, unique, finite weights; and not beside a customised rloo.reward."""
+    if not r.rewards:
+        return
+    if r.reward != RewardBackendConfig():
+        raise ConfigError("config key 'rloo.reward': set together with rloo.rewards, which replaces it; move it into "
+                          "rloo.rewards as one more {name, weight, backend, ...} entry")
+    seen: set[str] = set()
+    for i, c in enumerate(r.rewards):
+        if not c.name or "/" in c.name or c.name != c.name.strip():
+            raise ConfigError(f"config key 'rloo.rewards[{i}].name': expected a name without '/' or spaces at the ends "
+                              f"(logged as reward/<name>), got {c.name!r}")
+        if c.name in seen:
+            raise ConfigError(f"config key 'rloo.rewards[{i}].name': {c.name!r} is used twice; names must be unique")
+        seen.add(c.name)
+        if not math.isfinite(c.weight):
+            raise ConfigError(f"config key 'rloo.rewards[{i}].weight': expected a finite number, got {c.weight!r}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's type cannot express."""
     if cfg.data.source == "hub" and not cfg.data.hub_id:
@@ -380,7 +416,10 @@ def validate(cfg: Config) -> None:
             f"{r.prompts_per_step * r.completions_per_prompt} completions per step is not a multiple of {r.micro_batch_per_device}"
         )
     _validate_rl_options(r)
-    for where, backend in (("rloo.reward", r.reward), ("eval.judge", cfg.eval.judge)):
+    _validate_rewards(r)
+    backends = ([(f"rloo.rewards[{i}]", c) for i, c in enumerate(r.rewards)] if r.rewards
+                else [("rloo.reward", r.reward)])
+    for where, backend in (*backends, ("eval.judge", cfg.eval.judge)):
         if backend.backend == "callable" and not backend.function:
             raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")
         if backend.backend in ("genrm", "http") and not backend.url:

@@ -26,3 +26,19 @@ def nan_on_third_call(prompts, completions):
 
 def always_inf(prompts, completions):
     return [float("inf")] * len(completions)
+
+
+# Rewards that see the prompt's record (the columns data.keep_columns kept): a third argument.
+
+
+def exact_match(prompts, completions, records):
+    """Verifiable reward: 1.0 where the completion contains the record's gold answer, else 0.0."""
+    return [float(str(r["gold_answer"]) in text) for text, r in zip(completions, records)]
+
+
+def record_matches_prompt(prompts, completions, records):
+    """1.0 for every completion whose record belongs to its own prompt (the record's `question`
+    is the prompt's last turn); fails loudly otherwise, so a misaligned record cannot pass."""
+    for prompt, record in zip(prompts, records, strict=True):
+        assert record["question"] == prompt[-1]["content"], (record, prompt)
+    return [1.0] * len(completions)

@@ -3,6 +3,7 @@ produce the same update as 1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,63 @@ def test_degeneration_penalty_is_part_of_the_reward(tmp_path, tiny_llama, monkey
     for row in read_metrics(tmp_path / "rloo" / "metrics.jsonl"):
         assert row["completions/degenerate_share"] == 1.0
         assert row["objective/rlhf_reward"] == pytest.approx(row["objective/scores"] - 0.75, abs=1e-6)
+
+
+def test_callable_reward_gets_the_records_when_it_takes_them():
+    from tiller.rewards.function import FunctionReward
+
+    prompts = [[{"role": "user", "content": "2+2?"}]] * 2
+    exact = FunctionReward("tests.helpers.rloo_rewards:exact_match")
+    assert exact.takes_records
+    assert exact.score(prompts, ["It is 4.", "five"], 2, records=[{"gold_answer": 4}] * 2) == [1.0, 0.0]
+    with pytest.raises(KeyError):  # no records (evaluation): empty ones, so a missing column is the function's error
+        exact.score(prompts, ["4", "4"], 2)
+    two_args = FunctionReward("tests.helpers.rloo_rewards:vowel_share")
+    assert not two_args.takes_records
+    assert two_args.score(prompts, ["aa", "bb"], 2, records=[{}, {}]) == [1.0, 0.0]
+
+
+def write_prompts_with_gold(run_dir: Path) -> None:
+    """Prompts as `tiller data` writes them with data.keep_columns: [question, gold_answer]."""
+    from tests.conftest import QUESTIONS
+
+    folder = run_dir / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.prompts.jsonl", "w") as f:
+        for i, q in enumerate(QUESTIONS):
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}], "source_row": i + 1,
+                                "extra": {"question": q, "gold_answer": "aeiou"[i % 5]}}) + "\n")
+    (folder / "DONE").write_text("done\n")
+
+
+def test_weighted_rewards_log_each_component_and_sum_them(tmp_path, tiny_llama):
+    write_prompts_with_gold(tmp_path)
+    fn = "tests.helpers.rloo_rewards:"
+    cfg = rloo_config(tmp_path, tiny_llama, max_steps=2, completions_per_prompt=2, reward={}, rewards=[
+        {"name": "vowels", "weight": 1.0, "backend": "callable", "function": fn + "vowel_share"},
+        {"name": "exact", "weight": 0.5, "backend": "callable", "function": fn + "exact_match"},
+        {"name": "aligned", "weight": -0.25, "backend": "callable", "function": fn + "record_matches_prompt"},
+    ])
+    rloo.run(config_from_dict(cfg))
+    rows = read_metrics(tmp_path / "rloo" / "metrics.jsonl")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["reward/aligned"] == 1.0  # every record reached the completions of its own prompt
+        assert 0.0 <= row["reward/exact"] <= 1.0 and 0.0 < row["reward/vowels"] < 1.0
+        combined = 1.0 * row["reward/vowels"] + 0.5 * row["reward/exact"] - 0.25 * row["reward/aligned"]
+        assert row["objective/scores"] == pytest.approx(combined, abs=1e-6)
+        assert row["objective/rlhf_reward"] == pytest.approx(combined, abs=1e-6)  # beta 0, no EOS penalty
+    assert any(0.0 < row["reward/exact"] for row in rows)  # the gold letters do occur: the test checks something
+
+
+def test_a_non_finite_component_skips_the_update_and_is_named(tmp_path, tiny_llama):
+    write_prompts(tmp_path)
+    fn = "tests.helpers.rloo_rewards:"
+    cfg = rloo_config(tmp_path, tiny_llama, max_steps=1, completions_per_prompt=2, reward={}, rewards=[
+        {"name": "vowels", "weight": 1.0, "backend": "callable", "function": fn + "vowel_share"},
+        {"name": "broken", "weight": 0.0, "backend": "callable", "function": fn + "always_inf"},  # weight 0 still counts
+    ])
+    with pytest.warns(UserWarning, match=r"update skipped, reward component\(s\) 'broken' \(8\) gave non-finite"):
+        rloo.run(config_from_dict(cfg))
+    rows = read_metrics(tmp_path / "rloo" / "metrics.jsonl")
+    assert rows[-1]["guard/skipped_updates"] == 1

@@ -117,3 +117,27 @@ def test_summary_is_a_few_key_value_lines_without_unset_options():
     data = parse(summary(cfg, "data", width=1000))
     assert data["data.languages"] == "[english]" and data["data.splits"] == "[train, validation]"
     assert parse(summary(config_from_dict({}), "sft"))["sft.lora.enabled"] == "true"
+
+
+def test_rloo_rewards_components_and_their_errors():
+    two = [{"name": "rm", "weight": 1.0, "backend": "classifier"},
+           {"name": "exact", "weight": 0.5, "backend": "callable", "function": "tests.helpers.rloo_rewards:exact_match"}]
+    cfg = config_from_dict({"rloo": {"rewards": two}, "data": {"keep_columns": ["gold_answer"]}})
+    assert [(c.name, c.weight, c.backend) for c in cfg.rloo.rewards] == [("rm", 1.0, "classifier"), ("exact", 0.5, "callable")]
+    assert cfg.data.keep_columns == ["gold_answer"]
+    assert config_from_dict({}).rloo.rewards == [] and config_from_dict({}).data.keep_columns == []
+
+    def error(rloo: dict) -> str:
+        with pytest.raises(ConfigError) as e:
+            config_from_dict({"rloo": rloo})
+        return str(e.value)
+
+    assert "'rloo.rewards[1].name': 'rm' is used twice" in error({"rewards": [two[0], {**two[1], "name": "rm"}]})
+    assert "'rloo.rewards[0].name'" in error({"rewards": [{**two[0], "name": ""}]})
+    assert "'rloo.rewards[0].name'" in error({"rewards": [{**two[0], "name": "a/b"}]})
+    assert "'rloo.rewards[1].weight': expected a finite number" in error({"rewards": [two[0], {**two[1], "weight": float("nan")}]})
+    assert "'rloo.rewards[0].weight': expected a finite number" in error({"rewards": [{**two[0], "weight": float("inf")}]})
+    assert "'rloo.reward': set together with rloo.rewards" in error({"rewards": two, "reward": {"backend": "callable"}})
+    assert "'rloo.rewards[1].function': required" in error({"rewards": [two[0], {"name": "f", "backend": "callable"}]})
+    assert "'rloo.rewards[0].url': required" in error({"rewards": [{"name": "g", "backend": "genrm"}]})
+    assert "unknown config key 'rloo.rewards[0].wieght'" in error({"rewards": [{"name": "g", "wieght": 1.0}]})

@@ -602,3 +602,42 @@ def test_held_out_part_that_gets_no_prompt_is_an_error(tmp_path, tokenizer):
     cfg.validation_fraction = 0.999999
     with pytest.raises(DataError, match="every prompt was held out for 'validation'.*lower it"):
         data_stage.prepare_held_out(cfg, tokenizer)
+
+
+# ----------------------------------------------------------------------------- kept columns
+
+
+def test_keep_columns_copies_source_fields_into_prompt_records(tmp_path, tokenizer):
+    def row(i, pref=-1, **extra):
+        return {**hs3_row(pref, context=[{"role": "user", "content": f"Question {i}?"}]), **extra}
+
+    rows = [row(1, gold_answer="4", tests=[1, 2]), row(2, pref=0, gold_answer=None, tests=[]),  # a tie keeps its prompt
+            row(3, gold_answer="Paris", tests=[3])]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = data_stage.prepare_split(local_cfg(path, keep_columns=["gold_answer", "tests"]), "train", tokenizer)
+    assert [(p.source_row, p.extra) for p in out.prompts] == [
+        (1, {"gold_answer": "4", "tests": [1, 2]}), (2, {"gold_answer": None, "tests": []}),
+        (3, {"gold_answer": "Paris", "tests": [3]})]
+    # Without keep_columns nothing is kept; the records round-trip through the run folder's file.
+    assert all(p.extra == {} for p in data_stage.prepare_split(local_cfg(path), "train", tokenizer).prompts)
+    folder = tmp_path / "run" / "data"
+    folder.mkdir(parents=True)
+    (folder / "train.prompts.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in out.prompts))
+    (folder / "DONE").write_text("done\n")
+    assert run_files.load_prompts(tmp_path / "run", "train") == out.prompts
+    # A prompts file written before keep_columns existed (no `extra`) still loads; a bad one names the line.
+    (folder / "train.prompts.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n"
+                                                + json.dumps({"messages": [], "extra": [1]}) + "\n")
+    with pytest.raises(DataError, match=r"train\.prompts\.jsonl line 2: field 'extra'"):
+        run_files.load_prompts(tmp_path / "run", "train")
+
+
+def test_keep_columns_missing_in_a_row_is_a_bad_row(tmp_path, tokenizer):
+    rows = [{**hs3_row(), "gold_answer": "4"}, hs3_row(1)]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    with pytest.raises(DataError, match=r"t\.jsonl line 2: field 'gold_answer': missing, and data.keep_columns keeps it"):
+        data_stage.prepare_split(local_cfg(path, keep_columns=["gold_answer"]), "train", tokenizer)
+    with pytest.warns(UserWarning, match="skipping bad rows"):
+        out = data_stage.prepare_split(local_cfg(path, keep_columns=["gold_answer"], on_bad_row="skip"), "train", tokenizer)
+    assert dict(out.stats.dropped) == {"bad_row:gold_answer": 1}
+    assert [p.extra for p in out.prompts] == [{"gold_answer": "4"}]

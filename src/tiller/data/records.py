@@ -7,7 +7,7 @@ number for JSONL files, the 0-based row number otherwise), so any record can be 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 
@@ -62,12 +62,16 @@ class Conversation:
 
 @dataclass
 class Prompt:
-    """A prompt for RL: messages ending with the user's turn; the policy writes the answer."""
+    """A prompt for RL: messages ending with the user's turn; the policy writes the answer.
+
+    `extra` holds the source-row fields named in data.keep_columns (e.g. a gold answer), which
+    reward functions receive as the prompt's record."""
 
     messages: list[dict]
     domain: Optional[str] = None
     language: Optional[str] = None
     source_row: int = -1
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

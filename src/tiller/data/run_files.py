@@ -52,6 +52,8 @@ def _load(run_dir: str | Path, split: str, kind: str, cls) -> list:
                 isinstance(record.margin, bool) or not isinstance(record.margin, (int, float)) or not math.isfinite(record.margin)
             ):
                 raise DataError(where, f"expected a finite number, got {record.margin!r}", "margin")
+            if isinstance(record, Prompt) and not isinstance(record.extra, dict):
+                raise DataError(where, f"expected a mapping of kept columns, got {record.extra!r}", "extra")
             records.append(record)
     return records
 

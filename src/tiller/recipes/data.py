@@ -108,6 +108,7 @@ def _prepare(data: DataConfig, split: str, tokenizer, enable_thinking: Optional[
         n_read += 1
         try:
             record = adapt(row, source.where(index), index)
+            extra = kept_columns(row, data.keep_columns, source.where(index))
         except DataError as err:
             read_stats.rows_read += 1
             bad_row(err)
@@ -123,20 +124,20 @@ def _prepare(data: DataConfig, split: str, tokenizer, enable_thinking: Optional[
         elif not domain_ok(record.domain, domains):
             stats.dropped["domain"] += 1
         else:
-            survivors.append((side, record))
+            survivors.append((side, record, extra))
 
     # Pass 2: prompt length in tokens (batched), then sort each survivor into its outputs.
-    prompts = [prompt_of(r) for _, r in survivors]
+    prompts = [prompt_of(r) for _, r, _ in survivors]
     lengths = prompt_token_counts(tokenizer, prompts, enable_thinking)
     rl_prompts: dict[str, list[Prompt]] = {side: [] for side in sides}
     side_lengths: dict[str, list[int]] = {side: [] for side in sides}
-    for (side, record), prompt, n_tokens in zip(survivors, prompts, lengths):
+    for (side, record, extra), prompt, n_tokens in zip(survivors, prompts, lengths):
         out, stats = outs[side], outs[side].stats
         side_lengths[side].append(n_tokens)
         if n_tokens > data.max_prompt_tokens:
             stats.dropped["prompt_too_long"] += 1
             continue
-        rl_prompts[side].append(Prompt(prompt, record.domain, record.language, record.source_row))
+        rl_prompts[side].append(Prompt(prompt, record.domain, record.language, record.source_row, extra))
         marker = role_marker(record)
         if marker:
             stats.role_markers += 1
@@ -181,6 +182,20 @@ def _prepare(data: DataConfig, split: str, tokenizer, enable_thinking: Optional[
         where = f"split {side!r} ({source.label})" if side == split else f"split {side!r} (held out of {split!r}, {source.label})"
         raise DataError(where, _nothing_left(data, outs[side].stats, side_lengths[side], first_bad))
     return outs
+
+
+def kept_columns(row: dict, names: list[str], where: str) -> dict:
+    """The fields of `row` named in data.keep_columns, for the prompt record's `extra`.
+
+    A missing field is a data error (a bad row), not a null: a reward that checks a gold answer
+    would otherwise score every completion of that prompt as wrong, silently."""
+    extra = {}
+    for name in names:
+        if name not in row:
+            raise DataError(where, f"missing, and data.keep_columns keeps it (the row has: {', '.join(sorted(map(str, row)))})",
+                            name)
+        extra[name] = row[name]
+    return extra
 
 
 def _nothing_left(data: DataConfig, stats: SplitStats, lengths: list[int], first_bad: list[DataError]) -> str:

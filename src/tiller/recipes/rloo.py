@@ -5,7 +5,7 @@
 One step, top to bottom:
   1. take `prompts_per_step` prompts (each process its own whole prompts);
   2. sample k = `completions_per_prompt` completions per prompt with the rollout engine;
-  3. score them with the reward backend (no gradients, batched);
+  3. score them with the reward backend, or the weighted sum of several (no gradients, batched);
   4. reference log-probs: the base with the LoRA adapter disabled (or a frozen copy);
   5. per sequence R = score - missing_eos_penalty*[no EOS] - beta*KL, leave-one-out
      advantages, and the REINFORCE (or clipped-ratio) loss, reduced over the global batch.
@@ -70,8 +70,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
     # ---- prompts and batch arithmetic
     tokenizer = load_tokenizer(name, cfg.model)
-    prompts, dropped = encode_prompts(subset(load_prompts(cfg.run_dir, r.prompt_split), r.prompt_subset), tokenizer,
-                                      r.max_prompt_tokens, cfg.model.enable_thinking)
+    records = subset(load_prompts(cfg.run_dir, r.prompt_split), r.prompt_subset)
+    prompts, dropped = encode_prompts(records, tokenizer, r.max_prompt_tokens, cfg.model.enable_thinking)
+    # Each kept prompt's record columns (data.keep_columns), for rewards that check an answer:
+    # encode_prompts keeps each record's own messages list, which identifies it.
+    extra_of = {id(p.messages): p.extra for p in records}
+    extras = [extra_of[id(messages)] for messages, _ in prompts]
     if r.prompts_per_step % rt.world_size:
         raise ValueError(f"rloo.prompts_per_step={r.prompts_per_step} must be a multiple of the {rt.world_size} processes "
                          "(each process takes whole prompt groups)")
@@ -126,8 +130,16 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             reference = _load_frozen(cfg, name, rt.device)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
+    # The reward: one backend (rloo.reward), or the weighted sum of named ones (rloo.rewards).
+    mixed = bool(r.rewards)
     with rt.unsharded_construction():
-        reward = make_reward_backend(r.reward, default_path=Path(cfg.run_dir) / "reward" / "model", device=str(rt.device))
+        reward_backends = [(c.name if mixed else c.backend, c.weight if mixed else 1.0,
+                            make_reward_backend(c, default_path=Path(cfg.run_dir) / "reward" / "model",
+                                                device=str(rt.device)))
+                           for c in (r.rewards if mixed else [r.reward])]
+    if mixed:
+        terms = [f"{c.weight:g} x {c.name} ({c.backend})" for c in r.rewards]
+        rt.print(f"[rloo] reward = {' + '.join(terms)} (each logged as reward/<name>)")
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
         rt, policy, r.optim, total_steps * r.num_ppo_epochs, accum, r.micro_batch_per_device, "rloo")
     engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout, cfg.model)
@@ -177,13 +189,22 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- 3. reward
         t0 = time.perf_counter()
         texts = tokenizer.batch_decode(gen.completions, skip_special_tokens=True)
-        scores = torch.tensor(reward.score([m for m in messages for _ in range(k)], texts, group_size=k),
-                              dtype=torch.float32, device=rt.device)
+        row_messages = [m for m in messages for _ in range(k)]
+        row_records = [extras[i] for i in mine for _ in range(k)]
+        parts = {name: torch.tensor(backend.score(row_messages, texts, group_size=k, records=row_records),
+                                    dtype=torch.float32, device=rt.device) for name, _, backend in reward_backends}
+        # The weighted sum: a NaN / inf in any component makes the combined score non-finite.
+        scores = sum(weight * parts[name] for name, weight, _ in reward_backends)
         timings["reward"] = time.perf_counter() - t0
         if not updates.finite_everywhere(scores):  # the guard: no update from a NaN / inf reward
             bad = int((~torch.isfinite(scores)).sum())
-            updates.skip(f"reward backend '{r.reward.backend}' gave {bad} non-finite score(s) of {len(texts)} on "
-                         f"rank {rt.rank} (or another rank did)", schedule_steps=r.num_ppo_epochs)
+            if mixed:
+                which = ", ".join(f"'{name}' ({int((~torch.isfinite(v)).sum())})" for name, v in parts.items()
+                                  if not torch.isfinite(v).all()) or "none (their weighted sum overflowed)"
+                reason = f"reward component(s) {which} gave non-finite score(s): {bad} of {len(texts)} combined scores"
+            else:
+                reason = f"reward backend '{r.reward.backend}' gave {bad} non-finite score(s) of {len(texts)}"
+            updates.skip(f"{reason} on rank {rt.rank} (or another rank did)", schedule_steps=r.num_ppo_epochs)
             tracker.log({"guard/skipped_updates": updates.skipped}, step + 1)
             bar.update(1)
             continue
@@ -302,9 +323,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         m.mean("completions/mean_length", lengths.mean(), lengths.numel())
         m.min("completions/min_length", lengths.min())
         m.max("completions/max_length", lengths.max())
-        if hasattr(reward, "metrics"):  # remote backends count retries, parse failures, fallbacks
-            for key, count in reward.metrics().items():
-                m.sum(key, count)
+        if mixed:  # each component's mean over the step's completions, over all processes
+            for name, values in parts.items():
+                m.mean(f"reward/{name}", values.mean(), values.numel())
+        for _, _, backend in reward_backends:
+            if hasattr(backend, "metrics"):  # remote backends count retries, parse failures, fallbacks
+                for key, count in backend.metrics().items():
+                    m.sum(key, count)
         step_metrics = m.reduce(rt)
         step_metrics.update({  # equal on every process
             "train/grad_norm": torch.as_tensor(float(grad_norm)),
@@ -332,7 +357,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             save_checkpoint(ckpt_root, done, model, optimizer, scheduler, {"stage": "rloo"}, r.keep_checkpoints, rt,
                             config_yaml=to_yaml(cfg))
     bar.close()
-    reward.close()
+    for _, _, backend in reward_backends:
+        backend.close()
     rt.print(f"[rloo] {updates.describe()}")
     finished = stop_after is None or stop_after >= total_steps
     if finished:

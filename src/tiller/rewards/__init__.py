@@ -2,10 +2,13 @@
 
 A backend turns (prompt messages, completion text) pairs into scalar rewards, without gradients,
 in batches. `group_size` tells it that consecutive completions answer the same prompt (the k
-RLOO samples), which pairwise judges use; pointwise backends ignore it.
+RLOO samples), which pairwise judges use; pointwise backends ignore it. `records` are the prompts'
+`extra` dicts (the columns data.keep_columns kept, e.g. a gold answer), one per completion: a
+callable reward that takes a third argument receives them; the model backends ignore them.
 
     class RewardBackend(Protocol):
-        def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]: ...
+        def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+                  records: list[dict] | None = None) -> list[float]: ...
         def close(self) -> None: ...
 
 Which backend is used is a plain `if` on `RewardBackendConfig.backend` in `make_reward_backend`.
@@ -23,7 +26,8 @@ _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
 class RewardBackend(Protocol):
-    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]: ...
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list[float]: ...
 
     def close(self) -> None: ...
 

@@ -39,7 +39,8 @@ class ClassifierReward:
         return ids
 
     @torch.no_grad()
-    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list[float]:
         encoded = [self.encode(p, c) for p, c in zip(prompts, completions)]
 
         def score_batch(batch: list[int]) -> list[float]:

@@ -383,7 +383,8 @@ class GenRMReward:
 
     # -- the backend interface
 
-    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list[float]:
         n = len(completions)
         if len(prompts) != n:
             raise ValueError(f"{len(prompts)} prompts for {n} completions")

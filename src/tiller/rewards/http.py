@@ -445,7 +445,8 @@ class HttpReward:
             out.append(float(s))
         return out
 
-    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1) -> list[float]:
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
         if group_size < 1 or len(completions) % group_size:
