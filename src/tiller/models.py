@@ -206,6 +206,12 @@ def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: to
     return model, origin
 
 
+def load_frozen(name: str, cfg: ModelConfig, device: torch.device | str = "cpu"):
+    """A frozen copy of a policy (a full reference model): loaded as `load_policy` loads it,
+    in eval mode, without gradients."""
+    return load_policy(name, cfg, None, device, adapter="merge")[0].eval().requires_grad_(False)
+
+
 def describe_origin(origin: dict, chosen_by: str) -> str:
     """One line for a stage's start: what the policy starts from and why."""
     revision = f" at revision {origin['revision']}" if origin.get("revision") else ""

@@ -257,7 +257,6 @@ class OptimizerStep:
                     f"[{self.stage}] non-finite loss ({float(loss.detach()):g} on rank {self.rt.rank} or another) at "
                     f"optimizer step {self.steps + self.skipped + 1}: DeepSpeed applies the update inside its backward, "
                     "so tiller stops before it; the last checkpoint is intact (--resume continues from it)")
-            acc.gradient_state._set_sync_gradients(self._last)
             acc.backward(loss * self.rt.world_size, scale_wrt_gas=False)
         else:
             acc.backward(loss * self.rt.world_size)

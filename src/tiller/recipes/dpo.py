@@ -36,7 +36,7 @@ from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
-from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
+from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -165,10 +165,6 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
                        gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
 
 
-def _load_frozen(cfg: Config, name: str, rt: Runtime):
-    return load_policy(name, cfg.model, None, rt.device, adapter="merge")[0].eval().requires_grad_(False)
-
-
 def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
     """Train with DPO; `stop_after` ends the loop early without finishing (tests use it to
     simulate a killed run)."""
@@ -232,7 +228,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     ref = Reference(unwrapped) if d.lora.enabled else None
     if ref is None:
         with rt.unsharded_construction():  # frozen: each process keeps it whole
-            ref = Reference(unwrapped, _load_frozen(cfg, name, rt))
+            ref = Reference(unwrapped, load_frozen(name, cfg.model, rt.device))
     t0 = time.perf_counter()
     cache_file = out / "ref_logps.pt"
     fingerprint = _fingerprint(name, cfg, train, val) if d.precompute_ref_logps else ""

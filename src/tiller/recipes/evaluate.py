@@ -48,7 +48,7 @@ from tiller.config import Config, RewardBackendConfig
 from tiller.data.run_files import load_prompts
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
-from tiller.models import STARTED_FROM, load_policy, load_tokenizer, read_origin
+from tiller.models import STARTED_FROM, load_frozen, load_tokenizer, read_origin
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
 
@@ -152,8 +152,8 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
           f"up to {e.max_new_tokens} new tokens", flush=True)
     sampling = Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
 
-    policy = load_policy(policy_path, cfg.model, None, device)[0].eval()
-    reference = load_policy(reference_path, reference_model_cfg, None, device)[0].eval()
+    policy = load_frozen(policy_path, cfg.model, device)
+    reference = load_frozen(reference_path, reference_model_cfg, device)
     policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
                                                   e.engine, cfg.rloo.rollout, cfg.model)
     reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,

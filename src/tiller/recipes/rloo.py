@@ -36,7 +36,7 @@ from tiller.frozen_prefix import FrozenPrefix
 from tiller.logprobs import build_batch, completion_logprobs
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
-from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
+from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
 from tiller.tracking import Tracker
@@ -127,7 +127,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     reference = None
     if not r.lora.enabled:
         with rt.unsharded_construction():  # frozen: each process keeps it whole
-            reference = _load_frozen(cfg, name, rt.device)
+            reference = load_frozen(name, cfg.model, rt.device)
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
     # The reward: one backend (rloo.reward), or the weighted sum of named ones (rloo.rewards).
@@ -379,10 +379,6 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
     or the frozen copy) is then the starting policy, not the base under it."""
     return load_policy(name, cfg.model, cfg.rloo.lora, device, adapter="merge",
                        gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
-
-
-def _load_frozen(cfg: Config, name: str, device: torch.device):
-    return load_policy(name, cfg.model, None, device, adapter="merge")[0].eval().requires_grad_(False)
 
 
 def _without_dropout(model: torch.nn.Module) -> str:
