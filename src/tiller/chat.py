@@ -65,6 +65,14 @@ def encode_prompts(prompts, tokenizer, max_tokens: int, enable_thinking=None) ->
     return kept, len(prompts) - len(kept)
 
 
+def encoded_extras(prompts, encoded: list[tuple[list[dict], list[int]]]) -> list[dict]:
+    """The `extra` of each prompt `encode_prompts` kept, in its order: the record a reward that
+    checks an answer receives. encode_prompts keeps each prompt's own messages list, which
+    identifies it (two prompts with equal text are still two lists)."""
+    extra_of = {id(p.messages): p.extra for p in prompts}
+    return [extra_of[id(messages)] for messages, _ in encoded]
+
+
 # ----------------------------------------------------------------------------- assistant masks
 
 

@@ -219,6 +219,26 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, st
     return final
 
 
+def _dcp_reason(e: BaseException) -> str:
+    """One line on why a DCP load failed: DCP wraps each process's error in a CheckpointException
+    whose own first line names only the ranks, so the first wrapped error is shown."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:
+        e = next(iter(failures.values()))[0]
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's state.json (step, process count, strategy, the recipe's own entries)."""
+    state_file = Path(path) / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+        int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{state_file}: unreadable ({e})") from e
+    return state
+
+
 def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> dict[str, Any]:
     """Restore a checkpoint in place on every process; returns its state.json contents. Errors
     name the file. On a different number of processes than it was saved with, the model and
@@ -229,12 +249,8 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> d
     path = Path(path)
     rank, world_size = (rt.rank, rt.world_size) if rt else (0, 1)
     strategy = rt.strategy if rt else "none"
-    state_file = path / "state.json"
-    try:
-        state = json.loads(state_file.read_text())
-        step = int(state["step"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{state_file}: unreadable ({e})") from e
+    state = read_state(path)
+    step = int(state["step"])
     saved_strategy = state.get("strategy", "none")
     if (saved_strategy == "deepspeed") != (strategy == "deepspeed"):
         raise CheckpointError(f"{path} was saved under {saved_strategy} and cannot be resumed under {strategy}: "
@@ -264,9 +280,9 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> d
             set_state_dict(model, _inner_optimizer(optimizer), model_state_dict=target["model"],
                            optim_state_dict=target["optimizer"],
                            options=StateDictOptions(ignore_frozen_params=True, strict=False))
-        except Exception as e:  # noqa: BLE001 - DCP raises many kinds; say which folder and why
-            raise CheckpointError(f"{where}: does not fit this model and optimizer ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        except (Exception, dcp.api.CheckpointException) as e:  # noqa: BLE001 - DCP raises many kinds (its own is a
+            # BaseException, which `except Exception` lets through); say which folder and why
+            raise CheckpointError(f"{where}: does not fit this model and optimizer ({_dcp_reason(e)})") from e
     scheduler_file = path / "scheduler.pt"
     try:
         scheduler.load_state_dict(torch.load(scheduler_file, weights_only=True))
@@ -282,4 +298,38 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler, rt=None) -> d
         seed = step * 1_000_003 + rank
         random.seed(seed)
         torch.manual_seed(seed)
+    return state
+
+
+def load_model_weights(path: str | Path, model) -> dict[str, Any]:
+    """Load only the model part of a checkpoint into `model`, in one process, for evaluating it
+    (`tiller eval curve`); returns its state.json. The checkpoint holds the trainable tensors
+    only (a LoRA adapter, or every weight of full fine-tuning; frozen weights are never saved),
+    so `model` must be built as the stage built it: the same starting model with the same LoRA
+    settings (`models.load_policy`). A model that does not fit is an error naming the folder,
+    and so is a DeepSpeed checkpoint (the engine's own format, not DCP). FSDP2 shards saved by
+    several processes load whole (DCP reshards on load)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+
+    path = Path(path)
+    state = read_state(path)
+    if state.get("strategy") == "deepspeed":
+        raise CheckpointError(f"{path} was saved under DeepSpeed, in the engine's own format: its weights cannot be "
+                              "loaded outside a DeepSpeed engine")
+    where = path / "model_optim"
+    options = StateDictOptions(ignore_frozen_params=True, strict=False)
+    # Nested under "model" as save_checkpoint wrote it; the optimizer's entries are not read.
+    target = {"model": get_model_state_dict(model, options=options)}
+    if not target["model"]:
+        raise CheckpointError(f"{path}: the model to load it into has no trainable weights, so nothing of the "
+                              "checkpoint fits it (build it as the stage did, with its LoRA settings)")
+    try:
+        with _single_process_quietly():
+            dcp.load(target, checkpoint_id=str(where), no_dist=True)
+        # dcp.load has already failed on any of the model's trainable tensors the checkpoint lacks;
+        # strict=False only lets the frozen weights (never saved) stay as they are.
+        set_model_state_dict(model, target["model"], options=options)
+    except (Exception, dcp.api.CheckpointException) as e:  # noqa: BLE001 - DCP's own error is a BaseException
+        raise CheckpointError(f"{where}: does not fit this model ({_dcp_reason(e)})") from e
     return state

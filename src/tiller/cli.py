@@ -25,7 +25,8 @@ STAGES_HELP = """stages:
   reward        train a Bradley-Terry reward model
   rloo          RLOO policy optimization against a reward
   dpo           Direct Preference Optimization on pairs
-  eval          evaluate: `eval reward` (pairwise accuracy) or `eval policy` (win rate, KL, length)
+  eval          evaluate: `eval reward` (pairwise accuracy), `eval policy` (win rate, KL, length) or
+                `eval curve` (the same for each checkpoint of a policy stage: over-optimization)
   pipeline      run the configured stages in order, skipping finished ones
   report        write the HTML report of a run folder
   plan          estimate per-GPU memory of a config under each distributed strategy
@@ -65,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --resume: continue although the config changed in ways that alter the run "
                             "(the new lr and schedule take effect from the current step)")
     p = sub.add_parser("eval", help="evaluate a reward model or a policy")
-    p.add_argument("what", choices=["reward", "policy"])
+    p.add_argument("what", choices=["reward", "policy", "curve"])
     _add_common(p)
     p.add_argument("--model", help="reward model folder (eval reward; default: the run's reward stage output)")
+    p.add_argument("--stage", dest="policy_stage", choices=["rloo", "dpo"],  # args.stage is the subcommand
+                   help="policy stage whose checkpoints to evaluate (eval curve; default: each one with a saved model "
+                        "or checkpoints)")
     p = sub.add_parser("pipeline", help="run the configured stages in order")
     _add_common(p)
     p.add_argument("--only", metavar="STAGE", help="run just this stage")
@@ -175,6 +179,10 @@ def _dispatch(args, cfg) -> int:
             from tiller.recipes import reward
 
             reward.run_eval(cfg, args.model)
+        elif args.what == "curve":
+            from tiller.recipes import evaluate
+
+            evaluate.run_curve(cfg, stage=args.policy_stage)
         else:
             from tiller.recipes import evaluate
 

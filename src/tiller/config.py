@@ -66,8 +66,11 @@ class LoraConfig:
     # LoRA on the last N transformer layers only (None = all). Backward then stops at the
     # first adapted layer, which makes small-CPU runs several times faster.
     last_n_layers: Optional[int] = field(default=None, metadata=_range(1))
-    # Save the adapter merged into the base weights (a plain HF model) or as a peft adapter.
-    merge_on_save: bool = True
+    # false: save the peft adapter (with a reward model's score head) and a pointer to its base;
+    # a few MB where the merged model is a full copy (about 0.5 GB for the embedded model in
+    # float32). tiller loads either form. true: merge into the base weights on save, a plain
+    # Hugging Face model for tools that take no adapter (transformers alone, vLLM without LoRA).
+    merge_on_save: bool = False
 
 
 @dataclass
@@ -91,6 +94,9 @@ class DataConfig:
 
     format: Literal["helpsteer3", "ultrafeedback", "hh_rlhf", "messages"] = "helpsteer3"
     source: Literal["sample", "hub", "local"] = "sample"
+    # The bundled sample that source `sample` reads: helpsteer3 (preference pairs; data.format:
+    # helpsteer3) or arithmetic (questions with gold answers, tiller.data.arithmetic; data.format: messages).
+    sample: Literal["helpsteer3", "arithmetic"] = "helpsteer3"
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
     # A folder inside the hub repository, passed as `datasets.load_dataset(..., data_dir=...)`:
@@ -152,6 +158,10 @@ class RewardConfig:
     # Score a micro-batch's sequences packed into one row (no work on padding) when that gives
     # the same scores as padding for this model; checked on real data before training.
     packing: bool = False
+    # `tiller eval reward` also scores the validation pairs by the starting model's (model.name)
+    # log-likelihood of each answer, a baseline the reward model should beat; one forward of that
+    # model over the pairs. The length baselines are always shown (they cost nothing).
+    likelihood_baseline: bool = True
 
 
 @dataclass
@@ -290,6 +300,11 @@ class EvalConfig:
     # Unset: what the evaluated policy started from (its stage folder's started_from.json), else model.name.
     reference: Optional[str] = None
     judge: RewardBackendConfig = field(default_factory=RewardBackendConfig)
+    # "package.module:function" scoring each answer 1.0 (right) or 0.0 (wrong) from (prompts,
+    # answers, records), e.g. "tiller.rewards.exact_match:exact_match". When set it is the judge
+    # (eval.judge is not used, so no judge model is needed) and the summary adds each model's
+    # accuracy with its Wilson 95% interval and the paired 95% interval of the difference.
+    verifier: Optional[str] = None
     split: str = "validation"
     num_prompts: int = field(default=64, metadata=_range(1))
     batch_size: int = field(default=16, metadata=_range(1))
@@ -331,7 +346,7 @@ class Config:
         return Path(self.run_dir)
 
 
-PIPELINE_STAGES = ("data", "sft", "reward", "judge", "rloo", "dpo", "eval", "report")
+PIPELINE_STAGES = ("data", "sft", "reward", "judge", "rloo", "dpo", "eval", "curve", "report")
 
 
 # ----------------------------------------------------------------------------- rules across fields
@@ -424,6 +439,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")
         if backend.backend in ("genrm", "http") and not backend.url:
             raise ConfigError(f"config key '{where}.url': required when backend is '{backend.backend}'")
+    if cfg.eval.verifier is not None and ":" not in cfg.eval.verifier:
+        raise ConfigError(f"config key 'eval.verifier': expected 'package.module:function', got {cfg.eval.verifier!r}")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -436,8 +453,8 @@ def to_dict(cfg: Any) -> dict:
 # decide what the stage does. The whole resolved config goes to the stage folder
 # (<run_dir>/<stage>/config.yaml), and `--print-config` prints it.
 SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
-    "data": ("data.format", "data.source", "data.hub_id", "data.hub_data_dir", "data.files", "data.splits",
-             "data.validation_fraction", "data.languages", "data.max_prompt_tokens", "data.on_bad_row"),
+    "data": ("data.format", "data.source", "data.sample", "data.hub_id", "data.hub_data_dir", "data.files",
+             "data.splits", "data.validation_fraction", "data.languages", "data.max_prompt_tokens", "data.on_bad_row"),
     "sft": ("sft.model", "sft.source", "sft.lora.enabled", "sft.optim.lr", "sft.train.pairs_per_step",
             "sft.train.epochs", "sft.train.max_steps"),
     "reward": ("reward.model", "reward.lora.enabled", "reward.optim.lr", "reward.train.pairs_per_step",
@@ -448,7 +465,7 @@ SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
              "rloo.completions_per_prompt",
              "rloo.optim.lr", "rloo.beta", "rloo.max_steps", "rloo.total_episodes", "rloo.rollout.engine",
              "rloo.rollout.max_new_tokens"),
-    "eval": ("eval.policy", "eval.reference", "eval.judge.backend", "eval.split", "eval.num_prompts"),
+    "eval": ("eval.policy", "eval.reference", "eval.judge.backend", "eval.verifier", "eval.split", "eval.num_prompts"),
     "pipeline": ("pipeline.stages", "data.format", "data.source"),
     "plan": ("rloo.prompts_per_step", "rloo.completions_per_prompt", "rloo.micro_batch_per_device", "rloo.lora.enabled"),
 }

@@ -155,13 +155,13 @@ def trace_base(name: str, revision: str | None = None, follow_tiller_cards: bool
     A folder saved by tiller carries a card: its base model and license carry over (the chain
     sft -> dpo -> rloo keeps naming the Hub model it all started from). The embedded model is
     SmolLM2-135M-Instruct (Apache-2.0)."""
-    from tiller.models import EMBEDDED_NAMES, cache_dir
+    from tiller.models import EMBEDDED_NAMES, embedded_cache_folder
 
     if name.lower() in EMBEDDED_NAMES:
         return Base(EMBEDDED_HUB_ID, EMBEDDED_LICENSE, f"the embedded model is {EMBEDDED_HUB_ID}")
     path = Path(name).expanduser()
     if path.exists():
-        if path.resolve() == (cache_dir() / "models" / "SmolLM2-135M-Instruct").resolve():
+        if path.resolve() == embedded_cache_folder().resolve():
             return Base(EMBEDDED_HUB_ID, EMBEDDED_LICENSE, f"the embedded model is {EMBEDDED_HUB_ID}")
         meta = read_card_metadata(path)
         if follow_tiller_cards and _is_tiller_card(meta):
@@ -350,14 +350,39 @@ def _evaluation_section(info: CardInfo) -> list[str]:
     return lines + [""]
 
 
-def _load_section(stage: str, adapter: bool) -> list[str]:
+def peft_can_load(folder: str | Path) -> bool:
+    """Whether plain peft (AutoPeftModel) loads the adapter in `folder`: its base is a Hub id or a
+    full model folder, not tiller's `embedded`, a path relative to the folder, or another adapter."""
+    from tiller.models import EMBEDDED_NAMES, adapter_base
+
+    base = json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return not (base.lower() in EMBEDDED_NAMES or base.startswith(("./", "../"))
+                or adapter_base(Path(base).expanduser()) is not None)
+
+
+def _load_section(stage: str, adapter: bool, plain_peft: bool = True) -> list[str]:
     where = '"path/to/this/folder"'
     reward = stage in ("reward", "judge")
+    if adapter and not plain_peft:  # only tiller resolves the base this adapter names
+        loader = "load_reward_model" if reward else "load_causal_lm"
+        code = [f"from tiller.models import {loader}, load_tokenizer",
+                f"model = {loader}({where})  # its base (adapter_config.json), then this adapter",
+                f"tokenizer = load_tokenizer({where})"]
+        note = ["A LoRA adapter on a base that plain `peft` cannot resolve (tiller's `embedded` model, another "
+                "stage's folder of the same run, or another adapter): tiller loads it. For a full model, train "
+                "with `lora.merge_on_save: true`.", ""]
+        return _load_code(reward, code, note)
     cls = ("AutoPeftModelFor" if adapter else "AutoModelFor") + ("SequenceClassification" if reward else "CausalLM")
     imports = ([f"from peft import {cls}", "from transformers import AutoTokenizer"] if adapter
                else [f"from transformers import AutoTokenizer, {cls}"])
     code = imports + [f"model = {cls}.from_pretrained({where}{', num_labels=1' if reward else ''})  # or its Hub repo id",
                       f"tokenizer = AutoTokenizer.from_pretrained({where})"]
+    note = (["A LoRA adapter: `peft` loads it on top of its base model (named in `adapter_config.json`).", ""]
+            if adapter else [])
+    return _load_code(reward, code, note)
+
+
+def _load_code(reward: bool, code: list[str], note: list[str]) -> list[str]:
     if reward:
         code += ["# score an answer: its conversation rendered with the chat template, the answer included",
                  'text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)',
@@ -368,8 +393,6 @@ def _load_section(stage: str, adapter: bool) -> list[str]:
                  'return_dict=True)',
                  "output = model.generate(**inputs, max_new_tokens=128)",
                  'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))']
-    note = (["A LoRA adapter: `peft` loads it on top of its base model (named in `adapter_config.json`).", ""]
-            if adapter else [])
     return ["## How to load", ""] + note + ["```python"] + code + ["```", ""]
 
 
@@ -430,7 +453,7 @@ def build_card(info: CardInfo, folder: str | Path, stage_dir: str | Path | None 
                          "identifier is known)")
     lines += ["## License", "", license_text
               + (". The training data has its own license." if data.source == "hub" else "."), ""]
-    lines += _load_section(stage, adapter)
+    lines += _load_section(stage, adapter, plain_peft=not adapter or peft_can_load(folder))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines += ["## Produced by", "", f"tiller {tiller_version()}, stage `{stage}`, run directory `{cfg.run_dir}`, "
               f"saved {when}.", ""]

@@ -41,9 +41,14 @@ def _embedded_package_dir() -> Path:
     return folder
 
 
+def embedded_cache_folder() -> Path:
+    """Where the embedded model's Hugging Face folder lives on this machine (it may not yet)."""
+    return cache_dir() / "models" / "SmolLM2-135M-Instruct"
+
+
 def embedded_model_dir() -> Path:
     """The embedded model as a Hugging Face folder, converted from GGUF on first use."""
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    target = embedded_cache_folder()
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -111,19 +116,48 @@ def _common_kwargs(cfg: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
     return kwargs
 
 
+def _from_folder(auto_cls, path: str, kwargs: dict[str, Any], trainable: bool = False):
+    """`auto_cls.from_pretrained(path)`, where `path` may hold a peft adapter: then its base
+    (named in adapter_config.json, resolved by `adapter_base`) loads first, the same way, so an
+    adapter whose base is itself an adapter folder (DPO saved on top of an SFT adapter) works,
+    and the adapter goes on top, unmerged. peft's own AutoPeftModel would read the base name
+    as it is, which knows neither `embedded` nor a pointer relative to the folder."""
+    base = adapter_base(path)
+    if base is None:
+        return auto_cls.from_pretrained(path, **kwargs)
+    from peft import PeftModel
+
+    try:
+        base_path = resolve_model_name(base)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path} holds a LoRA adapter for the base model {base}, which is not there "
+                                f"({error}); save the stage with lora.merge_on_save: true to get a folder "
+                                "that needs no base") from None
+    base_model = _from_folder(auto_cls, base_path, kwargs)
+    if adapter_base(base_path) is not None:
+        base_model = merged(base_model, base_path)
+    return PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
+
+
+def merged(model, path: str | Path):
+    """A peft model loaded from the adapter folder `path`, merged into its base weights (every
+    weight the model's own again: peft loaded the base frozen)."""
+    model = model.merge_and_unload().requires_grad_(True)
+    # The merged weights exist in memory only: a name that is not the base keeps vLLM (which
+    # loads weights from `_name_or_path` when it can) from loading the unmerged base, and an
+    # adapter trained on top records this folder as its base (peft reads `model.name_or_path`).
+    model.config._name_or_path = model.name_or_path = str(Path(path).resolve())
+    return model
+
+
 def load_causal_lm(name: str, cfg: ModelConfig | None = None, device: str = "cpu"):
-    """A causal LM (policy or reference). A folder holding a peft adapter loads base + adapter."""
+    """A causal LM (policy or reference). A folder holding a peft adapter loads base + adapter
+    (unmerged, the adapter trainable)."""
     from transformers import AutoModelForCausalLM
 
     cfg = cfg or ModelConfig()
     dtype = resolve_dtype(cfg.dtype, device)
-    path = resolve_model_name(name)
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=True, **_common_kwargs(cfg, dtype))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **_common_kwargs(cfg, dtype))
+    model = _from_folder(AutoModelForCausalLM, resolve_model_name(name), _common_kwargs(cfg, dtype), trainable=True)
     return model.to(device)
 
 
@@ -152,14 +186,37 @@ def policy_start(cfg: Config, stage: str) -> tuple[str, str]:
 
 
 def adapter_base(path: str | Path) -> str | None:
-    """The base model a peft adapter folder was trained on; None for a full model (or hub id)."""
+    """The base model a peft adapter folder was trained on; None for a full model (or hub id).
+    A pointer starting with ./ or ../ is relative to the adapter folder (see `portable_base`)."""
     config_file = Path(path) / "adapter_config.json"
     if not config_file.is_file():
         return None
     base = json.loads(config_file.read_text()).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{config_file} names no base_model_name_or_path: cannot tell which model the adapter is for")
+    if base.startswith(("./", "../")):
+        return str((Path(path) / base).resolve())
     return base
+
+
+def portable_base(base: str, adapter_dir: str | Path) -> str:
+    """What an adapter saved in `adapter_dir` records as its base (adapter_config.json's
+    base_model_name_or_path), so that it still resolves on another machine or in another clone:
+    - the embedded model's cache folder -> `embedded` (each machine converts its own copy;
+      plain peft cannot resolve that name, `tiller.models` can);
+    - another stage's folder of the same run (<run>/sft/model for <run>/dpo/model: the same
+      name, in folders side by side) -> a path relative to the adapter, `../../sft/model`, so
+      the run folder can move (or be copied to another machine) as a whole;
+    - anything else as it is: a hub id, or the absolute path of a local folder."""
+    path = Path(base).expanduser()
+    if not path.exists():
+        return base  # a hub id (or a name only this machine resolves: kept, never guessed)
+    resolved, adapter_dir = path.resolve(), Path(adapter_dir).resolve()
+    if resolved == embedded_cache_folder().resolve():
+        return EMBEDDED_NAMES[0]
+    if resolved.name == adapter_dir.name and resolved.parent.parent == adapter_dir.parent.parent:
+        return os.path.relpath(resolved, adapter_dir)
+    return str(resolved)
 
 
 def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: torch.device | str = "cpu",
@@ -171,8 +228,10 @@ def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: to
     loads its base plus the adapter, then `adapter="merge"` merges the adapter into the base:
     the model computes exactly what the adapter folder does, and a LoRA asked for by `lora`
     (or full fine-tuning) starts from it, so the adapter-disabled reference is the starting
-    policy too. `adapter="continue"` keeps the saved adapter and trains it (needs
-    lora.enabled; the reference is then the base without it, so the policy stages merge)."""
+    policy too; a new adapter saved unmerged records the adapter folder as its base, and loads
+    as a chain (base, saved adapter merged, new adapter). `adapter="continue"` keeps the saved
+    adapter and trains it (needs lora.enabled; the reference is then the base without it, so
+    the policy stages merge)."""
     if adapter not in ADAPTER_MODES:
         raise ValueError(f"adapter={adapter!r}: use one of {ADAPTER_MODES}")
     path = resolve_model_name(name)
@@ -181,19 +240,11 @@ def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: to
     if base is not None and adapter == "continue" and not wants_lora:
         raise ValueError(f"{name} holds a LoRA adapter: continuing it trains the adapter only, but lora.enabled is "
                          "false (full fine-tuning): merge it instead")
-    if base is not None and adapter == "merge" and wants_lora and not lora.merge_on_save:
-        raise ValueError(f"{name} holds a LoRA adapter, merged into its base {base} in memory only: a new adapter "
-                         "saved on top of it (lora.merge_on_save: false) would have no base on disk; set "
-                         "lora.merge_on_save: true, or save the earlier stage merged")
     model = load_causal_lm(name, cfg, device=str(device))
     handling = None
     if base is not None and adapter == "merge":
-        # peft loaded the base frozen: after the merge every weight is the model's own again
-        # (a LoRA applied below freezes them once more; full fine-tuning trains them all).
-        model = model.merge_and_unload().requires_grad_(True)
-        # The merged weights exist in memory only: a name that is not the base keeps vLLM (which
-        # loads weights from `_name_or_path` when it can) from loading the unmerged base.
-        model.config._name_or_path = str(Path(path).resolve())
+        # A LoRA applied below freezes the merged weights once more; full fine-tuning trains them all.
+        model = merged(model, path)
         handling = "merged into the base"
     elif base is not None:
         handling = "continued (the saved adapter trains)"
@@ -236,18 +287,23 @@ def read_origin(stage_dir: str | Path) -> dict | None:
 
 
 def load_reward_model(name: str, cfg: ModelConfig | None = None, device: str = "cpu", pad_token_id: int | None = None):
-    """A sequence classifier with one score. From a causal LM base the score head is new."""
+    """A sequence classifier with one score. From a causal LM base the score head is new.
+
+    An adapter folder (a reward stage's output with lora.merge_on_save false: LoRA weights and
+    the trained score head, on a base named in adapter_config.json) is merged into its base in
+    memory: every user scores with it frozen or starts a new LoRA on it, and the merged model
+    costs what the merged folder did (no LoRA matmuls per forward), so all of them work as with
+    a merged folder. The base's random score head is replaced by the saved one."""
     from transformers import AutoModelForSequenceClassification
 
     cfg = cfg or ModelConfig()
     dtype = resolve_dtype(cfg.dtype, device)
     path = resolve_model_name(name)
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification
-
-        model = AutoPeftModelForSequenceClassification.from_pretrained(path, num_labels=1, **_common_kwargs(cfg, dtype))
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **_common_kwargs(cfg, dtype))
+    model = _from_folder(AutoModelForSequenceClassification, path, {"num_labels": 1, **_common_kwargs(cfg, dtype)})
+    if adapter_base(path) is not None:
+        model = merged(model, path)
+        print(f"[tiller] reward model {name}: a LoRA adapter and its trained score head on {adapter_base(path)}, "
+              "merged in memory (a 'score.weight MISSING' load report above is the base's, replaced)", flush=True)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model.to(device)
@@ -300,6 +356,11 @@ def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, c
 
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(tmp, safe_serialization=True)
+    config_file = tmp / "adapter_config.json"
+    adapter_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if adapter_config.get("base_model_name_or_path"):  # an adapter: its base must resolve elsewhere too
+        adapter_config["base_model_name_or_path"] = portable_base(adapter_config["base_model_name_or_path"], out_dir)
+        config_file.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(tmp)
     if card is not None:
         from tiller import model_card

@@ -111,9 +111,12 @@ def dims_from_config(c: dict, source: str = "") -> ModelDims:
 def model_dims(name: str, trust_remote_code: bool = False) -> ModelDims:
     """Dimensions from config.json: a local folder (or `embedded`), a hub id in the local HF cache,
     or else the built-in table (said in `source`)."""
-    from tiller.models import EMBEDDED_NAMES, resolve_model_name
+    from tiller.models import EMBEDDED_NAMES, adapter_base, resolve_model_name
 
     path = resolve_model_name(name) if name.lower() in EMBEDDED_NAMES or Path(name).expanduser().exists() else name
+    while adapter_base(path) is not None:  # an adapter folder (lora.merge_on_save false) has its base's dimensions
+        base = adapter_base(path)
+        path = resolve_model_name(base) if base.lower() in EMBEDDED_NAMES or Path(base).expanduser().exists() else base
     try:
         from transformers import AutoConfig
 

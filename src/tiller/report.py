@@ -9,6 +9,8 @@ It reads whatever the stages left behind and never needs a model, a GPU or the n
     eval/<label>.json                  win rate of a policy against its reference, and
     eval/<label>eval_samples.jsonl         the answers behind it
     eval/reward_model.json, judge_model.json   `tiller eval reward` reports
+    eval/curve.jsonl                   `tiller eval curve`: the figures of each checkpoint (its own
+                                           section, only when the file exists)
 
 A stage that has not run gets a "stage not run" note; a file that cannot be read gets a note
 saying why, in its own section: a partial run still gives a report. Plots are matplotlib (Agg
@@ -31,6 +33,7 @@ from typing import Any, Callable, Iterable
 
 from tiller.report_data import (
     STAGES,
+    curve_rows,
     eval_samples,
     eval_summaries,
     metrics_rows,
@@ -40,7 +43,7 @@ from tiller.report_data import (
     series,
     stages_found,
 )
-from tiller.report_plots import length_band_plot, length_histogram, line_plot, panel_plot, time_plot
+from tiller.report_plots import curve_plot, length_band_plot, length_histogram, line_plot, panel_plot, time_plot
 
 REWARD_STAGES = (("reward", "reward model"), ("judge", "held-out judge"))
 WRITES_DONE = ("data", "reward", "judge", "rloo")  # stages that mark their end with a DONE file
@@ -481,6 +484,44 @@ def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
               f"<th>{esc(label)} (degenerate)</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def _curve(run_dir: Path) -> str:
+    """`tiller eval curve`: per policy stage, its figures at each checkpoint and the plots."""
+    out = []
+    for stage, rows in curve_rows(run_dir).items():
+        has_rm = any("optimized_rm_policy_mean" in r for r in rows)
+        table = []
+        for r in rows:
+            gain = (number(r.get("reward_policy_mean")) or 0.0) - (number(r.get("reward_reference_mean")) or 0.0)
+            row = [esc(r.get("step", "")), esc(r.get("checkpoint", "")), _fmt(r.get("kl_mean")),
+                   f"{_fmt(r.get('reward_policy_mean'), signed=True)} <span class=ci>({_fmt(gain, signed=True)})</span>"]
+            if has_rm:
+                rm_gain = (number(r.get("optimized_rm_policy_mean")) or 0.0) - (number(r.get("optimized_rm_reference_mean")) or 0.0)
+                row.append(f"{_fmt(r.get('optimized_rm_policy_mean'), signed=True)} "
+                           f"<span class=ci>({_fmt(rm_gain, signed=True)})</span>" if "optimized_rm_policy_mean" in r
+                           else "&ndash;")
+            row += [_ci(r.get("win_rate"), r.get("ci_low"), r.get("ci_high")),
+                    _ci(r.get("guarded_win_rate"), r.get("guarded_ci_low"), r.get("guarded_ci_high")),
+                    _fmt(r.get("policy_mean_length"), 1), _count(r.get("degenerate_policy"))]
+            table.append(row)
+        header = ["step", "model", "KL (nats / answer)", "judge reward (gain)"] + (
+            ["optimized RM reward (gain)"] if has_rm else []) + [
+            "judge win rate [95% CI]", "guarded win rate [95% CI]", "mean length (tokens)", "degenerate answers"]
+        first = rows[0]
+        out.append(f"<h3>{esc(stage)}</h3>" + _table(header, table, "num")
+                   + _note(f"{_fmt(first.get('n'))} held-out prompts; reference <code>{esc(first.get('reference'))}"
+                           f"</code>, judge <code>{esc(first.get('judge'))}</code>."))
+        plots = [curve_plot(stage, rows, "kl_mean", "KL(π ‖ π_ref), nats per answer"),
+                 curve_plot(stage, rows, "step", "optimizer step")]
+        out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
+    out.append(_note("Each row is one model of the stage: its starting model (step 0: the reference itself, so KL 0 and "
+                     "every verdict a tie), each checkpoint kept, and the final model, all answering the same held-out "
+                     "prompts, scored by the same judge (and by the reward model the policy was optimized against), "
+                     "against the same reference answers. Gain: the model's mean reward minus the reference answers' "
+                     "mean under the same scorer. Over-optimization shows as the two gains parting: the optimized "
+                     "reward model's still rising while the held-out judge's flattens or falls."))
+    return "\n".join(out)
+
+
 def _lengths(run_dir: Path) -> str:
     if not (run_dir / "eval").is_dir():
         return _not_run("eval")
@@ -594,6 +635,9 @@ SECTIONS = (
 )
 
 
+CURVE_SECTION = ("curve", "Over-optimization curve")  # after Evaluation, when eval/curve.jsonl exists
+
+
 def render(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     stages = stages_found(run_dir)
@@ -606,8 +650,12 @@ def render(run_dir: Path) -> str:
         "evaluation": lambda: _evaluation(run_dir),
         "lengths": lambda: _lengths(run_dir),
         "samples": lambda: _side_by_side(run_dir),
+        "curve": lambda: _curve(run_dir),
     }
-    nav = "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in SECTIONS)
+    sections = list(SECTIONS)
+    if curve_rows(run_dir):  # the curve's section exists only where `tiller eval curve` ran
+        sections.insert(sections.index(("evaluation", "Evaluation")) + 1, CURVE_SECTION)
+    nav = "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in sections)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>tiller report: {esc(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>",
@@ -615,7 +663,7 @@ def render(run_dir: Path) -> str:
         _section("run", "Run", lambda: _header(run_dir, stages)),
         f"<nav>{nav}</nav>",
     ]
-    parts += [_section(anchor, title, bodies[anchor]) for anchor, title in SECTIONS]
+    parts += [_section(anchor, title, bodies[anchor]) for anchor, title in sections]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

@@ -102,3 +102,14 @@ def eval_summaries(run_dir: Path) -> list[tuple[str, dict]]:
 
 def eval_samples(run_dir: Path, summary: dict) -> list[dict]:
     return read_jsonl(run_dir / "eval" / f"{summary['_stem']}_samples.jsonl")
+
+
+def curve_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """`tiller eval curve`'s rows (eval/curve.jsonl) by stage, each stage's in step order (a row
+    without a step last); empty when the curve was not run."""
+    by_stage: dict[str, list[dict]] = {}
+    for row in read_jsonl(run_dir / "eval" / "curve.jsonl"):
+        by_stage.setdefault(str(row.get("stage", "?")), []).append(row)
+    for rows in by_stage.values():
+        rows.sort(key=lambda r: (number(r.get("step")) is None, number(r.get("step")) or 0.0))
+    return by_stage

@@ -10,7 +10,7 @@ import base64
 import io
 import math
 
-from tiller.report_data import series
+from tiller.report_data import number, series
 
 TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("reference", "reference log-probs"),
               ("train", "train (forward + backward)"))
@@ -180,4 +180,55 @@ def length_histogram(label: str, policy: list[float], reference: list[float]) ->
     ax.set_xlabel("completion length (tokens)")
     ax.set_ylabel("completions")
     ax.legend(fontsize=8)
+    return png_img(fig)
+
+
+def curve_plot(stage: str, rows: list[dict], x_key: str, xlabel: str) -> str:
+    """The over-optimization curve of one stage against `x_key` ("kl_mean" or "step"), two panels:
+    the judge's and the optimized reward model's mean reward, each as its gain over the
+    reference's answers (both start at 0 at step 0, so where they part shows whatever their
+    scales), and the judge's win rate with its 95% interval as a band (the guarded win rate
+    dashed). Rows in step order; against KL each point is labelled with its step. Empty string
+    when no row has the x value."""
+    rows = [r for r in rows if number(r.get(x_key)) is not None]
+    if not rows:
+        return ""
+
+    def column(key: str, minus: str | None = None) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for r in rows:
+            y, base = number(r.get(key)), number(r.get(minus)) if minus else 0.0
+            if y is not None and base is not None:
+                xs.append(number(r[x_key]))
+                ys.append(y - base)
+        return xs, ys
+
+    fig, (left, right) = _figure(2)
+    gains = [("held-out judge", *column("reward_policy_mean", "reward_reference_mean")),
+             ("optimized reward model", *column("optimized_rm_policy_mean", "optimized_rm_reference_mean"))]
+    _draw_lines(left, gains, f"{stage}: reward gain over the reference's answers", xlabel,
+                "mean reward − reference's mean", smooth=False)
+    left.axhline(0.0, color="0.5", linewidth=0.8, linestyle=":")
+    xs, rate = column("win_rate")
+    _, low = column("ci_low")
+    _, high = column("ci_high")
+    right.fill_between(xs, low, high, color="C0", alpha=0.2, label="95% interval")
+    right.plot(xs, rate, color="C0", marker="o", markersize=3, linewidth=1.6, label="judge win rate")
+    gx, guarded = column("guarded_win_rate")
+    if gx:
+        right.plot(gx, guarded, color="C3", linestyle="--", linewidth=1.2, label="guarded win rate")
+    right.axhline(0.5, color="0.5", linewidth=0.8, linestyle=":")
+    right.set_ylim(-0.02, 1.06)  # room for the step labels at a win rate of 1
+    right.set_title(f"{stage}: judge win rate against the reference", fontsize=11)
+    right.set_xlabel(xlabel)
+    right.set_ylabel("win rate (ties half)")
+    right.legend(fontsize=8)
+    if x_key != "step":  # KL need not grow with every step: label each point with its step
+        labelled = [(r, number(r.get("step"))) for r in rows if number(r.get("step")) is not None]
+        for ax, key, minus in ((left, "reward_policy_mean", "reward_reference_mean"), (right, "win_rate", None)):
+            for r, step in labelled:
+                y, base = number(r.get(key)), number(r.get(minus)) if minus else 0.0
+                if y is not None and base is not None:
+                    ax.annotate(f"{step:g}", (number(r[x_key]), y - base), textcoords="offset points", xytext=(3, 4),
+                                fontsize=7, color="0.3")
     return png_img(fig)

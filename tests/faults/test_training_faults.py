@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from tests.conftest import ROOT, toy_pairs, write_pairs, write_prompts
 from tests.helpers import rloo_rewards
+from tests.helpers.saved import saved_weights
 from tiller.checkpoint import CheckpointError, list_checkpoints, newest_intact_checkpoint, save_checkpoint
 from tiller.config_loading import config_from_dict
 from tiller.recipes import reward, rloo
@@ -51,7 +51,7 @@ def reward_config(run_dir: Path, model: Path, **train) -> dict:
 
 
 def finite_model(folder: Path) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in load_file(str(folder / "model.safetensors")).values())
+    return all(bool(torch.isfinite(t).all()) for t in saved_weights(folder).values())
 
 
 # ----------------------------------------------------------------------------- the guard
@@ -200,8 +200,7 @@ def test_resume_with_a_damaged_newest_checkpoint_equals_resuming_from_the_previo
     _damage(damaged / "reward" / "checkpoints" / "step-4" / "model_optim" / "__0_0.distcp", "garble")
     (damaged / "reward" / "checkpoints" / ".tmp-step-5").mkdir()  # a save killed half way
     reward.run(config_from_dict(reward_config(damaged, tiny_llama)), resume=True)
-    a = load_file(str(full / "reward" / "model" / "model.safetensors"))
-    b = load_file(str(damaged / "reward" / "model" / "model.safetensors"))
+    a, b = saved_weights(full / "reward" / "model"), saved_weights(damaged / "reward" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not (damaged / "reward" / "checkpoints" / ".tmp-step-5").exists()
 
@@ -298,7 +297,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(stage, tiny_llama
 
     reference = config(tmp_path / "full")
     assert _cli([stage, "--config", str(reference)]).wait(timeout=300) == 0
-    expected = load_file(str(tmp_path / "full" / stage / "model" / "model.safetensors"))
+    expected = saved_weights(tmp_path / "full" / stage / "model")
     rng = random.Random(f"kill-{stage}")
     kills = 0
     for trial in range(2):
@@ -318,6 +317,6 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(stage, tiny_llama
                 break
             resumed = _cli([stage, "--config", str(path), "--resume"])
             assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
-        got = load_file(str(tmp_path / f"killed{trial}" / stage / "model" / "model.safetensors"))
+        got = saved_weights(tmp_path / f"killed{trial}" / stage / "model")
         assert all(torch.equal(expected[n], got[n]) for n in expected), (stage, trial)
     assert kills >= 1  # at least one trial was killed mid-run (a fast machine could finish one first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -94,7 +95,7 @@ class _NoisyScorer:
     def __init__(self):
         self.calls: list[list[str]] = []
 
-    def score(self, messages, texts):
+    def score(self, messages, texts, records=None):
         self.calls.append(list(texts))
         return [len(t) + 1e-7 * len(self.calls) for t in texts]
 
@@ -255,3 +256,34 @@ def test_format_summary_of_a_summary_written_before_the_degeneration_measures():
     text = format_summary(old)
     assert "2 wins, 0 ties, 2 losses" in text and "guarded" not in text and "degenerate" not in text
     assert "length-controlled" not in text and "constant answers" not in text
+
+
+def test_answers_are_scored_against_reference_scores_computed_once():
+    """The curve scores the reference's answers once; a model's answer that is the reference's own
+    text takes the reference's score (a tie), the others are scored in one call."""
+    scorer = _NoisyScorer()
+    messages = [[{"role": "user", "content": q}] for q in QUESTIONS[:3]]
+    scores = evaluate._score_against(scorer, messages, ["same", "longer answer", "x"], ["same", "short", "x"],
+                                     [10.0, 20.0, 30.0])
+    assert scores == [10.0, len("longer answer") + 1e-7, 30.0] and scorer.calls == [["longer answer"]]
+    assert evaluate._score_against(scorer, messages[:1], ["a"], ["a"], [5.0]) == [5.0] and len(scorer.calls) == 1
+
+
+def test_compare_by_hand():
+    policy = evaluate.Answers([[1, 2], [3], [4, 5, 6]], [True, False, True], ["a b", "c", "d e f"], [2.0, 1.0, 3.0])
+    reference = evaluate.Answers([[7], [8], [9]], [True, True, True], ["g", "h", "i"], [1.0, 1.0, 4.0])
+    figures = evaluate.compare(policy, reference, [0.3, 0.0, 0.6])
+    # a win, a tie and a loss: (1 + 0.5) / 3
+    assert (figures["wins"], figures["ties"], figures["losses"], figures["win_rate"]) == (1, 1, 1, 0.5)
+    assert (figures["ci_low"], figures["ci_high"]) == losses.accuracy_interval(1.5, 3)
+    assert figures["reward_policy_mean"] == 2.0 and figures["reward_reference_mean"] == 2.0
+    assert figures["reward_improvement"] == 0.0  # differences +1, 0, -1
+    assert figures["kl_mean"] == pytest.approx(0.3) and figures["n"] == 3
+    assert (figures["policy_mean_length"], figures["reference_mean_length"], figures["length_ratio"]) == (2.0, 1.0, 2.0)
+    assert (figures["truncated_policy"], figures["truncated_reference"]) == (1 / 3, 0.0)
+    assert figures["degenerate_policy"] == 0 and figures["guarded_win_rate"] == 0.5
+    assert "optimized_rm_win_rate" not in figures  # only where both sides carry the reward model's scores
+    policy.rm_scores, reference.rm_scores = [0.5, 0.5, 0.5], [0.0, 1.0, 0.5]
+    figures = evaluate.compare(policy, reference, [0.3, 0.0, 0.6])
+    assert (figures["optimized_rm_policy_mean"], figures["optimized_rm_reference_mean"],
+            figures["optimized_rm_win_rate"]) == (0.5, 0.5, 0.5)

@@ -146,6 +146,21 @@ def test_rloo_card_follows_the_chain_to_the_hub_model(run_dir, hub_snapshot):
     assert body.index("## Evaluation against the starting model") < body.index("## License")
 
 
+def test_adapter_card_on_another_stage_of_the_run_loads_through_tiller(run_dir, hub_snapshot, tmp_path):
+    """An rloo adapter on the sft stage's folder records it relative to itself (../../sft/model),
+    which plain peft cannot resolve: the card's snippet loads it through tiller, and runs (also
+    after the run folder moved)."""
+    cfg = rloo_config(run_dir, hub_snapshot, max_steps=1, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0})
+    cfg["rloo"]["model"] = str(run_dir / "sft" / "model")
+    folder = rloo.run(config_from_dict(cfg)) / "model"
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "../../sft/model"
+    meta, body = read_card(folder)
+    assert meta["library_name"] == "peft" and "from tiller.models import load_causal_lm, load_tokenizer" in body
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    assert isinstance(run_snippet(body, moved / "rloo" / "model")["output"], torch.Tensor)
+
+
 def test_reward_card_from_a_local_model_without_a_hub_id(run_dir, tiny_llama):
     folder = reward.run(config_from_dict(reward_config(run_dir, tiny_llama, max_steps=2, pairs_per_step=4,
                                                                     micro_batch_per_device=2))) / "model"

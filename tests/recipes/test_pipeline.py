@@ -10,6 +10,7 @@ import pytest
 
 from tiller import losses
 from tiller.config_loading import config_from_dict
+from tiller.models import adapter_base
 from tiller.recipes import pipeline
 
 
@@ -19,7 +20,10 @@ def pipeline_config(run_dir: Path, model: Path) -> dict:
     return {
         "run_dir": str(run_dir), "model": {"name": str(model)}, "tracking": {"tensorboard": True},
         "data": {"source": "sample", "max_prompt_tokens": 200},
-        "reward": {"train_subset": "first_half", "lora": {"enabled": False}, "optim": {"lr": 1e-3}, "train": loop},
+        # LoRA saved as adapters (lora.merge_on_save false, the default), as in configs/demo.yaml: rloo's
+        # classifier reward, the evaluation's judge and optimized reward model all load adapter folders.
+        "reward": {"train_subset": "first_half", "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+                   "optim": {"lr": 1e-3}, "train": loop},
         "rloo": {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}, "optim": {"lr": 1e-3},
                  "prompts_per_step": 4, "completions_per_prompt": 2, "micro_batch_per_device": 8, "max_steps": 3,
                  "rollout": {"max_new_tokens": 8}, "save_every": 0, "sample_every": 1},
@@ -34,6 +38,9 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     pipeline.run(cfg)
     for stage in ("data", "reward", "judge", "rloo", "eval"):
         assert (tmp_path / stage / "DONE").is_file(), stage
+    for stage in ("reward", "judge", "rloo"):  # adapters on the base, no full copy of it
+        assert adapter_base(tmp_path / stage / "model") == str(tiny_llama), stage
+        assert not (tmp_path / stage / "model" / "model.safetensors").exists(), stage
     summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
     assert summary["n"] == 6 and 0.0 <= summary["win_rate"] <= 1.0 and summary["kl_mean"] >= 0.0
     assert summary["wins"] + summary["ties"] + summary["losses"] == 6
@@ -50,12 +57,12 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     assert "win rate vs reference" in out and "report:" in out
 
     # everything complete: a second run skips every training stage
-    stamp = (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns
+    stamp = (tmp_path / "rloo" / "model" / "adapter_model.safetensors").stat().st_mtime_ns
     pipeline.run(cfg)
     out = capsys.readouterr().out
     for stage in ("data", "reward", "judge", "rloo", "eval"):
         assert f"[pipeline] {stage}: complete, skipped" in out
-    assert (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (tmp_path / "rloo" / "model" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
     # --only re-runs one stage; --from re-runs it and everything after
     pipeline.run(cfg, only="judge")
@@ -66,13 +73,15 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
     assert "[pipeline] reward: complete, skipped" not in out  # not visited at all
     for stage in ("rloo", "eval", "report"):
         assert f"[pipeline] {stage}: starting" in out
-    assert (tmp_path / "rloo" / "model" / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (tmp_path / "rloo" / "model" / "adapter_model.safetensors").stat().st_mtime_ns != stamp
 
 
 def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_path, tiny_llama, capsys):
     """data -> sft -> reward -> rloo -> eval with rloo.model and eval.reference unset: RLOO starts
     from the SFT output (here an unmerged adapter: sft.lora.merge_on_save false) and the
-    evaluation's reference is that SFT model, not model.name."""
+    evaluation's reference is that SFT model, not model.name. RLOO's own adapter (the default
+    lora.merge_on_save false) is saved on top of the SFT adapter: its base is the SFT folder,
+    recorded relative to it, and every loader follows the chain."""
     import torch
 
     from tiller.models import load_policy
@@ -87,6 +96,8 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
 
     sft_model = tmp_path / "sft" / "model"
     assert (sft_model / "adapter_config.json").is_file()
+    rloo_config = json.loads((tmp_path / "rloo" / "model" / "adapter_config.json").read_text())
+    assert rloo_config["base_model_name_or_path"] == "../../sft/model"
     started = json.loads((tmp_path / "rloo" / "started_from.json").read_text())
     assert started["model"] == started["adapter"] == str(sft_model)
     assert started["base_model"] == str(tiny_llama) and started["adapter_handling"] == "merged into the base"
@@ -97,6 +108,7 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
     assert "library_name: peft" in (sft_model / "README.md").read_text()
     rloo_card = (tmp_path / "rloo" / "model" / "README.md").read_text()
     assert f"(ties count half): **{summary['win_rate']:.3f}**" in rloo_card and "`data/stats.json`" in rloo_card
+    assert "from tiller.models import load_causal_lm" in rloo_card  # plain peft cannot resolve a relative base
     out = capsys.readouterr().out
     assert f"[rloo] policy starts from {sft_model} (the sft stage's output" in out
     assert f"  reference               {sft_model} (what the policy started from" in out
@@ -122,6 +134,24 @@ def test_failed_stage_stops_with_clear_message_and_keeps_finished(tmp_path, tiny
     message = str(err.value)
     assert "stage 'rloo' failed" in message and "['data']" in message and "--resume" in message
     assert (tmp_path / "data" / "DONE").is_file()  # the finished stage is intact
+
+
+def test_curve_stage_curves_the_pipelines_policy_stages_and_is_complete_with_its_file(tmp_path, monkeypatch):
+    from tiller.recipes import evaluate
+
+    calls = []
+
+    def fake_curve(cfg, stage=None, stages=evaluate.POLICY_STAGES):
+        calls.append((stage, stages))
+        (tmp_path / "eval").mkdir(exist_ok=True)
+        (tmp_path / "eval" / "curve.jsonl").write_text("{}\n")
+
+    monkeypatch.setattr(evaluate, "run_curve", fake_curve)
+    cfg = config_from_dict({"run_dir": str(tmp_path), "pipeline": {"stages": ["data", "dpo", "eval", "curve", "report"]}})
+    assert not pipeline.is_complete(tmp_path, "curve")
+    pipeline.run(cfg, only="curve")
+    assert calls == [(None, ("dpo",))]  # dpo is in pipeline.stages, rloo is not
+    assert pipeline.is_complete(tmp_path, "curve") and not (tmp_path / "curve").exists()  # no folder of its own
 
 
 def test_stage_selection_errors():

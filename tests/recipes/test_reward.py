@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, toy_pairs, write_pairs
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
-from tiller.models import load_reward_model
+from tiller.models import load_frozen, load_reward_model, load_tokenizer
+from tiller.preference_logprobs import concatenated_logps, encode_preferences
 from tiller.recipes import reward
 from tiller.batching import pad_batch
 from tiller.score_head import ScoreHead, last_token_index
@@ -82,8 +84,20 @@ def test_reward_model_learns_and_is_saved_in_hf_format(tmp_path, tiny_llama):
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert model.config.num_labels == 1
-    again = reward.run_eval(config_from_dict(reward_config(tmp_path, tiny_llama)))
+    cfg = config_from_dict(reward_config(tmp_path, tiny_llama))
+    again = reward.run_eval(cfg)
     assert again["accuracy"] == pytest.approx(report["accuracy"])
+    # Baselines on the same 16 pairs: every chosen answer is the longer one.
+    baselines = again["baselines"]
+    assert baselines["longer answer wins"]["accuracy"] == 1.0 and baselines["shorter answer wins"]["accuracy"] == 0.0
+    # The starting model's likelihood preference, against one pair at a time through the tiny model.
+    tokenizer, base = load_tokenizer(str(tiny_llama)), load_frozen(str(tiny_llama), cfg.model)
+    pairs = [SimpleNamespace(prompt=p["prompt"], chosen=p["chosen"], rejected=p["rejected"]) for p in toy_pairs(16, offset=500)]
+    encoded, _ = encode_preferences(pairs, tokenizer, 128, "left")
+    one_by_one = [[x.item() for x in concatenated_logps(base, [e], tokenizer.pad_token_id, "cpu")] for e in encoded]
+    expected = sum((c > r) + 0.5 * (c == r) for c, r in one_by_one) / 16
+    assert baselines["starting model: higher log-likelihood (sum)"]["accuracy"] == pytest.approx(expected)
+    assert baselines["starting model: higher log-likelihood (sum)"]["n"] == 16
 
 
 def test_judge_trains_on_the_other_half(tmp_path, tiny_llama):
@@ -126,8 +140,7 @@ def _launch(run_dir: Path, model: Path, processes: int) -> None:
 def test_reward_two_processes_match_one(tmp_path, tiny_llama):
     _launch(tmp_path / "one", tiny_llama, 1)
     _launch(tmp_path / "two", tiny_llama, 2)
-    a = load_file(str(tmp_path / "one" / "reward" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "two" / "reward" / "model" / "model.safetensors"))
+    a, b = saved_weights(tmp_path / "one" / "reward" / "model"), saved_weights(tmp_path / "two" / "reward" / "model")
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
     compared = assert_same_metrics(tmp_path / "one" / "reward" / "metrics.jsonl", tmp_path / "two" / "reward" / "metrics.jsonl")

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, write_prompts
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
+from tiller.models import adapter_base
 from tiller.recipes import rloo
 from tiller.tracking import read_metrics
 
@@ -64,8 +66,9 @@ def test_rloo_lora_and_kl_penalty_run(tmp_path, tiny_llama):
     assert rows[-1]["objective/kl"] != 0.0
     # rlhf_reward = scores - penalty for missing EOS - beta*KL, averaged
     assert rows[0]["objective/rlhf_reward"] < rows[0]["objective/scores"]
-    saved = tmp_path / "rloo" / "model"
-    assert (saved / "model.safetensors").is_file() and not (saved / "adapter_config.json").exists()
+    saved = tmp_path / "rloo" / "model"  # lora.merge_on_save false (the default): the adapter and a pointer to its base
+    assert (saved / "adapter_model.safetensors").is_file() and not (saved / "model.safetensors").exists()
+    assert adapter_base(saved) == str(tiny_llama)
 
 
 def test_rloo_resume_gives_identical_losses(tmp_path, tiny_llama):
@@ -81,8 +84,7 @@ def test_rloo_resume_gives_identical_losses(tmp_path, tiny_llama):
     rloo.run(config_from_dict(rloo_config(killed, tiny_llama, **overrides)), resume=True)
     for key in ("loss/policy_avg", "objective/scores", "objective/kl", "train/lr"):
         assert scores(killed, key) == scores(full, key), key
-    a = load_file(str(full / "rloo" / "model" / "model.safetensors"))
-    b = load_file(str(killed / "rloo" / "model" / "model.safetensors"))
+    a, b = saved_weights(full / "rloo" / "model"), saved_weights(killed / "rloo" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
@@ -121,8 +123,7 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_llama, monkeypatch, caps
     run(tmp_path / "none", 0.0)
     assert "objective/kl" in assert_same_metrics(tmp_path / "dropout" / "rloo" / "metrics.jsonl",
                                                  tmp_path / "none" / "rloo" / "metrics.jsonl", rel=0.0, abs=0.0)
-    a = load_file(str(tmp_path / "dropout" / "rloo" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "none" / "rloo" / "model" / "model.safetensors"))
+    a, b = saved_weights(tmp_path / "dropout" / "rloo" / "model"), saved_weights(tmp_path / "none" / "rloo" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
@@ -181,8 +182,7 @@ def test_shared_frozen_layers_give_the_same_run(tmp_path, tiny_qwen3, monkeypatc
     for a, b in zip(shared, full):
         for key in ("objective/scores", "objective/kl", "loss/policy_avg", "train/grad_norm", "objective/entropy"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
-    wa = load_file(tmp_path / "shared" / "rloo" / "model" / "model.safetensors")
-    wb = load_file(tmp_path / "full" / "rloo" / "model" / "model.safetensors")
+    wa, wb = saved_weights(tmp_path / "shared" / "rloo" / "model"), saved_weights(tmp_path / "full" / "rloo" / "model")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
 
 

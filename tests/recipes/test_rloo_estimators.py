@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import write_prompts
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
 from tests.recipes.test_rloo import _launch, rloo_config
 from tiller.config_loading import config_from_dict
 from tiller.recipes import rloo
@@ -43,8 +44,7 @@ def test_grpo_kl_in_loss_single_pass_equals_split(tmp_path, tiny_llama, capsys):
     assert all(r["objective/rlhf_reward"] == pytest.approx(r["objective/scores"], abs=1e-6) for r in fused)
     assert "loss/kl_term" in assert_same_metrics(tmp_path / "fused" / "rloo" / "metrics.jsonl",
                                                  tmp_path / "split" / "rloo" / "metrics.jsonl", rel=1e-4, abs=1e-6)
-    a = load_file(str(tmp_path / "fused" / "rloo" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "split" / "rloo" / "model" / "model.safetensors"))
+    a, b = saved_weights(tmp_path / "fused" / "rloo" / "model"), saved_weights(tmp_path / "split" / "rloo" / "model")
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
 from tiller import losses
 from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, sft
@@ -117,8 +118,7 @@ def test_sft_resume_gives_identical_losses(tmp_path, tiny_llama):
     sft.run(config_from_dict(stage_config(killed, tiny_llama, "sft", **overrides)), resume=True)
     for key in ("loss/sft", "train/loss_tokens", "train/lr", "train/grad_norm"):
         assert metric(killed, "sft", key) == metric(full, "sft", key), key
-    a = load_file(str(full / "sft" / "model" / "model.safetensors"))
-    b = load_file(str(killed / "sft" / "model" / "model.safetensors"))
+    a, b = saved_weights(full / "sft" / "model"), saved_weights(killed / "sft" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
@@ -186,8 +186,8 @@ def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama):
     for key in ("loss/dpo", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
         assert key in rows[1], key
     assert rows[-1]["rewards/margins"] > rows[1]["rewards/margins"]
-    saved = out / "model"
-    assert (saved / "model.safetensors").is_file() and not (saved / "adapter_config.json").exists()
+    saved = out / "model"  # lora.merge_on_save false (the default): the adapter and a pointer to its base
+    assert (saved / "adapter_model.safetensors").is_file() and not (saved / "model.safetensors").exists()
     assert (out / "DONE").is_file()
 
 
@@ -207,8 +207,7 @@ def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama):
     a = json.loads((full / "dpo" / "eval.json").read_text())
     b = json.loads((killed / "dpo" / "eval.json").read_text())
     assert (a["accuracy_before"], a["accuracy_after"]) == (b["accuracy_before"], b["accuracy_after"])
-    a = load_file(str(full / "dpo" / "model" / "model.safetensors"))
-    b = load_file(str(killed / "dpo" / "model" / "model.safetensors"))
+    a, b = saved_weights(full / "dpo" / "model"), saved_weights(killed / "dpo" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
@@ -253,7 +252,8 @@ def sft_then_dpo_config(run_dir: Path, model: Path) -> dict:
     # clipping off, so the weights show any error in the gradient's scale or weighting (with the
     # default eps, Adam's first step is sign(gradient), which hides both).
     optim = {"lr": 0.5, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
-    common = dict(optim=optim, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+    # merged saves: the check below compares full weights with the start's (DPO's is the SFT output)
+    common = dict(optim=optim, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "merge_on_save": True},
                   train={"max_steps": 2, "pairs_per_step": 4, "micro_batch_per_device": 2})
     cfg = stage_config(run_dir, model, "sft", source="messages", packing=True, **common)
     cfg["dpo"] = {**stage_config(run_dir, model, "dpo", beta=0.5, **common)["dpo"], "model": str(run_dir / "sft" / "model")}

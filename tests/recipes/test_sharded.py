@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT, toy_pairs, write_pairs, write_prompts
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
 from tiller.recipes import dpo, reward, rloo, sft
 from tiller.tracking import read_metrics
@@ -90,15 +91,16 @@ def prepare(run_dir: Path, model: Path, stage: str, lora: dict) -> Path:
     return path
 
 
-def saved_weights(run_dir: Path, stage: str) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / stage / "model" / "model.safetensors"))
-
-
 def assert_same_model(a_dir: Path, b_dir: Path, stage: str, start: dict | None = None) -> None:
-    a, b = saved_weights(a_dir, stage), saved_weights(b_dir, stage)
+    """Same saved tensors: a full model's, or under LoRA the adapter's (lora.merge_on_save false)."""
+    a, b = saved_weights(a_dir / stage / "model"), saved_weights(b_dir / stage / "model")
     assert a.keys() == b.keys()
     if start is not None:  # the update is real (not two untrained copies agreeing)
-        assert max((a[n] - start[n]).abs().max().item() for n in a if n in start) > 1e-3, stage
+        if (a_dir / stage / "model" / "adapter_config.json").is_file():  # LoRA B starts at zero
+            moved = max(a[n].abs().max().item() for n in a if "lora_B" in n)
+        else:
+            moved = max((a[n] - start[n]).abs().max().item() for n in a if n in start)
+        assert moved > 1e-3, stage
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6, msg=lambda m: f"{stage} {n}: {m}")
 
@@ -144,9 +146,12 @@ def one_process(eos_heavy_llama, tmp_path_factory) -> Path:
 def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama, tmp_path):
     """reward, SFT, DPO and RLOO, LoRA and full: 2 processes x 2 accumulation steps under FSDP2 /
     ZeRO-3 give the weights and the losses of 1 process x 4; DeepSpeed's own optimizer step count
-    equals tiller's; both ranks ran the same number of decoder forwards; the saved folders load
-    with transformers as they are."""
+    equals tiller's; both ranks ran the same number of decoder forwards; the saved folders load:
+    full models with transformers as they are, LoRA adapters (rank 0 rebuilt an unsharded copy and
+    saved the adapter only) through tiller, on the base their adapter_config.json names."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tiller.models import adapter_base, load_causal_lm, load_reward_model
 
     if strategy == "zero3":
         pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra (pip install deepspeed)")
@@ -172,8 +177,20 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
         key = {"reward": "loss/bt", "sft": "loss/sft", "dpo": "loss/dpo", "rloo": "loss/policy_avg"}[stage]
         compared = assert_same_metrics(a_dir / stage / "metrics.jsonl", b_dir / stage / "metrics.jsonl")
         assert key in compared, (stage, lora)
-        loader = AutoModelForSequenceClassification if stage == "reward" else AutoModelForCausalLM
-        loader.from_pretrained(b_dir / stage / "model")
+        folder = b_dir / stage / "model"
+        if lora["enabled"]:
+            assert adapter_base(folder) == str(eos_heavy_llama) and not (folder / "model.safetensors").exists()
+            model = (load_reward_model if stage == "reward" else load_causal_lm)(str(folder))
+            trained = saved_weights(folder)  # the loaded model carries the saved, trained tensors
+            if stage == "reward":  # merged in memory: the score head is the saved one
+                torch.testing.assert_close(model.score.weight, trained["base_model.model.score.weight"], rtol=0, atol=0)
+            else:
+                name = next(n for n in trained if "lora_B" in n)
+                loaded = dict(model.named_parameters())[name.replace(".weight", ".default.weight")]
+                torch.testing.assert_close(loaded, trained[name], rtol=0, atol=0)
+        else:
+            loader = AutoModelForSequenceClassification if stage == "reward" else AutoModelForCausalLM
+            loader.from_pretrained(folder)
     lengths = [row["completions/min_length"] for row in read_metrics(tmp_path / "rloo-lora" / "rloo" / "metrics.jsonl")]
     assert min(lengths) < 12  # completions did end early (EOS), so lockstep decoding was exercised
     counts = [json.loads((forwards / f"forwards-rank{r}.json").read_text())["decoder_forwards"] for r in (0, 1)]
@@ -210,7 +227,7 @@ def test_fsdp2_resume_exact_and_on_another_process_count(tiny_llama, tmp_path):
     assert out.count("resumed from") == 2 and "saved by 1 process(es), resumed on 2" in out, out[-3000:]
     run_here(two_to_one, resume=True)
 
-    a, b = saved_weights(tmp_path / "two", "reward"), saved_weights(tmp_path / "two_killed", "reward")
+    a, b = saved_weights(tmp_path / "two" / "reward" / "model"), saved_weights(tmp_path / "two_killed" / "reward" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
     loss = [r["loss/bt"] for r in read_metrics(tmp_path / "two" / "reward" / "metrics.jsonl")]
     assert [r["loss/bt"] for r in read_metrics(tmp_path / "two_killed" / "reward" / "metrics.jsonl")] == loss
@@ -240,7 +257,7 @@ def test_zero3_resume_exact_and_refuses_another_process_count(tiny_llama, tmp_pa
     out = sharded_launch("zero3", [_stage_cmd(paths["two"]), _stage_cmd(paths["killed"], 3),
                                    _stage_cmd(paths["killed"], resume=True)])
     assert "resumed from" in out, out[-3000:]
-    a, b = saved_weights(tmp_path / "two", "reward"), saved_weights(tmp_path / "killed", "reward")
+    a, b = saved_weights(tmp_path / "two" / "reward" / "model"), saved_weights(tmp_path / "killed" / "reward" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
     from tiller.checkpoint import CheckpointError, load_checkpoint
 

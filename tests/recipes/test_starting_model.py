@@ -4,6 +4,7 @@ policy's actual starting model."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from safetensors.torch import load_file
 from tests.conftest import write_prompts
 from tiller.config import LoraConfig, ModelConfig
 from tiller.config_loading import config_from_dict
-from tiller.models import (apply_lora, load_causal_lm, load_policy, load_tokenizer, policy_start, read_origin,
-                           save_model, write_origin)
+from tiller.models import (apply_lora, load_causal_lm, load_frozen, load_policy, load_tokenizer, policy_start,
+                           read_origin, save_model, write_origin)
 from tiller.recipes import dpo, evaluate, rloo, sft
 
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
@@ -81,13 +82,44 @@ def test_continue_trains_the_saved_adapter_and_refuses_what_cannot_work(sft_adap
     assert origin["adapter_handling"] == "continued (the saved adapter trains)"
     with pytest.raises(ValueError, match="continuing it trains the adapter only"):
         load_policy(str(folder), ModelConfig(), LoraConfig(enabled=False), "cpu", adapter="continue")
-    with pytest.raises(ValueError, match="would have no base on disk"):
-        load_policy(str(folder), ModelConfig(), LoraConfig(merge_on_save=False), "cpu", adapter="merge")
     with pytest.raises(ValueError, match="adapter='keep'"):
         load_policy(str(folder), ModelConfig(), None, "cpu", adapter="keep")
     _, full = load_policy(str(tiny_llama), ModelConfig(revision="v1"), None, "cpu")
     assert full == {"model": str(tiny_llama), "base_model": str(tiny_llama), "adapter": None, "adapter_handling": None,
                     "revision": "v1", "trust_remote_code": False}
+
+
+def test_an_adapter_saved_on_an_adapter_start_loads_through_the_chain(sft_adapter, tiny_llama, tmp_path):
+    """DPO (or RLOO) from the SFT adapter, saved as an adapter (lora.merge_on_save false, the
+    default): its base is the SFT folder, recorded relative to it; loading it loads the base,
+    merges the SFT adapter, then applies its own, wherever the run folder has moved; a policy
+    stage can start from it in turn. Without the SFT folder it fails and says why."""
+    run = tmp_path / "run"
+    shutil.copytree(sft_adapter[0], run / "sft" / "model")
+    torch.manual_seed(1)
+    policy, origin = load_policy(str(run / "sft" / "model"), ModelConfig(), LoraConfig(r=4, alpha=8, dropout=0.0), "cpu")
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.05)
+    expected = logits(policy)
+    assert max_diff(expected, sft_adapter[1]) > 0.1  # the second adapter does something
+    folder = save_model(policy, load_tokenizer(str(tiny_llama)), run / "dpo" / "model", merge_lora=False)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "../../sft/model"
+    assert max_diff(logits(load_frozen(str(folder), ModelConfig())), expected) < 1e-5
+
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    _, origin = load_policy(str(moved / "dpo" / "model"), ModelConfig(), None, "cpu")
+    assert origin["base_model"] == str((moved / "sft" / "model").resolve())
+    rloo_start, _ = rloo._build_policy(config_from_dict({"model": {"name": str(tiny_llama)}, "rloo": {
+        "model": str(moved / "dpo" / "model"), "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}}),
+        str(moved / "dpo" / "model"), torch.device("cpu"))
+    assert max_diff(logits(rloo_start), expected) < 1e-5
+
+    shutil.rmtree(moved / "sft")
+    with pytest.raises(FileNotFoundError, match=r"holds a LoRA adapter for the base model .*sft/model, which is not there"):
+        load_frozen(str(moved / "dpo" / "model"), ModelConfig())
 
 
 def test_policy_start_own_setting_then_sft_output_then_base(tmp_path):

@@ -179,4 +179,4 @@ def test_rloo_runs_with_vllm_rollouts(tmp_path, tiny256):
     assert rows[0]["objective/kl"] == 0.0  # step 1 samples from the untouched policy (B = 0)
     assert rows[-1]["objective/kl"] != 0.0
     assert all(r["time/generate"] > 0 and r["completions/mean_length"] > 0 for r in rows)
-    assert (tmp_path / "rloo" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "rloo" / "model" / "adapter_model.safetensors").is_file()  # lora.merge_on_save false

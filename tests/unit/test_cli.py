@@ -180,3 +180,29 @@ def test_as_a_process_no_traceback_and_exit_2(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"tiller report: error: {tmp_path / 'nope'} is not a run folder (no such directory)"
+
+
+def test_eval_curve_parses_with_and_without_a_stage(capsys):
+    parse = cli.build_parser().parse_args
+    args = parse(["eval", "curve", "--config", "c.yaml", "--stage", "dpo"])
+    assert (args.stage, args.what, args.policy_stage, args.config) == ("eval", "curve", "dpo", "c.yaml")
+    assert parse(["eval", "curve", "--config", "c.yaml"]).policy_stage is None  # each stage with a model
+    with pytest.raises(SystemExit) as e:
+        parse(["eval", "curve", "--config", "c.yaml", "--stage", "sft"])  # not a policy stage with checkpoints
+    assert e.value.code == 2 and "invalid choice: 'sft'" in capsys.readouterr().err
+
+
+def test_eval_curve_runs_the_curve_of_the_stage_asked_for(tmp_path, capsys, monkeypatch):
+    from tiller.recipes import evaluate
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run")}))
+    calls = []
+    monkeypatch.setattr(evaluate, "run_curve", lambda cfg, stage=None: calls.append((cfg.run_dir, stage)))
+    assert cli.main(["eval", "curve", "--config", str(config), "--stage", "rloo"]) == 0
+    assert calls == [(str(tmp_path / "run"), "rloo")]
+    monkeypatch.undo()
+    # nothing trained in the run folder: one line saying so
+    rc, out, err = run_main(["eval", "curve", "--config", str(config)], capsys)
+    assert rc == 2
+    assert "no policy stage to curve in" in one_line_error(err, "eval curve")

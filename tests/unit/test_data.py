@@ -242,8 +242,12 @@ def test_hub_source_through_datasets_offline(tmp_path, tokenizer, monkeypatch):
 def test_sample_source_errors():
     with pytest.raises(DataError, match="no split 'test'"):
         open_split(DataConfig(source="sample"), "test")
-    with pytest.raises(DataError, match="HelpSteer3 format"):
+    with pytest.raises(DataError, match="sample 'helpsteer3' is in 'helpsteer3' format; set data.format: helpsteer3"):
         open_split(DataConfig(source="sample", format="messages"), "train")
+    with pytest.raises(DataError, match="sample 'arithmetic' is in 'messages' format; set data.format: messages"):
+        open_split(DataConfig(source="sample", sample="arithmetic"), "train")
+    with pytest.raises(DataError, match="sample 'arithmetic' has no split 'test' \\(it has: train, validation\\)"):
+        open_split(DataConfig(source="sample", sample="arithmetic", format="messages"), "test")
 
 
 # ----------------------------------------------------------------------------- filters and counts

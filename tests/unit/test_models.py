@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tiller.chat import render_conversation, render_prompt
 from tiller.config import LoraConfig, ModelConfig
-from tiller.models import (apply_lora, load_causal_lm, load_reward_model, load_tokenizer, resolve_dtype, resolve_model_name,
-                           save_model)
+from tiller.models import (adapter_base, apply_lora, embedded_cache_folder, load_causal_lm, load_frozen, load_reward_model,
+                           load_tokenizer, portable_base, resolve_dtype, resolve_model_name, save_model)
+from tiller.score_head import ScoreHead
 
 
 def test_tiny_models_load_with_chat_template(tiny_llama, tiny_qwen3):
@@ -49,6 +54,99 @@ def test_save_merged_lora_loads_in_plain_transformers(tmp_path, tiny_llama):
     adapter = save_model(model, load_tokenizer(str(tiny_llama)), tmp_path / "adapter", merge_lora=False)
     assert (adapter / "adapter_config.json").is_file()
     torch.testing.assert_close(load_causal_lm(str(adapter)).eval()(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_policy_adapter_folder_gives_the_logits_of_the_merged_folder(tmp_path, tiny_llama):
+    """What the evaluation and the frozen references load (`load_frozen`): the adapter folder
+    merged in memory computes what the folder merged on save does. Tolerance 1e-6: both merge
+    the same float32 tensors the same way (measured: equal bit for bit)."""
+    torch.manual_seed(0)
+    model = apply_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8, dropout=0.0), "CAUSAL_LM").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.05)  # a trained adapter: not the zero initialization
+        ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+        expected = model(input_ids=ids).logits
+        tokenizer = load_tokenizer(str(tiny_llama))
+        merged = load_frozen(str(save_model(model, tokenizer, tmp_path / "merged", merge_lora=True)), ModelConfig())
+        adapter = load_frozen(str(save_model(model, tokenizer, tmp_path / "adapter", merge_lora=False)), ModelConfig())
+        got = adapter(input_ids=ids).logits
+        torch.testing.assert_close(got, merged(input_ids=ids).logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)  # and both are the trained model
+    assert (expected - load_frozen(str(tiny_llama), ModelConfig())(input_ids=ids).logits).abs().max() > 0.1
+
+
+def test_reward_adapter_folder_scores_as_the_merged_folder(tmp_path, tiny_llama):
+    """A reward model saved as an adapter holds the LoRA tensors and the trained score head, not
+    the base; `load_reward_model` on it gives the scores of the merged save of the same weights
+    (tolerance 1e-6, measured equal bit for bit) and of the trained model itself."""
+    torch.manual_seed(0)
+    model = apply_lora(load_reward_model(str(tiny_llama), pad_token_id=0), LoraConfig(r=4, alpha=8, dropout=0.0), "SEQ_CLS")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or "score" in n:
+                p.normal_(0.0, 0.05)  # a trained adapter and head
+    tokenizer = load_tokenizer(str(tiny_llama))
+    adapter = save_model(model, tokenizer, tmp_path / "adapter", merge_lora=False)
+    merged = save_model(model, tokenizer, tmp_path / "merged", merge_lora=True)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert "base_model.model.score.weight" in saved and not any("embed_tokens" in k for k in saved)
+    assert not (adapter / "model.safetensors").exists() and adapter_base(adapter) == str(tiny_llama)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0], [14, 15, 16, 17, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        expected = ScoreHead(model.eval())(ids, mask)
+        from_adapter = ScoreHead(load_reward_model(str(adapter), pad_token_id=0).eval())(ids, mask)
+        from_merged = ScoreHead(load_reward_model(str(merged), pad_token_id=0).eval())(ids, mask)
+    torch.testing.assert_close(from_adapter, from_merged, rtol=0, atol=1e-6)
+    torch.testing.assert_close(from_adapter, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_adapter_of_the_embedded_model_names_it_embedded(tmp_path, tiny_llama, monkeypatch):
+    """The embedded model lives in each machine's tiller cache: an adapter on it records the
+    base as `embedded`, not this machine's cache path, and loads on a machine whose cache is
+    elsewhere. (The tiny model stands in for the converted embedded folder.)"""
+    def machine(name: str):
+        monkeypatch.setenv("TILLER_CACHE", str(tmp_path / name))
+        shutil.copytree(tiny_llama, embedded_cache_folder())
+
+    machine("machine-a")
+    torch.manual_seed(0)
+    model = apply_lora(load_causal_lm("embedded"), LoraConfig(r=4, alpha=8, dropout=0.0), "CAUSAL_LM").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.05)
+        ids = torch.tensor([[1, 2, 3, 4]])
+        expected = model(input_ids=ids).logits
+    folder = save_model(model, load_tokenizer("embedded"), tmp_path / "run" / "rloo" / "model", merge_lora=False)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "embedded"
+    shutil.rmtree(tmp_path / "machine-a")
+    machine("machine-b")
+    with torch.no_grad():
+        torch.testing.assert_close(load_frozen(str(folder), ModelConfig())(input_ids=ids).logits, expected,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_portable_base_pointers(tmp_path, tiny_llama):
+    run = tmp_path / "run"
+    (run / "sft" / "model").mkdir(parents=True)
+    assert portable_base(str(run / "sft" / "model"), run / "dpo" / "model") == "../../sft/model"  # the run can move
+    assert portable_base(str(tiny_llama), run / "dpo" / "model") == str(tiny_llama.resolve())
+    assert portable_base("Qwen/Qwen3-8B", run / "dpo" / "model") == "Qwen/Qwen3-8B"
+
+
+def test_an_adapter_whose_base_is_gone_says_so(tmp_path, tiny_llama):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    model = apply_lora(load_causal_lm(str(base)), LoraConfig(r=4, alpha=8), "CAUSAL_LM")
+    folder = save_model(model, load_tokenizer(str(base)), tmp_path / "elsewhere" / "adapter", merge_lora=False)
+    shutil.rmtree(base)
+    with pytest.raises(FileNotFoundError, match=r"holds a LoRA adapter for the base model .*base, which is not there"):
+        load_frozen(str(folder), ModelConfig())
+    with pytest.raises(FileNotFoundError, match="lora.merge_on_save: true"):
+        load_reward_model(str(folder))
 
 
 def test_enable_thinking_reaches_the_template(tiny_qwen3):

@@ -116,6 +116,16 @@ def test_dims_from_a_local_config_match_the_real_model(tiny_llama, tiny_qwen3):
         assert plan.parameter_count(dims) == sum(p.numel() for p in model.parameters())
 
 
+def test_dims_of_an_adapter_folder_are_its_bases(tiny_llama, tmp_path):
+    """A stage's start (or reward path) may be a saved LoRA adapter (lora.merge_on_save false)."""
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora, load_causal_lm, load_tokenizer, save_model
+
+    adapter = save_model(apply_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=4, alpha=8), "CAUSAL_LM"),
+                         load_tokenizer(str(tiny_llama)), tmp_path / "sft" / "model", merge_lora=False)
+    assert plan.model_dims(str(adapter)) == plan.model_dims(str(tiny_llama))
+
+
 def test_run_prints_the_flagship_plan(capsys):
     cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
     text = plan.run(cfg)

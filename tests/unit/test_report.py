@@ -299,3 +299,44 @@ def test_cli(tmp_path, capsys):
     assert rc in (0, None)
     assert (run / "report.html").is_file()
     assert re.search(r"report: .*report\.html", capsys.readouterr().out)
+
+
+def curve_row(stage: str, step: int, kl: float, judge: float, win: tuple[float, float, float], rm: float | None = None) -> dict:
+    """A row of eval/curve.jsonl as `tiller eval curve` writes it (the keys the report reads)."""
+    row = {"stage": stage, "step": step, "checkpoint": "start" if step == 0 else f"step-{step}", "n": 48,
+           "model": f"runs/x/{stage}/checkpoints/step-{step}", "reference": "base", "judge": "runs/x/judge/model",
+           "kl_mean": kl, "reward_policy_mean": judge, "reward_reference_mean": 0.5,
+           "win_rate": win[0], "ci_low": win[1], "ci_high": win[2],
+           "guarded_win_rate": win[0], "guarded_ci_low": win[1], "guarded_ci_high": win[2],
+           "policy_mean_length": 40.0 + step, "degenerate_policy": step // 4}
+    if rm is not None:
+        row.update({"optimized_rm_policy_mean": rm, "optimized_rm_reference_mean": 1.0})
+    return row
+
+
+def test_the_curve_section_shows_only_when_the_curve_was_run(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    text = write_report(run).read_text()
+    assert "Over-optimization curve" not in text and "href='#curve'" not in text
+
+    _jsonl(run / "eval" / "curve.jsonl", [
+        curve_row("rloo", 8, 2.0, 0.75, (0.64, 0.54, 0.73), rm=1.9),  # out of order: the report sorts by step
+        curve_row("rloo", 0, 0.0, 0.5, (0.5, 0.4, 0.6), rm=1.0),
+        curve_row("rloo", 16, 5.5, 0.6, (0.55, 0.45, 0.65), rm=2.8),
+        curve_row("dpo", 0, 0.0, 0.5, (0.5, 0.4, 0.6)),  # no optimized reward model
+        curve_row("dpo", 10, 1.5, 0.9, (0.7, 0.6, 0.8)),
+    ])
+    text = write_report(run).read_text()
+    assert "could not render" not in text and "href='#curve'" in text
+    order = [text.index(f"<h2>{t}</h2>") for t in ("Evaluation", "Over-optimization curve", "Completion lengths")]
+    assert order == sorted(order)
+    curve = text[order[1]:order[2]]
+    assert curve.count("data:image/png;base64,") == 4  # per stage: against KL and against step
+    rloo, dpo = curve[curve.index("<h3>rloo</h3>"):curve.index("<h3>dpo</h3>")], curve[curve.index("<h3>dpo</h3>"):]
+    steps = [int(s) for s in re.findall(r"<tr><td>(\d+)</td><td>(?:start|step-\d+)</td>", rloo)]
+    assert steps == [0, 8, 16]
+    # step 8: judge 0.75, a gain of 0.75 - 0.5; optimized RM 1.9, a gain of 1.9 - 1.0
+    assert "+0.750 <span class=ci>(+0.250)</span>" in rloo and "+1.900 <span class=ci>(+0.900)</span>" in rloo
+    assert "0.640 <span class=ci>[0.540, 0.730]</span>" in rloo and "<td>48.0</td>" in rloo and "<td>2</td>" in rloo
+    assert "optimized RM reward (gain)" in rloo and "optimized RM reward (gain)" not in dpo
+    assert "+0.900 <span class=ci>(+0.400)</span>" in dpo

@@ -13,7 +13,7 @@ import pytest
 from tiller.chat import IGNORE, assistant_spans, encode_prompts, render_conversation, render_prompt
 from tiller.data.records import PreferencePair, Prompt
 from tiller.models import load_tokenizer
-from tiller.recipes.dpo import encode_preferences
+from tiller.preference_logprobs import encode_preferences
 from tiller.recipes.reward import encode_pairs
 from tiller.recipes.sft import encode_conversations
 

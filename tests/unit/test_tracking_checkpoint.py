@@ -8,7 +8,14 @@ import random
 import pytest
 import torch
 
-from tiller.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from tiller.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+)
 from tiller.config import TrackingConfig
 from tiller.tracking import Tracker, read_metrics
 
@@ -86,3 +93,33 @@ def test_keeps_the_newest_and_ignores_unfinished(tmp_path):
     (tmp_path / ".tmp-step-4").mkdir()  # a save killed half way is never picked
     assert latest_checkpoint(tmp_path).name == "step-3"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_model_weights_of_a_checkpoint_load_alone(tmp_path):
+    """`tiller eval curve` loads only the model part: the trained weights come back exactly, the
+    frozen ones (never saved) stay as the freshly built model has them, the optimizer is not read."""
+    model, opt, sched = _tiny_training_state()
+    for _ in range(2):
+        _train_step(model, opt, sched)
+    path = save_checkpoint(tmp_path, 2, model, opt, sched, {"stage": "rloo"}, keep=2)
+    fresh, _, _ = _tiny_training_state()
+    assert not torch.equal(fresh[2].weight, model[2].weight)
+    assert load_model_weights(path, fresh)["step"] == 2
+    for name, p in model.named_parameters():
+        assert torch.equal(dict(fresh.named_parameters())[name], p), name
+
+    # A model built otherwise (here: a wider last layer) is an error naming the folder and the tensor.
+    wrong = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    wrong[0].weight.requires_grad_(False)
+    with pytest.raises(CheckpointError, match=r"model_optim: does not fit this model \(ValueError: Size mismatch.*2\.weight"):
+        load_model_weights(path, wrong)
+    # One that trains a weight the stage froze (full fine-tuning against a LoRA checkpoint, say).
+    with pytest.raises(CheckpointError, match="Missing key in checkpoint state_dict: model.0.weight"):
+        load_model_weights(path, torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1)))
+    frozen = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1)).requires_grad_(False)
+    with pytest.raises(CheckpointError, match="has no trainable weights"):
+        load_model_weights(path, frozen)
+    state = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**state, "strategy": "deepspeed"}))
+    with pytest.raises(CheckpointError, match="saved under DeepSpeed"):
+        load_model_weights(path, fresh)

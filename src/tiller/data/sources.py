@@ -1,5 +1,6 @@
 """Where rows come from: a hub dataset, a local JSONL / JSON / parquet file (JSONL and JSON also
-gzip-compressed, `.jsonl.gz` / `.json.gz`, as HH-RLHF ships), or the bundled sample.
+gzip-compressed, `.jsonl.gz` / `.json.gz`, as HH-RLHF ships), or a bundled sample (data.sample:
+the HelpSteer3-format preference sample, or the arithmetic questions of tiller.data.arithmetic).
 
 Every source is iterated the same way: `Source.rows()` yields `(index, row_dict)` and
 `Source.where(index)` names the place for error messages ("train.jsonl line 12",
@@ -25,6 +26,8 @@ from tiller.data.records import DataError
 SAMPLE_DIR = Path(__file__).parent / "sample"  # found next to this file so it works when installed
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark
+# Each bundled sample (data.sample) and the data.format it is written in.
+SAMPLE_FORMATS = {"helpsteer3": "helpsteer3", "arithmetic": "messages"}
 
 
 @dataclass
@@ -142,14 +145,17 @@ def sample_path(split: str, dataset: str = "helpsteer3") -> Path:
 def open_split(data: DataConfig, split: str) -> Source:
     """The source of one split as configured by `data.source`."""
     if data.source == "sample":
-        if data.format != "helpsteer3":
+        fmt = SAMPLE_FORMATS[data.sample]
+        if data.format != fmt:
             raise DataError(
-                "data.source=sample", f"the bundled sample is in HelpSteer3 format; set data.format: helpsteer3 (got {data.format!r})"
+                "data.source=sample", f"the bundled sample {data.sample!r} is in {fmt!r} format; set data.format: {fmt} "
+                f"(got {data.format!r})"
             )
-        path = sample_path(split)
+        path = sample_path(split, data.sample)
         if not path.is_file():
             have = sorted(p.stem for p in path.parent.glob("*.jsonl"))
-            raise DataError("data.source=sample", f"the bundled sample has no split {split!r} (it has: {', '.join(have) or 'none'})")
+            raise DataError("data.source=sample", f"the bundled sample {data.sample!r} has no split {split!r} "
+                            f"(it has: {', '.join(have) or 'none'})")
         return Source(label=str(path), kind="jsonl", path=path)
     if data.source == "hub":
         if not data.hub_id:

@@ -22,20 +22,18 @@ import json
 import math
 import time
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tiller import losses
-from tiller.batching import pad_batch
-from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
 from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
+from tiller.preference_logprobs import EncodedPreference, concatenated_logps, encode_preferences
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.tracking import Tracker
 from tiller.training import (
@@ -52,54 +50,6 @@ from tiller.training import (
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
-
-
-@dataclass
-class EncodedPreference:
-    chosen_ids: list[int]
-    chosen_labels: list[int]  # next-token targets on the answer, -100 elsewhere
-    rejected_ids: list[int]
-    rejected_labels: list[int]
-
-
-def encode_preferences(pairs, tokenizer, max_length: int, truncation: str,
-                       enable_thinking=None) -> tuple[list[EncodedPreference], int]:
-    """Token ids and answer targets of prompt+chosen and prompt+rejected; returns (encoded,
-    number dropped as too long)."""
-    encoded, dropped = [], 0
-    for pair in pairs:
-        sides = []
-        for answer in (pair.chosen, pair.rejected):
-            ids, mask = assistant_token_mask(tokenizer, pair.prompt + [{"role": "assistant", "content": answer}],
-                                             enable_thinking, last_turn_only=True)
-            sides.append((ids, mask))
-        if max(len(ids) for ids, _ in sides) > max_length:
-            if truncation == "drop":
-                dropped += 1
-                continue
-            sides = [(ids[-max_length:], mask[-max_length:]) for ids, mask in sides]  # the prompt's start goes first
-        (c_ids, c_mask), (r_ids, r_mask) = sides
-        encoded.append(EncodedPreference(c_ids, shifted_labels(c_ids, c_mask), r_ids, shifted_labels(r_ids, r_mask)))
-    return encoded, dropped
-
-
-def pair_batch(batch: list[EncodedPreference], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows [0, n) chosen, [n, 2n) rejected, right-padded: (input_ids, attention_mask, labels)."""
-    ids = [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch]
-    labels = [p.chosen_labels for p in batch] + [p.rejected_labels for p in batch]
-    input_ids, attention_mask = pad_batch(ids, pad_id)
-    label_tensor = torch.full_like(input_ids, IGNORE)
-    for i, row in enumerate(labels):
-        label_tensor[i, :len(row)] = torch.tensor(row)
-    return input_ids, attention_mask, label_tensor
-
-
-def concatenated_logps(model, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed answer-token log-probs of chosen and rejected, from one forward over both."""
-    input_ids, attention_mask, labels = (x.to(device) for x in pair_batch(batch, pad_id))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    logps = losses.token_logprobs(logits, labels).sum(-1)  # 0 at every -100 position
-    return logps[: len(batch)], logps[len(batch):]
 
 
 class Reference:

@@ -1,6 +1,7 @@
 """Policy evaluation: the trained policy against its starting model, scored by a judge.
 
     tiller eval policy --config FILE
+    tiller eval curve --config FILE [--stage rloo|dpo]
 
 The reference is the model the policy actually started from, as its stage recorded it in
 `<stage>/started_from.json` (the SFT model when the pipeline ran sft first), loaded the same way;
@@ -29,11 +30,28 @@ raw win rate above it. And the judge's scores for answers that say nothing, on e
 (`constant_answers`): the empty answer, "I'm sorry, I can't help with that." and a restatement
 of the question ("You asked: <last user message>"), each with its mean score and its win rate
 against the reference's answers; a judge that such an answer can beat is not measuring quality.
+
+Questions with one right answer (the arithmetic sample) need no judge model: `eval.verifier`
+names a function that scores an answer 1.0 when right and 0.0 when wrong, given each prompt's
+record (data.keep_columns), e.g. `tiller.rewards.exact_match:exact_match`. It is then the judge
+(eval.judge is not used), so the judge reward of each model is its accuracy, and the summary adds
+`exact_match`: each model's accuracy with its Wilson 95% interval, the paired 95% interval of
+the difference (`verified_accuracy`), and the questions the policy got right where the
+reference did not (gained) and the other way round (lost).
+
+The over-optimization curve (`tiller eval curve`, `run_curve`) evaluates a policy stage's
+starting model (step 0), each checkpoint it kept and its final model in the same way (`compare`
+computes the figures of every row, and of `tiller eval policy`), with the reference's answers
+generated and scored once for all of them. A checkpoint holds the trained tensors only, so it is
+loaded into the starting model built with the stage's LoRA settings
+(`checkpoint.load_model_weights`). One row per model goes to eval/curve.jsonl; the report plots
+the judge's and the optimized reward model's gains and the judge's win rate against KL and step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -43,14 +61,16 @@ import torch
 
 from tiller import degeneration, length_control, losses
 from tiller.batching import run_in_length_batches
-from tiller.chat import encode_prompts
-from tiller.config import Config, RewardBackendConfig
+from tiller.chat import encode_prompts, encoded_extras
+from tiller.checkpoint import list_checkpoints, load_model_weights, verify_checkpoint
+from tiller.config import Config, RewardBackendConfig, get_key
 from tiller.data.run_files import load_prompts
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
-from tiller.models import STARTED_FROM, load_frozen, load_tokenizer, read_origin
+from tiller.models import STARTED_FROM, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
+from tiller.training import show_progress
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -82,13 +102,17 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sampling, batch_size: int, seed: int,
-                     engine_name: str = "transformers", rollout_cfg=None, model_cfg=None):
+                     engine_name: str = "transformers", rollout_cfg=None, model_cfg=None, engine=None):
     """One answer per prompt with `engine_name` (eval.engine), in the prompts' order. Prompt i is
     sampled with seed + i whatever the batching; batches hold prompts of similar length (left
     padding is prefilled like real tokens: 12,480 prompt tokens in prompt order against 8,400
     sorted on the demo's 96 prompts). vLLM schedules its own batches, so it gets every prompt at
-    once, and its engine is closed afterwards so the next model's engine has the memory."""
-    engine = make_engine(engine_name, model, tokenizer, rollout_cfg, model_cfg)
+    once, and its engine is closed afterwards so the next model's engine has the memory.
+    `engine`, an engine made by the caller for `model`, is synced and used but not closed: the
+    curve reuses one across checkpoints loaded into the same model (one vLLM start, not one each)."""
+    owned = engine is None
+    if owned:
+        engine = make_engine(engine_name, model, tokenizer, rollout_cfg, model_cfg)
     engine.sync_weights(model)
     step = len(prompt_ids) if engine_name == "vllm" else batch_size
 
@@ -99,7 +123,7 @@ def generate_answers(model, tokenizer, prompt_ids: list[list[int]], sampling: Sa
     try:
         answers = run_in_length_batches([len(p) for p in prompt_ids], max(step, 1), answer_batch)
     finally:
-        if hasattr(engine, "close"):
+        if owned and hasattr(engine, "close"):
             engine.close()
     return [completion for completion, _ in answers], [ended for _, ended in answers]
 
@@ -127,6 +151,143 @@ def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_siz
     return run_in_length_batches([len(p) for p in prompt_ids], rows, kl_batch)
 
 
+@dataclasses.dataclass
+class Answers:
+    """One model's answers to the evaluation prompts, in the prompts' order, and their scores:
+    the judge's, and the optimized reward model's when it is not the judge."""
+
+    tokens: list[list[int]]
+    has_eos: list[bool]
+    texts: list[str]
+    scores: list[float] = dataclasses.field(default_factory=list)
+    rm_scores: list[float] | None = None
+
+    @functools.cached_property
+    def repetition(self) -> list[dict]:
+        """tiller.degeneration's measures of each answer (computed once)."""
+        return [degeneration.measure(t) for t in self.texts]
+
+    @property
+    def degenerate(self) -> list[bool]:
+        return [m["degenerate"] for m in self.repetition]
+
+
+def compare(policy: Answers, reference: Answers, kl: list[float]) -> dict:
+    """The figures of the policy's scored answers against the reference's on the same prompts,
+    and the policy's KL to the reference along each of its answers: win rate (ties half, Wilson
+    95% interval), length-controlled and guarded win rates, judge rewards and their paired
+    improvement, lengths, answers cut at the limit, degenerate answers, mean KL, and the optimized
+    reward model's view when both sides carry its scores. No model here: `tiller eval policy`
+    reports these for one policy, `tiller eval curve` for each checkpoint of a stage."""
+    n = len(policy.texts)
+    wr = losses.win_rate(policy.scores, reference.scores)
+    lc = length_control.length_controlled_win_rate(policy.scores, reference.scores, [len(c) for c in policy.tokens],
+                                                   [len(c) for c in reference.tokens])
+    guarded = degeneration.guarded_win_rate(policy.scores, reference.scores, policy.degenerate, reference.degenerate)
+    improvement, improvement_low, improvement_high = losses.paired_mean_interval(policy.scores, reference.scores)
+    policy_len = sum(len(c) for c in policy.tokens) / n
+    reference_len = sum(len(c) for c in reference.tokens) / n
+    figures = {
+        "n": n, "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
+        "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
+        "lc_win_rate": lc["win_rate"], "lc_ci_low": lc["ci_low"], "lc_ci_high": lc["ci_high"],
+        "lc_slope": lc["slope"], "lc_length_sd": lc["length_sd"],
+        "guarded_win_rate": guarded["win_rate"], "guarded_ci_low": guarded["ci_low"],
+        "guarded_ci_high": guarded["ci_high"], "guarded_wins": guarded["wins"], "guarded_ties": guarded["ties"],
+        "guarded_losses": guarded["losses"], "guarded_overruled": guarded["overruled"],
+        "degenerate_policy": sum(policy.degenerate), "degenerate_reference": sum(reference.degenerate),
+        "degenerate_rule": degeneration.DEGENERATE_RULE,
+        "reward_policy_mean": sum(policy.scores) / n, "reward_reference_mean": sum(reference.scores) / n,
+        "reward_improvement": improvement,
+        "reward_improvement_ci_low": improvement_low, "reward_improvement_ci_high": improvement_high,
+        "length_ratio": policy_len / max(reference_len, 1e-9),
+        "policy_mean_length": policy_len, "reference_mean_length": reference_len,
+        "truncated_policy": sum(not x for x in policy.has_eos) / n,
+        "truncated_reference": sum(not x for x in reference.has_eos) / n,
+        "kl_mean": sum(kl) / n,
+    }
+    if policy.rm_scores is not None and reference.rm_scores is not None:
+        figures.update({
+            "optimized_rm_policy_mean": sum(policy.rm_scores) / n,
+            "optimized_rm_reference_mean": sum(reference.rm_scores) / n,
+            "optimized_rm_win_rate": losses.win_rate(policy.rm_scores, reference.rm_scores)["win_rate"],
+        })
+    return figures
+
+
+def verified_accuracy(policy_scores: list[float], reference_scores: list[float]) -> dict:
+    """Exact-match figures of a verifier's scores (1.0 right, 0.0 wrong) of both models' answers
+    to the same questions: each model's accuracy with its Wilson 95% interval, and the paired
+    95% interval of the difference (policy - reference, a mean of per-question differences in
+    {-1, 0, 1}), with the questions gained (only the policy right) and lost (only the reference)."""
+    if any(v not in (0.0, 1.0) for v in [*policy_scores, *reference_scores]):
+        raise ValueError("eval.verifier must score every answer 1.0 (right) or 0.0 (wrong); got "
+                         f"{sorted({v for v in [*policy_scores, *reference_scores] if v not in (0.0, 1.0)})[:5]}")
+    n = len(policy_scores)
+    right, reference_right = sum(policy_scores), sum(reference_scores)
+    low, high = losses.accuracy_interval(right, n)
+    reference_low, reference_high = losses.accuracy_interval(reference_right, n)
+    difference, difference_low, difference_high = losses.paired_mean_interval(policy_scores, reference_scores)
+    return {
+        "n": n, "policy_correct": int(right), "reference_correct": int(reference_right),
+        "policy_accuracy": right / n, "policy_ci_low": low, "policy_ci_high": high,
+        "reference_accuracy": reference_right / n, "reference_ci_low": reference_low, "reference_ci_high": reference_high,
+        "difference": difference, "difference_ci_low": difference_low, "difference_ci_high": difference_high,
+        "gained": sum(p > r for p, r in zip(policy_scores, reference_scores)),
+        "lost": sum(p < r for p, r in zip(policy_scores, reference_scores)),
+    }
+
+
+def _eval_prompts(cfg: Config, tokenizer) -> tuple[list, list[list[int]], int, list[dict]]:
+    """(messages, prompt token ids, prompts dropped as too long, records): the first
+    eval.num_prompts prompts of eval.split, rendered with the chat template, and each kept
+    prompt's record (its data.keep_columns, e.g. the gold answer a verifier checks)."""
+    prompts = load_prompts(Path(cfg.run_dir), cfg.eval.split)[: cfg.eval.num_prompts]
+    encoded, dropped = encode_prompts(prompts, tokenizer, cfg.rloo.max_prompt_tokens, cfg.model.enable_thinking)
+    return [m for m, _ in encoded], [ids for _, ids in encoded], dropped, encoded_extras(prompts, encoded)
+
+
+def _sampling(e) -> Sampling:
+    return Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
+
+
+def _answer(model, tokenizer, prompt_ids, cfg: Config, model_cfg, engine=None) -> Answers:
+    e = cfg.eval
+    tokens, eos = generate_answers(model, tokenizer, prompt_ids, _sampling(e), e.batch_size, cfg.seed, e.engine,
+                                   cfg.rloo.rollout, model_cfg, engine=engine)
+    return Answers(tokens, eos, tokenizer.batch_decode(tokens, skip_special_tokens=True))
+
+
+def _judge_path(cfg: Config) -> str | Path | None:
+    judge_cfg = cfg.eval.judge
+    if cfg.eval.verifier:  # the verifier is the judge: no judge model
+        return None
+    return judge_cfg.path or (default_judge_path(Path(cfg.run_dir)) if judge_cfg.backend == "classifier" else None)
+
+
+def _make_judge(cfg: Config, judge_path: str | Path | None, device: str):
+    """eval.verifier as a callable reward when set (it gets each prompt's record), else eval.judge."""
+    if cfg.eval.verifier:
+        return make_reward_backend(RewardBackendConfig(backend="callable", function=cfg.eval.verifier))
+    return make_reward_backend(cfg.eval.judge, default_path=judge_path, device=device)
+
+
+def _judge_name(cfg: Config, judge_path: str | Path | None) -> str:
+    e = cfg.eval
+    return f"verifier {e.verifier}" if e.verifier else str(judge_path or e.judge.url or e.judge.function)
+
+
+def _optimized_rm(cfg: Config, judge_path: Path | None, device: str):
+    """The reward model RLOO optimized against (the reward stage's), when it is present and is
+    not the judge: its view of the same answers; None otherwise."""
+    judge_cfg = cfg.eval.judge
+    train_rm = Path(cfg.run_dir) / "reward" / "model"
+    if judge_cfg.backend == "classifier" and train_rm.exists() and Path(str(judge_path)).resolve() != train_rm.resolve():
+        return make_reward_backend(RewardBackendConfig(backend="classifier", max_length=judge_cfg.max_length), train_rm,
+                                   device)
+    return None
+
+
 def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:
     e = cfg.eval
     run_dir = Path(cfg.run_dir)
@@ -142,86 +303,41 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     started = time.time()
 
     tokenizer = load_tokenizer(policy_path, cfg.model)
-    prompts = load_prompts(run_dir, e.split)[: e.num_prompts]
-    encoded, dropped = encode_prompts(prompts, tokenizer, cfg.rloo.max_prompt_tokens, cfg.model.enable_thinking)
-    messages = [m for m, _ in encoded]
-    prompt_ids = [ids for _, ids in encoded]
+    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
     print(f"[eval] {label}: policy {policy_path} vs reference {reference_path} ({reference_source})\n"
-          f"[eval] {len(encoded)} {e.split} prompts "
+          f"[eval] {len(prompt_ids)} {e.split} prompts "
           f"({dropped} dropped as too long); {'greedy' if e.greedy else f'temperature {e.temperature}'}, "
           f"up to {e.max_new_tokens} new tokens", flush=True)
-    sampling = Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
 
     policy = load_frozen(policy_path, cfg.model, device)
     reference = load_frozen(reference_path, reference_model_cfg, device)
-    policy_answers, policy_eos = generate_answers(policy, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
-                                                  e.engine, cfg.rloo.rollout, cfg.model)
-    reference_answers, reference_eos = generate_answers(reference, tokenizer, prompt_ids, sampling, e.batch_size, cfg.seed,
-                                                        e.engine, cfg.rloo.rollout, reference_model_cfg)
-    kl = policy_kl(policy, reference, prompt_ids, policy_answers, tokenizer.pad_token_id, e.batch_size, device)
+    ours = _answer(policy, tokenizer, prompt_ids, cfg, cfg.model)
+    theirs = _answer(reference, tokenizer, prompt_ids, cfg, reference_model_cfg)
+    kl = policy_kl(policy, reference, prompt_ids, ours.tokens, tokenizer.pad_token_id, e.batch_size, device)
     del policy, reference
 
-    policy_texts = tokenizer.batch_decode(policy_answers, skip_special_tokens=True)
-    reference_texts = tokenizer.batch_decode(reference_answers, skip_special_tokens=True)
-    judge_cfg = e.judge
-    judge_path = judge_cfg.path or (default_judge_path(run_dir) if judge_cfg.backend == "classifier" else None)
-    judge = make_reward_backend(judge_cfg, default_path=judge_path, device=device)
-    policy_scores, reference_scores = _score_both(judge, messages, policy_texts, reference_texts)
-    constant_scores = _score_constant_answers(judge, messages, reference_texts, reference_scores)
+    judge_path = _judge_path(cfg)
+    judge = _make_judge(cfg, judge_path, device)
+    ours.scores, theirs.scores = _score_both(judge, messages, ours.texts, theirs.texts, records)
+    constant_scores = _score_constant_answers(judge, messages, theirs.texts, theirs.scores, records)
     judge.close()
+    rm = _optimized_rm(cfg, judge_path, device)
+    if rm is not None:
+        ours.rm_scores, theirs.rm_scores = _score_both(rm, messages, ours.texts, theirs.texts)
+        rm.close()
 
-    # The reward model RLOO optimized against, when it is not the judge: its view of the same answers.
-    train_rm = run_dir / "reward" / "model"
-    optimized = {}
-    if judge_cfg.backend == "classifier" and train_rm.exists() and Path(str(judge_path)).resolve() != train_rm.resolve():
-        rm = make_reward_backend(RewardBackendConfig(backend="classifier", max_length=judge_cfg.max_length), train_rm, device)
-        rm_policy, rm_reference = _score_both(rm, messages, policy_texts, reference_texts)
-        optimized = {
-            "optimized_rm_policy_mean": sum(rm_policy) / len(rm_policy),
-            "optimized_rm_reference_mean": sum(rm_reference) / len(rm_reference),
-            "optimized_rm_win_rate": losses.win_rate(rm_policy, rm_reference)["win_rate"],
-        }
-
-    wr = losses.win_rate(policy_scores, reference_scores)
-    lc = length_control.length_controlled_win_rate(policy_scores, reference_scores, [len(c) for c in policy_answers],
-                                                   [len(c) for c in reference_answers])
     constant = {}
     for kind, scores in constant_scores.items():
-        cwr = losses.win_rate(scores, reference_scores)
+        cwr = losses.win_rate(scores, theirs.scores)
         constant[kind] = {"text": CONSTANT_ANSWER_TEXT[kind], "mean_score": sum(scores) / len(scores),
                           "win_rate": cwr["win_rate"], "ci_low": cwr["ci_low"], "ci_high": cwr["ci_high"]}
-    policy_rep = [degeneration.measure(t) for t in policy_texts]
-    reference_rep = [degeneration.measure(t) for t in reference_texts]
-    policy_bad = [m["degenerate"] for m in policy_rep]
-    reference_bad = [m["degenerate"] for m in reference_rep]
-    guarded = degeneration.guarded_win_rate(policy_scores, reference_scores, policy_bad, reference_bad)
-    improvement, improvement_low, improvement_high = losses.paired_mean_interval(policy_scores, reference_scores)
-    n = len(policy_texts)
-    policy_len = sum(len(c) for c in policy_answers) / n
-    reference_len = sum(len(c) for c in reference_answers) / n
     summary = {
         "label": label, "policy": str(policy_path), "reference": str(reference_path), "reference_source": reference_source,
-        "judge": str(judge_path or judge_cfg.url or judge_cfg.function), "n": n,
-        "win_rate": wr["win_rate"], "ci_low": wr["ci_low"], "ci_high": wr["ci_high"],
-        "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"],
-        "lc_win_rate": lc["win_rate"], "lc_ci_low": lc["ci_low"], "lc_ci_high": lc["ci_high"],
-        "lc_slope": lc["slope"], "lc_length_sd": lc["length_sd"],
-        "constant_answers": constant,
-        "guarded_win_rate": guarded["win_rate"], "guarded_ci_low": guarded["ci_low"],
-        "guarded_ci_high": guarded["ci_high"], "guarded_wins": guarded["wins"], "guarded_ties": guarded["ties"],
-        "guarded_losses": guarded["losses"], "guarded_overruled": guarded["overruled"],
-        "degenerate_policy": sum(policy_bad), "degenerate_reference": sum(reference_bad),
-        "degenerate_rule": degeneration.DEGENERATE_RULE,
-        "reward_policy_mean": sum(policy_scores) / n, "reward_reference_mean": sum(reference_scores) / n,
-        "reward_improvement": improvement,
-        "reward_improvement_ci_low": improvement_low, "reward_improvement_ci_high": improvement_high,
-        "length_ratio": policy_len / max(reference_len, 1e-9),
-        "policy_mean_length": policy_len, "reference_mean_length": reference_len,
-        "truncated_policy": sum(not x for x in policy_eos) / n,
-        "truncated_reference": sum(not x for x in reference_eos) / n,
-        "kl_mean": sum(kl) / n, **optimized,
-        "seconds": time.time() - started,
+        "judge": _judge_name(cfg, judge_path), **compare(ours, theirs, kl),
+        "constant_answers": constant, "seconds": time.time() - started,
     }
+    if e.verifier:
+        summary["exact_match"] = verified_accuracy(ours.scores, theirs.scores)
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({
@@ -229,10 +345,10 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         "policy_tokens": len(pa), "reference_tokens": len(ra), "policy_has_eos": pe, "reference_has_eos": re_, "kl": k_,
         "policy_degenerate": pm["degenerate"], "reference_degenerate": rm_["degenerate"],
         "policy_repetition": pm, "reference_repetition": rm_,
-        "constant_scores": {kind: scores[i] for kind, scores in constant_scores.items()},
+        "constant_scores": {kind: scores[i] for kind, scores in constant_scores.items()}, "record": records[i],
     }) for i, (m, pt, rt_, ps, rs, pa, ra, pe, re_, k_, pm, rm_) in enumerate(zip(
-        messages, policy_texts, reference_texts, policy_scores, reference_scores, policy_answers, reference_answers,
-        policy_eos, reference_eos, kl, policy_rep, reference_rep))]
+        messages, ours.texts, theirs.texts, ours.scores, theirs.scores, ours.tokens, theirs.tokens,
+        ours.has_eos, theirs.has_eos, kl, ours.repetition, theirs.repetition))]
     _atomic_write(out / f"{label}_samples.jsonl", "\n".join(rows) + "\n")
     _atomic_write(out / f"{label}.json", json.dumps(summary, indent=1))
     if add_policy_evaluation(policy_path, summary):  # the policy's tiller model card gets the figures
@@ -241,16 +357,22 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     return summary
 
 
-def _score_both(scorer, messages, policy_texts: list[str], reference_texts: list[str]) -> tuple[list[float], list[float]]:
+def _pick(records: list[dict] | None, indices: list[int]) -> list[dict] | None:
+    return None if records is None else [records[i] for i in indices]
+
+
+def _score_both(scorer, messages, policy_texts: list[str], reference_texts: list[str],
+                records: list[dict] | None = None) -> tuple[list[float], list[float]]:
     """Scores of both models' answers. Where the two answers are the same text, the reference's
     answer is not scored again but given the policy's score: the judge is a function of the text,
     and scoring it twice in differently padded batches can differ in the last bits (measured: 4e-7),
     which would turn a tie into a win or a loss."""
-    policy_scores = scorer.score(messages, policy_texts)
+    policy_scores = scorer.score(messages, policy_texts, records=records)
     differ = [i for i, (p, r) in enumerate(zip(policy_texts, reference_texts)) if p != r]
     reference_scores = list(policy_scores)
     if differ:
-        scored = scorer.score([messages[i] for i in differ], [reference_texts[i] for i in differ])
+        scored = scorer.score([messages[i] for i in differ], [reference_texts[i] for i in differ],
+                              records=_pick(records, differ))
         for i, value in zip(differ, scored):
             reference_scores[i] = value
     return policy_scores, reference_scores
@@ -272,14 +394,15 @@ def constant_answers(messages: list[list[dict]]) -> dict[str, list[str]]:
             "restatement": [RESTATEMENT.format(question=question(m)) for m in messages]}
 
 
-def _score_constant_answers(scorer, messages, reference_texts: list[str],
-                            reference_scores: list[float]) -> dict[str, list[float]]:
+def _score_constant_answers(scorer, messages, reference_texts: list[str], reference_scores: list[float],
+                            records: list[dict] | None = None) -> dict[str, list[float]]:
     """The judge's score of each constant answer on each prompt, all in one call to `scorer`
     (the one that scored the policy's answers). A constant answer that is the reference's own
     answer gets the reference's score, a tie by construction as in `_score_both`."""
     answers = constant_answers(messages)
     todo = [(kind, i) for kind, texts in answers.items() for i, text in enumerate(texts) if text != reference_texts[i]]
-    scored = scorer.score([messages[i] for _, i in todo], [answers[kind][i] for kind, i in todo]) if todo else []
+    scored = scorer.score([messages[i] for _, i in todo], [answers[kind][i] for kind, i in todo],
+                          records=_pick(records, [i for _, i in todo])) if todo else []
     out = {kind: list(reference_scores) for kind in answers}
     for (kind, i), value in zip(todo, scored):
         out[kind][i] = float(value)
@@ -299,6 +422,15 @@ def format_summary(s: dict) -> str:
         f"  win rate vs reference   {s['win_rate']:.3f}  (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}; "
         f"{s['wins']:g} wins, {s['ties']:g} ties, {s['losses']:g} losses)",
     ]
+    if "exact_match" in s:
+        x = s["exact_match"]
+        lines += [
+            f"  exact-match accuracy    policy {x['policy_accuracy']:.3f} (95% CI {x['policy_ci_low']:.3f}-"
+            f"{x['policy_ci_high']:.3f}; {x['policy_correct']} of {x['n']}) | reference {x['reference_accuracy']:.3f} "
+            f"(95% CI {x['reference_ci_low']:.3f}-{x['reference_ci_high']:.3f}; {x['reference_correct']} of {x['n']})",
+            f"  accuracy gain           {x['difference']:+.3f}  (paired 95% CI {x['difference_ci_low']:+.3f} to "
+            f"{x['difference_ci_high']:+.3f}; {x['gained']} questions gained, {x['lost']} lost)",
+        ]
     if "lc_win_rate" in s:  # summaries written before the length control have none
         lines.append(f"  length-controlled       {s['lc_win_rate']:.3f}  (95% bootstrap CI {s['lc_ci_low']:.3f}-"
                      f"{s['lc_ci_high']:.3f}; win rate at zero length difference; slope {s['lc_slope']:+.2f} "
@@ -329,4 +461,201 @@ def format_summary(s: dict) -> str:
         lines.append(f"  optimized reward model  policy {s['optimized_rm_policy_mean']:+.3f} | reference "
                      f"{s['optimized_rm_reference_mean']:+.3f} | win rate {s['optimized_rm_win_rate']:.3f}")
     lines.append(f"  time                    {s['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the over-optimization curve
+
+CURVE_FILE = "curve.jsonl"  # in <run_dir>/eval/: one row per evaluated model of each policy stage
+POLICY_STAGES = ("rloo", "dpo")
+# Where each policy stage sets its save cadence and how many checkpoints it keeps (it deletes the
+# older ones as it trains): the curve can only use the checkpoints kept.
+CHECKPOINT_KEYS = {"rloo": ("rloo.save_every", "rloo.keep_checkpoints"),
+                   "dpo": ("dpo.train.save_every", "dpo.train.keep_checkpoints")}
+
+
+def _score_against(scorer, messages, texts: list[str], reference_texts: list[str],
+                   reference_scores: list[float], records: list[dict] | None = None) -> list[float]:
+    """Scores of one model's answers against reference answers that were scored once already:
+    an answer that is the reference's own text gets the reference's score (a tie, as in
+    `_score_both`), the others are scored in one call."""
+    scores = list(reference_scores)
+    differ = [i for i, (t, r) in enumerate(zip(texts, reference_texts)) if t != r]
+    if differ:
+        for i, value in zip(differ, scorer.score([messages[i] for i in differ], [texts[i] for i in differ],
+                                                 records=_pick(records, differ))):
+            scores[i] = value
+    return scores
+
+
+def _answer_with_kl(model, reference, tokenizer, prompt_ids, cfg: Config, model_cfg, device,
+                    engine=None) -> tuple[Answers, list[float]]:
+    answers = _answer(model, tokenizer, prompt_ids, cfg, model_cfg, engine)
+    kl = policy_kl(model, reference, prompt_ids, answers.tokens, tokenizer.pad_token_id, cfg.eval.batch_size, device)
+    return answers, kl
+
+
+def _final_step(stage_dir: Path) -> int | None:
+    """The step count the stage wrote in its DONE marker ("24 steps"); None without one."""
+    try:
+        return int((stage_dir / "DONE").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_curve(cfg: Config, stage: str | None = None, stages: tuple[str, ...] = POLICY_STAGES) -> list[dict]:
+    """`tiller eval curve`: the over-optimization curve of `stage`, or of every stage of `stages`
+    that left a saved model or checkpoints in the run folder. Each stage's rows replace its
+    earlier rows in <run_dir>/eval/curve.jsonl (other stages' rows stay); returns the new rows."""
+    run_dir = Path(cfg.run_dir)
+    if stage is not None and stage not in POLICY_STAGES:
+        raise ValueError(f"--stage {stage}: the curve evaluates the checkpoints of a policy stage, one of {POLICY_STAGES}")
+    chosen = [stage] if stage else [s for s in stages if (run_dir / s / "model").exists()
+                                    or list_checkpoints(run_dir / s / "checkpoints")]
+    if not chosen:
+        raise FileNotFoundError(f"no policy stage to curve in {run_dir}: no saved model or checkpoint of "
+                                f"{' or '.join(stages) or 'a policy stage (none is in pipeline.stages)'} (train one first)")
+    rows = []
+    for name in chosen:
+        stage_rows = _stage_curve(cfg, name)
+        _write_curve_rows(run_dir / "eval" / CURVE_FILE, name, stage_rows)
+        print(format_curve(stage_rows), flush=True)
+        rows += stage_rows
+    print(f"[curve] wrote {run_dir / 'eval' / CURVE_FILE}", flush=True)
+    return rows
+
+
+def _stage_curve(cfg: Config, stage: str) -> list[dict]:
+    """Rows of one stage's curve: its starting model (step 0), each intact checkpoint, and the
+    final model, each evaluated as `tiller eval policy` evaluates a policy: the same prompts,
+    reference, judge and optimized reward model. The reference's answers and their scores are
+    computed once and reused for every row."""
+    from tqdm.auto import tqdm
+
+    e = cfg.eval
+    run_dir = Path(cfg.run_dir)
+    stage_dir = run_dir / stage
+    final = stage_dir / "model"
+    checkpoints = []
+    for path in list_checkpoints(stage_dir / "checkpoints"):
+        problems = verify_checkpoint(path)
+        if problems:
+            print(f"[curve] {path} is damaged, left out:\n  " + "\n  ".join(problems), flush=True)
+        else:
+            checkpoints.append(path)
+    if not checkpoints and not final.exists():
+        raise FileNotFoundError(f"nothing to curve in {stage_dir}: no intact checkpoint and no saved model "
+                                f"(run tiller {stage} first)")
+    # The checkpoints hold what the stage trained (a LoRA adapter or every weight): they load into
+    # the model the stage started from, built with the stage's LoRA settings.
+    origin = read_origin(stage_dir)
+    if origin is not None:
+        start, start_cfg = origin["model"], dataclasses.replace(cfg.model, revision=origin.get("revision"))
+    else:
+        start, start_cfg = policy_start(cfg, stage)[0], cfg.model
+    reference_path, reference_revision, reference_source = reference_for(cfg, str(final))
+    reference_cfg = dataclasses.replace(cfg.model, revision=reference_revision)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.time()
+
+    tokenizer = load_tokenizer(str(final) if final.exists() else start, cfg.model)
+    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
+    every_key, keep_key = CHECKPOINT_KEYS[stage]
+    steps = ", ".join(p.name for p in checkpoints) or "none"
+    print(f"[curve] {stage}: the start {start}, checkpoints {steps}"
+          f"{', the final model ' + str(final) if final.exists() else ' (no final model yet)'}\n"
+          f"[curve] reference {reference_path} ({reference_source}); {len(prompt_ids)} {e.split} prompts "
+          f"({dropped} dropped as too long); {'greedy' if e.greedy else f'temperature {e.temperature}'}, "
+          f"up to {e.max_new_tokens} new tokens", flush=True)
+    every = get_key(cfg, every_key)
+    if checkpoints and every and int(checkpoints[0].name.split("-")[1]) > every:
+        print(f"[curve] the earliest checkpoint kept is {checkpoints[0].name} but {every_key} is {every}: the stage "
+              f"deleted the earlier ones as it trained ({keep_key} = {get_key(cfg, keep_key)} keeps the newest); set "
+              f"{keep_key} higher before training to curve over more", flush=True)
+
+    reference = load_frozen(reference_path, reference_cfg, device)
+    theirs = _answer(reference, tokenizer, prompt_ids, cfg, reference_cfg)
+    points: list[tuple[int | None, str, str, Answers, list[float]]] = []  # (step, which, model, answers, KL)
+    bar = tqdm(total=1 + len(checkpoints) + final.exists(), desc=f"curve {stage}", disable=not show_progress())
+    if start == reference_path and start_cfg.revision == reference_revision:
+        # The starting model is the reference: its answers are the reference's (greedy, or seeded
+        # per prompt alike), its KL to itself is 0 and every verdict a tie; nothing to generate again.
+        points.append((0, "start", start, Answers(theirs.tokens, theirs.has_eos, theirs.texts), [0.0] * len(prompt_ids)))
+    else:  # eval.reference names another model: the start is evaluated like the others
+        model = load_frozen(start, start_cfg, device)
+        points.append((0, "start", start, *_answer_with_kl(model, reference, tokenizer, prompt_ids, cfg, start_cfg, device)))
+        del model
+    bar.update(1)
+    if checkpoints:
+        policy, _ = load_policy(start, start_cfg, getattr(cfg, stage).lora, device, adapter="merge")
+        policy.eval()  # no dropout in the answers or the KL forwards
+        # One vLLM engine for every checkpoint: each is loaded into the same model and synced.
+        engine = make_engine(e.engine, policy, tokenizer, cfg.rloo.rollout, start_cfg) if e.engine == "vllm" else None
+        try:
+            for path in checkpoints:
+                step = int(load_model_weights(path, policy)["step"])
+                points.append((step, path.name, str(path), *_answer_with_kl(policy, reference, tokenizer, prompt_ids, cfg,
+                                                                            start_cfg, device, engine)))
+                bar.update(1)
+        finally:
+            if engine is not None:
+                engine.close()
+        del policy
+    if final.exists():
+        model = load_frozen(str(final), cfg.model, device)
+        points.append((_final_step(stage_dir), "final", str(final),
+                       *_answer_with_kl(model, reference, tokenizer, prompt_ids, cfg, cfg.model, device)))
+        del model
+        bar.update(1)
+    bar.close()
+    del reference
+
+    # Scores after every model is freed: the judge and the reward model need the memory.
+    judge_path = _judge_path(cfg)
+    for scorer, field in ((_make_judge(cfg, judge_path, device), "scores"),
+                          (_optimized_rm(cfg, judge_path, device), "rm_scores")):
+        if scorer is None:
+            continue
+        setattr(theirs, field, scorer.score(messages, theirs.texts, records=records))
+        for _, _, _, answers, _ in points:
+            setattr(answers, field, _score_against(scorer, messages, answers.texts, theirs.texts, getattr(theirs, field),
+                                                   records))
+        scorer.close()
+    judge = _judge_name(cfg, judge_path)
+    seconds = time.time() - started
+    print(f"[curve] {stage}: {len(points)} models evaluated in {seconds:.0f} s", flush=True)
+    return [{"stage": stage, "step": step, "checkpoint": which, "model": model, "reference": str(reference_path),
+             "judge": judge, **compare(answers, theirs, kl)} for step, which, model, answers, kl in points]
+
+
+def _write_curve_rows(path: Path, stage: str, rows: list[dict]) -> None:
+    """Replace `stage`'s rows of the curve file with `rows`, keeping the other stages' rows."""
+    kept = []
+    if path.is_file():
+        kept = [row for row in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+                if row.get("stage") != stage]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept + rows))
+
+
+def format_curve(rows: list[dict]) -> str:
+    """The curve of one stage as a table: per model, its KL to the reference, the judge's and the
+    optimized reward model's mean reward (gain over the reference's answers in parentheses), the
+    judge's win rate with its interval, the guarded win rate, mean length and degenerate answers."""
+    if not rows:
+        return "over-optimization curve: no rows"
+    first = rows[0]
+    lines = [f"over-optimization curve of '{first['stage']}' on {first['n']} held-out prompts (judge: {first['judge']}; "
+             f"reference: {first['reference']})",
+             f"  {'step':>5}  {'model':<12} {'KL':>7}  {'judge reward (gain)':<20} {'optimized RM (gain)':<20} "
+             f"{'win rate [95% CI]':<21} {'guarded':>7}  {'length':>6}  {'degenerate':>10}"]
+    for r in rows:
+        step = "-" if r.get("step") is None else str(r["step"])
+        judge = f"{r['reward_policy_mean']:+.3f} ({r['reward_policy_mean'] - r['reward_reference_mean']:+.3f})"
+        rm = "-"
+        if "optimized_rm_policy_mean" in r:
+            rm = f"{r['optimized_rm_policy_mean']:+.3f} ({r['optimized_rm_policy_mean'] - r['optimized_rm_reference_mean']:+.3f})"
+        wr = f"{r['win_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        lines.append(f"  {step:>5}  {r['checkpoint']:<12} {r['kl_mean']:>7.3f}  {judge:<20} {rm:<20} {wr:<21} "
+                     f"{r['guarded_win_rate']:>7.3f}  {r['policy_mean_length']:>6.1f}  {r['degenerate_policy']:>10}")
     return "\n".join(lines)

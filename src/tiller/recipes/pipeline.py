@@ -2,7 +2,8 @@
 
     tiller pipeline --config FILE [--only STAGE | --from STAGE] [--resume]
 
-A stage whose folder holds a DONE marker is complete and skipped. `--from STAGE` re-runs that
+A stage whose folder holds a DONE marker is complete and skipped (the curve stage: when
+eval/curve.jsonl exists). `--from STAGE` re-runs that
 stage and every later one; `--only STAGE` runs just that one (re-running it if complete);
 `--resume` continues an interrupted training stage from its last checkpoint. A failing stage
 stops the pipeline with a message naming it; the stages already finished stay as they are.
@@ -20,6 +21,8 @@ from tiller.config import Config
 def is_complete(run_dir: Path, stage: str) -> bool:
     if stage == "report":
         return False  # cheap, and it must reflect the latest state of the run
+    if stage == "curve":  # it writes into eval/, the eval stage's folder, so no DONE of its own
+        return (run_dir / "eval" / "curve.jsonl").is_file()
     return (run_dir / stage / "DONE").is_file()
 
 
@@ -46,6 +49,11 @@ def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool
         dpo.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "eval":
         run_evaluation(cfg)
+    elif stage == "curve":
+        from tiller.recipes import evaluate
+
+        # The policy stages this pipeline trains; each needs a saved model or checkpoints.
+        evaluate.run_curve(cfg, stages=tuple(s for s in evaluate.POLICY_STAGES if s in cfg.pipeline.stages))
     elif stage == "report":
         from tiller.report import write_report
 

@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -28,7 +29,9 @@ from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
-from tiller.models import apply_lora, load_reward_model, load_tokenizer
+from tiller.models import apply_lora, load_frozen, load_reward_model, load_tokenizer
+from tiller.pair_baselines import format_baselines, length_baselines, likelihood_baselines
+from tiller.preference_logprobs import answer_token_counts, concatenated_logps, encode_preferences
 from tiller.score_head import ScoreHead, packing_is_exact, score_sequences
 from tiller.tracking import Tracker
 from tiller.training import (
@@ -289,10 +292,37 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
                             cfg.reward.num_eval_samples, packed)
     report["dropped_too_long"] = dropped
+    del model, scorer  # the likelihood baseline loads the starting model next
+    report["baselines"] = length_baselines([len(p.chosen) for p in val], [len(p.rejected) for p in val])
+    if cfg.reward.likelihood_baseline and val:
+        report["baselines"].update(_likelihood_baselines(cfg, val, rt))
     print(format_eval(report, f"reward model {path}"))
+    print("  baselines on the same pairs (no training):")
+    print("\n".join(format_baselines(report["baselines"])))
     for s in report.get("samples", []):
         print(f"  - prompt: {s['prompt'][:80]!r}\n    chosen {s['chosen_score']:+.2f} | rejected {s['rejected_score']:+.2f}")
     out = Path(cfg.run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stage}_model.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _likelihood_baselines(cfg: Config, pairs: list[EncodedPair], rt: Runtime) -> dict[str, dict]:
+    """The starting model's (model.name) preference on the same pairs: summed and per-token
+    log-likelihood of each answer (tiller.pair_baselines)."""
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model)
+    model = load_frozen(cfg.model.name, cfg.model, rt.device)
+    # Re-encoded with the causal LM's answer targets; cut from the left, never dropped, so the
+    # pairs are exactly the ones the reward model was scored on.
+    encoded, _ = encode_preferences([SimpleNamespace(prompt=p.prompt, chosen=p.chosen_text, rejected=p.rejected_text)
+                                     for p in pairs], tokenizer, cfg.reward.train.max_length, "left",
+                                    cfg.model.enable_thinking)
+    rt.print(f"[eval] starting model's log-likelihood of {len(encoded)} pairs ({cfg.model.name})")
+    both = map_over_ranks(rt, len(encoded), cfg.reward.train.micro_batch_per_device,
+                          lambda ids: torch.stack(concatenated_logps(model, [encoded[i] for i in ids],
+                                                                     tokenizer.pad_token_id, rt.device), 1),
+                          lengths=[max(len(p.chosen_ids), len(p.rejected_ids)) for p in encoded], width=2)
+    counts = [answer_token_counts(p) for p in encoded]
+    return likelihood_baselines(both[:, 0].float().tolist(), both[:, 1].float().tolist(),
+                                [c for c, _ in counts], [r for _, r in counts])
+

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.chat import encode_prompts
+from tiller.chat import encode_prompts, encoded_extras
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.data.run_files import load_prompts
@@ -72,10 +72,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     tokenizer = load_tokenizer(name, cfg.model)
     records = subset(load_prompts(cfg.run_dir, r.prompt_split), r.prompt_subset)
     prompts, dropped = encode_prompts(records, tokenizer, r.max_prompt_tokens, cfg.model.enable_thinking)
-    # Each kept prompt's record columns (data.keep_columns), for rewards that check an answer:
-    # encode_prompts keeps each record's own messages list, which identifies it.
-    extra_of = {id(p.messages): p.extra for p in records}
-    extras = [extra_of[id(messages)] for messages, _ in prompts]
+    # Each kept prompt's record columns (data.keep_columns), for rewards that check an answer.
+    extras = encoded_extras(records, prompts)
     if r.prompts_per_step % rt.world_size:
         raise ValueError(f"rloo.prompts_per_step={r.prompts_per_step} must be a multiple of the {rt.world_size} processes "
                          "(each process takes whole prompt groups)")

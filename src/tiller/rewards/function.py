@@ -46,7 +46,7 @@ class FunctionReward:
               records: list[dict] | None = None) -> list[float]:
         texts = [strip_thinking(c) if self.strip else c for c in completions]
         if self.takes_records:
-            if records is None:  # a caller without records (evaluation): empty ones, one per completion
+            if records is None:  # a caller without records: empty ones, one per completion
                 records = [{} for _ in texts]
             if len(records) != len(texts):
                 raise ValueError(f"{len(records)} records for {len(texts)} completions")
