@@ -24,6 +24,7 @@ STAGES_HELP = """stages:
   sft           supervised fine-tuning on conversations
   reward        train a Bradley-Terry reward model
   rloo          RLOO policy optimization against a reward
+  ppo           PPO (policy and value model, GAE) against a reward
   dpo           Direct Preference Optimization on pairs
   eval          evaluate: `eval reward` (pairwise accuracy), `eval policy` (win rate, KL, length) or
                 `eval curve` (the same for each checkpoint of a policy stage: over-optimization)
@@ -37,7 +38,7 @@ set TILLER_DEBUG=1 to see the traceback instead.
 """
 
 # Stages that write their resolved config to <run_dir>/<stage>/config.yaml.
-WRITES_CONFIG = ("data", "sft", "reward", "rloo", "dpo")
+WRITES_CONFIG = ("data", "sft", "reward", "rloo", "ppo", "dpo")
 # Errors the user can fix: one line, exit 2 (see the module docstring). ConfigError and DataError
 # are ValueErrors; a PipelineError counts when the stage failed with one of these.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="prepare preference data")
     _add_common(p)
     for name, help_text in (("sft", "supervised fine-tuning"), ("reward", "train a reward model"),
-                            ("rloo", "RLOO policy optimization"), ("dpo", "Direct Preference Optimization")):
+                            ("rloo", "RLOO policy optimization"), ("ppo", "PPO with a value model"), ("dpo", "Direct Preference Optimization")):
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
@@ -166,6 +167,10 @@ def _dispatch(args, cfg) -> int:
         from tiller.recipes import rloo
 
         rloo.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
+    elif args.stage == "ppo":
+        from tiller.recipes import ppo
+
+        ppo.run(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     elif args.stage == "sft":
         from tiller.recipes import sft
 

@@ -265,6 +265,52 @@ class RlooConfig:
 
 
 @dataclass
+class PpoConfig:
+    """PPO with a value model (`tiller ppo`): per-token KL penalty in the reward, GAE, clipped
+    policy and value losses, several epochs over mini-batches (docs/algorithms.md). The
+    rollout, reward, LoRA and optimizer settings mean what they mean in `rloo`."""
+
+    # Policy start; unset: the sft stage's output when pipeline.stages runs sft before ppo, else model.name.
+    model: Optional[str] = None
+    # The policy's LoRA; the value model gets an adapter of the same shape on its own copy of the base.
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="linear", warmup_ratio=0.0))
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardBackendConfig = field(default_factory=RewardBackendConfig)
+    rewards: list[NamedRewardConfig] = field(default_factory=list)  # as rloo.rewards
+    # The value model: "separate" = a second copy of the starting model (with its own LoRA
+    # adapter when lora.enabled) and a Linear(hidden, 1) head starting at zero. One copy of the
+    # weights with a second adapter is not implemented yet.
+    value_model: Literal["separate"] = "separate"
+    prompts_per_step: int = field(default=8, metadata=_range(1))
+    completions_per_prompt: int = field(default=1, metadata=_range(1))  # PPO needs no group
+    micro_batch_per_device: int = field(default=8, metadata=_range(1))  # completions per forward
+    # Each step's completions are split into this many mini-batches, one optimizer step each, per epoch.
+    num_mini_batches: int = field(default=1, metadata=_range(1))
+    ppo_epochs: int = field(default=4, metadata=_range(1))
+    total_episodes: Optional[int] = field(default=None, metadata=_range(1))
+    max_steps: Optional[int] = field(default=None, metadata=_range(1))
+    clip_eps: float = field(default=0.2, metadata=_range(0.0, lo_open=True))  # policy ratio clip
+    clip_value: float = field(default=0.2, metadata=_range(0.0, lo_open=True))  # value clip around the rollout's values
+    vf_coef: float = field(default=0.1, metadata=_range(0.0))
+    gamma: float = field(default=1.0, metadata=_range(0.0, 1.0))
+    lam: float = field(default=0.95, metadata=_range(0.0, 1.0))
+    beta: float = field(default=0.05, metadata=_range(0.0))  # per-token KL penalty in the reward
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    missing_eos_penalty: float = field(default=1.0, metadata=_range(0.0))
+    degeneration_penalty: float = field(default=0.0, metadata=_range(0.0))
+    whiten_advantages: bool = True  # shift and scale, over the whole step of every process
+    whiten_rewards: bool = False  # scale only (the mean is kept), before GAE
+    max_prompt_tokens: int = field(default=512, metadata=_range(1))
+    prompt_split: str = "train"
+    prompt_subset: Literal["all", "first_half", "second_half"] = "all"
+    log_every: int = field(default=1, metadata=_range(1))
+    sample_every: int = field(default=10, metadata=_range(0))
+    save_every: int = field(default=20, metadata=_range(0))
+    keep_checkpoints: int = field(default=2, metadata=_range(1))
+
+
+@dataclass
 class SftConfig:
     model: Optional[str] = None
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -312,6 +358,11 @@ class EvalConfig:
     greedy: bool = True
     temperature: float = field(default=1.0, metadata=_range(0.0))
     engine: Literal["transformers", "vllm"] = "transformers"
+    # Sampling seeds for the pipeline's eval stage (every policy side by side): each seed samples
+    # every model's answers again and the table adds the spread of the figures over them; the
+    # first seed's figures are the ones reported as usual. Empty: one evaluation with `seed`.
+    # Needs greedy: false (greedy answers are the same for every seed).
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -335,6 +386,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     rloo: RlooConfig = field(default_factory=RlooConfig)
+    ppo: PpoConfig = field(default_factory=PpoConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -346,7 +398,7 @@ class Config:
         return Path(self.run_dir)
 
 
-PIPELINE_STAGES = ("data", "sft", "reward", "judge", "rloo", "dpo", "eval", "curve", "report")
+PIPELINE_STAGES = ("data", "sft", "reward", "judge", "rloo", "ppo", "dpo", "eval", "curve", "report")
 
 
 # ----------------------------------------------------------------------------- rules across fields
@@ -394,6 +446,23 @@ def _validate_rewards(r: RlooConfig) -> None:
             raise ConfigError(f"config key 'rloo.rewards[{i}].weight': expected a finite number, got {c.weight!r}")
 
 
+def _validate_ppo(p: PpoConfig) -> None:
+    """ppo: the step's completions split into whole mini-batches of whole micro-batches (per
+    process the recipe checks it again for its share); reward backends complete."""
+    rows = p.prompts_per_step * p.completions_per_prompt
+    if rows % p.num_mini_batches or (rows // p.num_mini_batches) % p.micro_batch_per_device:
+        raise ConfigError(f"config key 'ppo.num_mini_batches': prompts_per_step x completions_per_prompt = {rows} "
+                          f"completions per step must split into {p.num_mini_batches} mini-batch(es), each a multiple "
+                          f"of ppo.micro_batch_per_device={p.micro_batch_per_device}")
+    if p.rewards and p.reward != RewardBackendConfig():
+        raise ConfigError("config key 'ppo.reward': set together with ppo.rewards, which replaces it")
+    for where, c in ([(f"ppo.rewards[{i}]", c) for i, c in enumerate(p.rewards)] or [("ppo.reward", p.reward)]):
+        if c.backend == "callable" and not c.function:
+            raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")
+        if c.backend in ("genrm", "http") and not c.url:
+            raise ConfigError(f"config key '{where}.url': required when backend is '{c.backend}'")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's type cannot express."""
     if cfg.data.source == "hub" and not cfg.data.hub_id:
@@ -432,6 +501,7 @@ def validate(cfg: Config) -> None:
         )
     _validate_rl_options(r)
     _validate_rewards(r)
+    _validate_ppo(cfg.ppo)
     backends = ([(f"rloo.rewards[{i}]", c) for i, c in enumerate(r.rewards)] if r.rewards
                 else [("rloo.reward", r.reward)])
     for where, backend in (*backends, ("eval.judge", cfg.eval.judge)):
@@ -439,6 +509,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")
         if backend.backend in ("genrm", "http") and not backend.url:
             raise ConfigError(f"config key '{where}.url': required when backend is '{backend.backend}'")
+    if cfg.eval.seeds and (cfg.eval.greedy or len(set(cfg.eval.seeds)) != len(cfg.eval.seeds)):
+        raise ConfigError(f"config key 'eval.seeds': {cfg.eval.seeds} needs eval.greedy false (greedy answers are the "
+                          "same for every seed) and no seed twice")
     if cfg.eval.verifier is not None and ":" not in cfg.eval.verifier:
         raise ConfigError(f"config key 'eval.verifier': expected 'package.module:function', got {cfg.eval.verifier!r}")
 
@@ -465,6 +538,9 @@ SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
              "rloo.completions_per_prompt",
              "rloo.optim.lr", "rloo.beta", "rloo.max_steps", "rloo.total_episodes", "rloo.rollout.engine",
              "rloo.rollout.max_new_tokens"),
+    "ppo": ("ppo.model", "ppo.reward.backend", "ppo.prompts_per_step", "ppo.completions_per_prompt",
+            "ppo.num_mini_batches", "ppo.ppo_epochs", "ppo.optim.lr", "ppo.beta", "ppo.gamma", "ppo.lam", "ppo.vf_coef",
+            "ppo.max_steps", "ppo.total_episodes", "ppo.rollout.engine", "ppo.rollout.max_new_tokens"),
     "eval": ("eval.policy", "eval.reference", "eval.judge.backend", "eval.verifier", "eval.split", "eval.num_prompts"),
     "pipeline": ("pipeline.stages", "data.format", "data.source"),
     "plan": ("rloo.prompts_per_step", "rloo.completions_per_prompt", "rloo.micro_batch_per_device", "rloo.lora.enabled"),

@@ -1,4 +1,4 @@
-"""Pure tensor math for every tiller stage: SFT, Bradley-Terry, DPO, RLOO (and GRPO, Dr.GRPO, REINFORCE++).
+"""Pure tensor math for every tiller stage: SFT, Bradley-Terry, DPO, RLOO (and GRPO, Dr.GRPO, REINFORCE++), PPO.
 
 Rules (see DESIGN.md): tensors and plain numbers in, ``(loss, metrics)`` out for losses;
 ``metrics`` maps names to detached 0-dim tensors. No config objects, no ``.item()``, no
@@ -541,6 +541,99 @@ def policy_loss(
             metrics["loss/kl_term"] = _safe_divide(aggregate(kl_coef * kl_t), den)  # share of the loss
             metrics["policy/kl_token_avg"] = masked_mean(kl_t, mask)
     return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# PPO with a value model: per-token rewards, GAE, clipped value loss, whitening
+# (Ouyang et al. 2022; the conventions of "The N Implementation Details of RLHF with PPO",
+# Huang et al. 2023). Rows are right-padded completions: mask is 1 on a prefix of each row.
+# --------------------------------------------------------------------------------------------
+
+
+def ppo_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """Per-token rewards [B, T]: r_t = -beta * KL_t on every completion token, plus the
+    sequence's score at its last real token. ``kl`` is the per-token estimate from
+    ``kl_per_token`` (detached by the caller: in PPO the KL is part of the reward). A row
+    without tokens gets no reward anywhere (there is no token to hold its score)."""
+    mask = mask.to(kl.dtype)
+    rewards = -beta * torch.where(mask != 0, kl, torch.zeros_like(kl))
+    lengths = mask.sum(-1).long()
+    last = (lengths - 1).clamp(min=0)
+    has_tokens = (lengths > 0).to(kl.dtype)
+    return rewards.scatter_add(1, last[:, None], (scores.to(kl.dtype) * has_tokens)[:, None])
+
+
+def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) per token [B, T]:
+
+        delta_t = r_t + gamma * V_{t+1} - V_t        (V after the last real token is 0)
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        returns = A_t + V_t                           (the value model's regression target)
+
+    Masked positions hold 0 in both outputs. Needs right padding: past a row's end the
+    rewards and values are zeroed, so the recursion carries 0 into its last real token."""
+    mask = mask.to(values.dtype)
+    values = torch.where(mask != 0, values, torch.zeros_like(values))
+    rewards = torch.where(mask != 0, rewards, torch.zeros_like(rewards))
+    steps = rewards.shape[-1]
+    running = torch.zeros_like(values[:, 0])
+    out = []
+    for t in reversed(range(steps)):  # a loop over tokens: T is at most max_new_tokens
+        next_value = values[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        out.append(running)
+    advantages = torch.stack(out[::-1], dim=1) * mask
+    return advantages, (advantages + values) * mask
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    clip: float = 0.2,
+    normalizer: float | Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss, token mean:
+
+        V_clip = old_V + clamp(V - old_V, -clip, clip)
+        loss   = 0.5 * sum_t mask * max((V - R)^2, (V_clip - R)^2) / sum_t mask
+
+    ``old_values`` and ``returns`` are constants (detached here). ``normalizer`` replaces the
+    local token count, as in ``policy_loss``: pass the global count of the optimizer step."""
+    old_values, returns = old_values.detach(), returns.detach()
+    mask = mask.to(values.dtype)
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    unclipped_sq = (values - returns) ** 2
+    clipped_sq = (clipped - returns) ** 2
+    per_token = 0.5 * torch.maximum(unclipped_sq, clipped_sq)
+    den = mask.sum() if normalizer is None else torch.as_tensor(normalizer, dtype=values.dtype, device=values.device)
+    loss = _safe_divide(masked_sum(per_token, mask), den)
+    with torch.no_grad():
+        metrics = {
+            "loss/value_avg": loss.detach(),
+            "value/clipfrac_avg": masked_mean((clipped_sq > unclipped_sq).to(values.dtype), mask),
+        }
+    return loss, metrics
+
+
+def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, mean: Tensor | None = None,
+                  var: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over the masked entries; with shift_mean=False the mean is
+    added back (only the scale changes: the N-details convention for whitening rewards).
+    var is the unbiased (n - 1) masked variance. ``mean`` / ``var`` may be given (statistics
+    over all processes); else they are this tensor's. Masked entries give 0."""
+    mask_f = mask.to(values.dtype)
+    if mean is None:
+        mean = masked_mean(values, mask_f)
+    if var is None:
+        n = mask_f.sum()
+        var = _safe_divide(masked_sum((values - mean) ** 2, mask_f), n - 1)
+    whitened = (values - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask_f
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ STAGES = {
             "text-generation", "dpo"),
     "rloo": ("a chat model trained with REINFORCE Leave-One-Out (RLOO) against a reward",
              "text-generation", "rloo"),
+    "ppo": ("a chat model trained with PPO (a value model, GAE, per-token KL penalty) against a reward",
+            "text-generation", "ppo"),
 }
 
 # Settings shown per stage: dotted paths into the stage's config section (missing ones are skipped,
@@ -60,6 +62,12 @@ SETTINGS = {
                       "max_prompt_tokens", "prompt_split", "prompt_subset", "rollout.engine",
                       "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.top_k",
                       "reward.backend", "reward.path", "reward.function", "reward.url", "reward.model_name"],
+    "ppo": _OPTIM + ["max_steps", "total_episodes", "prompts_per_step", "completions_per_prompt",
+                     "micro_batch_per_device", "num_mini_batches", "ppo_epochs", "beta", "kl_estimator", "gamma", "lam",
+                     "clip_eps", "clip_value", "vf_coef", "whiten_advantages", "whiten_rewards", "value_model",
+                     "missing_eos_penalty", "degeneration_penalty", "max_prompt_tokens", "prompt_split",
+                     "prompt_subset", "rollout.engine", "rollout.max_new_tokens", "rollout.temperature",
+                     "reward.backend", "reward.path", "reward.function", "reward.url", "reward.model_name"],
 }
 SECTION = {"judge": "reward"}  # the judge stage trains with the reward section's settings
 
@@ -265,7 +273,7 @@ def _used_counts(info: CardInfo) -> list[str]:
             used.append(f"{f['train_examples']} training examples (from `{_get(section, 'source')}`)")
         if f.get("n") is not None:
             used.append(f"{f['n']} validation conversations")
-    elif stage == "rloo":
+    elif stage in ("rloo", "ppo"):
         if f.get("prompts") is not None:
             used.append(f"{f['prompts']} prompts of the `{_get(section, 'prompt_split')}` split "
                         f"(subset `{_get(section, 'prompt_subset')}`)")
@@ -333,7 +341,7 @@ def _evaluation_section(info: CardInfo) -> list[str]:
     elif stage == "sft" and f.get("loss_after") is not None:
         lines.append(f"- validation loss (mean per token): {_num(f.get('loss_before'), 4)} before training -> "
                      f"**{_num(f['loss_after'], 4)}** after, on {f.get('n')} conversations")
-    elif stage == "rloo" and f.get("scores_last") is not None:
+    elif stage in ("rloo", "ppo") and f.get("scores_last") is not None:
         lines.append(f"- mean reward score of the sampled completions (`objective/scores`): "
                      f"{_num(f['scores_first'])} at step {f['first_step']} -> **{_num(f['scores_last'])}** at step "
                      f"{f['last_step']}")

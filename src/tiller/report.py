@@ -8,6 +8,8 @@ It reads whatever the stages left behind and never needs a model, a GPU or the n
     sft/, dpo/, rloo/                  metrics.jsonl (rloo/samples.jsonl too)
     eval/<label>.json                  win rate of a policy against its reference, and
     eval/<label>eval_samples.jsonl         the answers behind it
+    eval/policies.json                 the pipeline's eval stage: every policy stage against one
+                                           reference (a side-by-side table when there are several)
     eval/reward_model.json, judge_model.json   `tiller eval reward` reports
     eval/curve.jsonl                   `tiller eval curve`: the figures of each checkpoint (its own
                                            section, only when the file exists)
@@ -37,6 +39,7 @@ from tiller.report_data import (
     eval_samples,
     eval_summaries,
     metrics_rows,
+    policies_summary,
     number,
     read_json,
     read_jsonl,
@@ -393,7 +396,7 @@ def _evaluation(run_dir: Path) -> str:
             row += [f"{_fmt(s.get('optimized_rm_policy_mean'), signed=True)} / {_fmt(s.get('optimized_rm_reference_mean'), signed=True)}",
                     _fmt(s.get("optimized_rm_win_rate"))]
         rows.append(row)
-    out = _table(header, rows, "num eval")
+    out = _policies_table(run_dir) + _table(header, rows, "num eval")
     details = []
     for label, s in labels:
         if "error" in s:
@@ -430,6 +433,54 @@ def _evaluation(run_dir: Path) -> str:
         if "error" not in s:
             out += _degenerate_answers(run_dir, label, s)
     return out
+
+
+def _policies_table(run_dir: Path) -> str:
+    """eval/policies.json as a table with one column per policy stage, when it holds several:
+    the same reference, prompts and judge for all, so the columns compare (the table below has
+    a row per eval/<label>.json, some of which may be against other references)."""
+    try:
+        side = policies_summary(run_dir)
+    except (ValueError, OSError) as e:
+        return _note(f"<code>eval/policies.json</code> cannot be read: {esc(type(e).__name__)}: {esc(e)}", "error")
+    if not side or len(side.get("stages") or []) < 2:
+        return ""
+    stages = side["stages"]
+    p = {x: side.get("policies", {}).get(x, {}) for x in stages}
+    rows = [
+        ("started from", lambda s: f"<code>{esc(s.get('started_from_label', s.get('started_from')))}</code>"),
+        ("win rate [95% CI]", lambda s: _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high"))),
+        ("guarded win rate [95% CI]",
+         lambda s: _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high"))),
+        ("length-controlled win rate [95% CI]", lambda s: _ci(s.get("lc_win_rate"), s.get("lc_ci_low"), s.get("lc_ci_high"))),
+        ("judge improvement [95% CI]", lambda s: _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"),
+                                                     s.get("reward_improvement_ci_high"), signed=True)),
+        ("KL (nats / answer)", lambda s: _fmt(s.get("kl_mean"))),
+        ("length ratio", lambda s: _fmt(s.get("length_ratio"), 2)),
+        ("degenerate answers policy / reference",
+         lambda s: f"{_count(s.get('degenerate_policy'))} / {_count(s.get('degenerate_reference'))}"),
+        ("time (s)", lambda s: _fmt(s.get("seconds"), 0)),
+    ]
+    if all("seeds" in p[x] for x in stages):  # eval.seeds: the spread of each figure over the seeds
+        def spread(key: str, signed: bool = False) -> Callable[[dict], str]:
+            def cell(s: dict) -> str:
+                v = s["seeds"]["spread"].get(key, {})
+                return (f"{_fmt(v.get('mean'), signed=signed)} &plusmn; {_fmt(v.get('sd'))} <span class=ci>"
+                        f"[{_fmt(v.get('min'), signed=signed)}, {_fmt(v.get('max'), signed=signed)}]</span>")
+            return cell
+
+        k = len(side.get("seeds") or [])
+        rows += [(f"win rate over {k} seeds: mean &plusmn; sd [min, max]", spread("win_rate")),
+                 (f"guarded win rate over {k} seeds", spread("guarded_win_rate")),
+                 (f"judge improvement over {k} seeds", spread("reward_improvement", signed=True))]
+    table = _table(["", *(f"<b>{esc(x)}</b>" for x in stages)],
+                   [[name, *(cell(p[x]) for x in stages)] for name, cell in rows], "num eval")
+    return (f"<h4>Policy stages side by side (<code>eval/policies.json</code>)</h4>" + table
+            + _note(f"Every stage against the same reference <code>{esc(side.get('reference'))}</code> "
+                    f"({esc(side.get('reference_source'))}), on the same {_fmt(side.get('n'))} prompts, judged by "
+                    f"<code>{esc(side.get('judge'))}</code>; the reference's answers were generated and scored once "
+                    f"({_fmt(side.get('reference_seconds'), 0)} s, not in the stages' times). A stage that started "
+                    "from another stage's output is still measured against this reference."))
 
 
 CONSTANT_ANSWERS = ("empty", "refusal", "restatement")  # the evaluation's sanity rows, in its order

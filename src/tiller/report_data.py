@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 STAGES = ("data", "sft", "reward", "judge", "dpo", "rloo", "eval")
+# In eval/: the pipeline's eval stage's summary of every policy stage against one reference
+# (tiller.recipes.evaluate.run_policies); each stage's own summary is eval/<stage>.json beside it.
+POLICIES_FILE = "policies.json"
 
 
 def read_json(path: Path) -> Optional[dict]:
@@ -90,7 +93,7 @@ def eval_summaries(run_dir: Path) -> list[tuple[str, dict]]:
     folder = run_dir / "eval"
     found = []
     for path in sorted(folder.glob("*.json")):
-        if path.name.endswith("_model.json"):
+        if path.name.endswith("_model.json") or path.name == POLICIES_FILE:
             continue
         try:
             summary = read_json(path) or {}
@@ -98,6 +101,11 @@ def eval_summaries(run_dir: Path) -> list[tuple[str, dict]]:
             summary = {"error": f"{type(e).__name__}: {e}"}
         found.append((str(summary.get("label") or path.stem), {**summary, "_stem": path.stem}))
     return found
+
+
+def policies_summary(run_dir: Path) -> Optional[dict]:
+    """eval/policies.json (every policy stage against one reference); None when absent."""
+    return read_json(run_dir / "eval" / POLICIES_FILE)
 
 
 def eval_samples(run_dir: Path, summary: dict) -> list[dict]:

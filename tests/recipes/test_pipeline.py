@@ -78,8 +78,10 @@ def test_pipeline_end_to_end_then_skip_only_and_from(tmp_path, tiny_llama, capsy
 
 def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_path, tiny_llama, capsys):
     """data -> sft -> reward -> rloo -> eval with rloo.model and eval.reference unset: RLOO starts
-    from the SFT output (here an unmerged adapter: sft.lora.merge_on_save false) and the
-    evaluation's reference is that SFT model, not model.name. RLOO's own adapter (the default
+    from the SFT output (here an unmerged adapter: sft.lora.merge_on_save false); the eval stage
+    evaluates sft and rloo side by side against the run's start (model.name, what sft started
+    from), and says rloo started from the SFT model (`tiller eval policy` alone evaluates against
+    what the policy started from: tests/recipes/test_starting_model.py). RLOO's own adapter (the default
     lora.merge_on_save false) is saved on top of the SFT adapter: its base is the SFT folder,
     recorded relative to it, and every loader follows the chain."""
     import torch
@@ -103,7 +105,8 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
     assert started["base_model"] == str(tiny_llama) and started["adapter_handling"] == "merged into the base"
     assert started["chosen_by"] == "the sft stage's output: sft comes before rloo in pipeline.stages"
     summary = json.loads((tmp_path / "eval" / "rloo.json").read_text())
-    assert summary["reference"] == str(sft_model) and summary["reference_source"].endswith("rloo/started_from.json")
+    assert summary["reference"] == str(tiny_llama) and summary["reference_source"].endswith("sft/started_from.json)")
+    assert summary["started_from"] == str(sft_model)
     # Model cards: the sft adapter's, and the rloo model's with the evaluation's win rate added.
     assert "library_name: peft" in (sft_model / "README.md").read_text()
     rloo_card = (tmp_path / "rloo" / "model" / "README.md").read_text()
@@ -111,7 +114,7 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
     assert "from tiller.models import load_causal_lm" in rloo_card  # plain peft cannot resolve a relative base
     out = capsys.readouterr().out
     assert f"[rloo] policy starts from {sft_model} (the sft stage's output" in out
-    assert f"  reference               {sft_model} (what the policy started from" in out
+    assert f"side by side against {tiny_llama} (what sft, the first policy stage, started from" in out
 
     # The weights: the RLOO output is next to the SFT model and far from the base.
     ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
@@ -122,6 +125,131 @@ def test_pipeline_starts_rloo_from_the_sft_model_and_evaluates_against_it(tmp_pa
 
     trained, start, base = logits(str(tmp_path / "rloo" / "model")), logits(str(sft_model)), logits(str(tiny_llama))
     assert (trained - start).abs().max() < 0.1 * (start - base).abs().max()
+
+
+def test_eval_stage_puts_sft_dpo_and_rloo_side_by_side_against_one_reference(tmp_path, tiny_llama, capsys):
+    """data -> sft -> reward -> judge -> dpo -> rloo -> eval -> report: dpo and rloo start from
+    sft's output, and the eval stage evaluates all three against the run's start (what sft
+    started from) with the reference's answers generated and scored once. Each stage's figures
+    are what `tiller eval policy` gives for that policy alone against the same reference: counts
+    exactly; judge scores to 1e-5 (the side-by-side scores the reference's answers in one batch
+    and `tiller eval policy` the policy's first, and a score differs in the last bits between
+    differently padded batches), KL and lengths to 1e-6."""
+    import dataclasses
+
+    from tiller.recipes import evaluate
+
+    cfg_dict = pipeline_config(tmp_path, tiny_llama)
+    cfg_dict["tracking"] = {"tensorboard": False}
+    loop = {**cfg_dict["reward"]["train"], "max_steps": 2}
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
+    cfg_dict["reward"]["train"] = loop
+    cfg_dict["sft"] = {"lora": lora, "optim": {"lr": 1e-2}, "train": loop}
+    cfg_dict["dpo"] = {"lora": lora, "optim": {"lr": 1e-2}, "train": loop}
+    cfg_dict["rloo"]["max_steps"] = 2
+    # Sampled answers (seeded per prompt alike for every model): the tiny model's greedy answers
+    # are the same newlines before and after these few steps, which would make every verdict a tie.
+    cfg_dict["eval"]["greedy"] = False
+    cfg_dict["eval"]["seeds"] = [0, 5]  # the first is the config's seed, which `tiller eval policy` samples with
+    cfg_dict["pipeline"]["stages"] = ["data", "sft", "reward", "judge", "dpo", "rloo", "eval", "report"]
+    cfg = config_from_dict(cfg_dict)
+    pipeline.run(cfg)
+
+    side = json.loads((tmp_path / "eval" / "policies.json").read_text())
+    assert side["stages"] == ["sft", "dpo", "rloo"] and side["reference"] == str(tiny_llama) and side["n"] == 6
+    sft_model = str(tmp_path / "sft" / "model")
+    assert [side["policies"][s]["started_from"] for s in side["stages"]] == [str(tiny_llama), sft_model, sft_model]
+    samples = {s: [json.loads(line) for line in (tmp_path / "eval" / f"{s}_samples.jsonl").read_text().splitlines()]
+               for s in side["stages"]}
+    for s in ("dpo", "rloo"):  # one reference generation and scoring, shared
+        assert [r["reference"] for r in samples[s]] == [r["reference"] for r in samples["sft"]]
+        assert [r["reference_score"] for r in samples[s]] == [r["reference_score"] for r in samples["sft"]]
+    for s in side["stages"]:
+        assert json.loads((tmp_path / "eval" / f"{s}.json").read_text()) == side["policies"][s]
+        assert side["policies"][s]["ties"] < 6  # the policies' answers are not all the reference's
+    # eval.seeds: the first seed's figures are the summary's, the second seed sampled other answers
+    assert side["seeds"] == [0, 5]
+    for s in side["stages"]:
+        runs = side["policies"][s]["seeds"]["per_seed"]
+        assert [r["seed"] for r in runs] == [0, 5]
+        assert {k: runs[0][k] for k in evaluate.SPREAD_KEYS} == {k: side["policies"][s][k] for k in evaluate.SPREAD_KEYS}
+        assert side["policies"][s]["seeds"]["spread"] == evaluate.seed_spread(runs)
+    assert any(r["policy_mean_length"] != side["policies"][s]["policy_mean_length"] or r["wins"] != side["policies"][s]["wins"]
+               for s in side["stages"] for r in side["policies"][s]["seeds"]["per_seed"][1:])
+    out = capsys.readouterr().out
+    assert "policies side by side on 6 held-out prompts" in out and "win rate, 2 seeds: mean ± sd [min, max]" in out
+    assert "Policy stages side by side" in (tmp_path / "report.html").read_text()
+
+    exact = ("n", "wins", "ties", "losses", "guarded_wins", "guarded_ties", "guarded_losses", "degenerate_policy",
+             "degenerate_reference", "truncated_policy", "truncated_reference")
+    close = {"win_rate": 1e-9, "guarded_win_rate": 1e-9, "lc_win_rate": 1e-5, "reward_policy_mean": 1e-5,
+             "reward_reference_mean": 1e-5, "reward_improvement": 1e-5, "reward_improvement_ci_low": 1e-5,
+             "reward_improvement_ci_high": 1e-5, "optimized_rm_policy_mean": 1e-5,
+             "optimized_rm_reference_mean": 1e-5, "optimized_rm_win_rate": 1e-9, "kl_mean": 1e-6,
+             "length_ratio": 1e-9, "policy_mean_length": 1e-9, "reference_mean_length": 1e-9}
+    for s in side["stages"]:
+        alone = evaluate.run(dataclasses.replace(cfg, eval=dataclasses.replace(
+            cfg.eval, policy=str(tmp_path / s / "model"), reference=str(tiny_llama))))
+        together = side["policies"][s]
+        assert alone["reference_source"] == "eval.reference"
+        for key in exact:
+            assert alone[key] == together[key], (s, key)
+        for key, tolerance in close.items():
+            assert alone[key] == pytest.approx(together[key], abs=tolerance), (s, key)
+
+    # Complete: a second run skips the eval stage; a policy stage re-trained after it is not.
+    capsys.readouterr()
+    assert pipeline.is_complete(tmp_path, "eval", cfg)
+    (tmp_path / "dpo" / "DONE").write_text((tmp_path / "dpo" / "DONE").read_text())
+    assert not pipeline.is_complete(tmp_path, "eval", cfg)
+
+
+def test_eval_stage_completeness_follows_the_policy_stages_the_run_holds(tmp_path):
+    """The eval stage is complete when eval/policies.json lists exactly the policy stages of
+    pipeline.stages that the run holds, each finished before it was written; with one policy
+    stage, when its eval/<stage>.json was written after it finished (no models here)."""
+    import os
+
+    stages = ["data", "sft", "dpo", "eval"]
+    cfg = config_from_dict({"run_dir": str(tmp_path), "pipeline": {"stages": stages}})
+    (tmp_path / "sft" / "model").mkdir(parents=True)
+    (tmp_path / "sft" / "started_from.json").write_text("{}")
+    (tmp_path / "sft" / "DONE").write_text("2 steps\n")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "DONE").write_text("done\n")
+    assert not pipeline.is_complete(tmp_path, "eval", cfg)  # one policy stage, no eval/sft.json
+    (tmp_path / "eval" / "sft.json").write_text("{}")  # as an eval stage before policies.json wrote it
+    assert pipeline.is_complete(tmp_path, "eval", cfg)
+    (tmp_path / "dpo" / "model").mkdir(parents=True)
+    (tmp_path / "dpo" / "started_from.json").write_text("{}")
+    (tmp_path / "dpo" / "DONE").write_text("2 steps\n")
+    assert not pipeline.is_complete(tmp_path, "eval", cfg)  # two now: they need the side-by-side
+    policies = tmp_path / "eval" / "policies.json"
+    policies.write_text(json.dumps({"stages": ["sft"]}))
+    assert not pipeline.is_complete(tmp_path, "eval", cfg)  # dpo was added since
+    policies.write_text(json.dumps({"stages": ["sft", "dpo"]}))
+    assert pipeline.is_complete(tmp_path, "eval", cfg)
+    written = policies.stat().st_mtime_ns
+    os.utime(tmp_path / "sft" / "DONE", ns=(written + 10**9, written + 10**9))  # sft re-trained afterwards
+    assert not pipeline.is_complete(tmp_path, "eval", cfg)
+    # eval.policy names one policy: the eval stage's DONE alone, as before
+    one = config_from_dict({"run_dir": str(tmp_path), "pipeline": {"stages": stages},
+                            "eval": {"policy": str(tmp_path / "dpo" / "model")}})
+    assert pipeline.is_complete(tmp_path, "eval", one)
+
+
+def test_seed_spread_and_its_config():
+    from tiller.config import ConfigError
+    from tiller.recipes.evaluate import seed_spread
+
+    rows = [{"win_rate": 0.5}, {"win_rate": 0.7}, {"win_rate": 0.6}]
+    # mean 0.6; sample sd = sqrt((0.01 + 0.01 + 0) / 2) = 0.1
+    assert seed_spread(rows, ("win_rate",))["win_rate"] == pytest.approx({"mean": 0.6, "sd": 0.1, "min": 0.5, "max": 0.7})
+    assert seed_spread(rows[:1], ("win_rate",))["win_rate"]["sd"] == 0.0
+    with pytest.raises(ConfigError, match="eval.greedy false"):
+        config_from_dict({"eval": {"seeds": [0, 1]}})  # greedy answers are the same for every seed
+    with pytest.raises(ConfigError, match="no seed twice"):
+        config_from_dict({"eval": {"seeds": [0, 0], "greedy": False}})
 
 
 def test_failed_stage_stops_with_clear_message_and_keeps_finished(tmp_path, tiny_llama):

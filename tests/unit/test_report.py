@@ -242,6 +242,35 @@ def test_evaluation_shows_the_length_controlled_win_rate_and_the_constant_answer
     assert "tiller.length_control" in evaluation and "You asked: &lt;the question&gt;" in evaluation
 
 
+def test_evaluation_shows_the_policy_stages_side_by_side_from_policies_json(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    policies = {label: {**json.loads((run / "eval" / f"{label}.json").read_text()), "started_from": start,
+                        "started_from_label": label_of_start}
+                for label, start, label_of_start in (("dpo", "m0", "reference"), ("rloo", str(run / "dpo" / "model"), "dpo output"))}
+    side = {"stages": ["dpo", "rloo"], "reference": "m0", "reference_source": "model.name", "judge": "j", "n": 24,
+            "reference_seconds": 12.0, "policies": policies}
+    (run / "eval" / "policies.json").write_text(json.dumps(side))
+    text = write_report(run).read_text()
+    evaluation = text[text.index("<h2>Evaluation</h2>"):text.index("<h2>Completion lengths</h2>")]
+    table = evaluation[evaluation.index("Policy stages side by side"):evaluation.index("</table>")]
+    assert "<th><b>dpo</b></th><th><b>rloo</b></th>" in table  # a column per stage, in pipeline order
+    assert "<td><code>reference</code></td><td><code>dpo output</code></td>" in table
+    assert "<td>judge improvement [95% CI]</td>" in table and table.count("+1.050 <span class=ci>[+0.620, +1.480]</span>") == 2
+    assert "<td>degenerate answers policy / reference</td><td>&ndash; / &ndash;</td><td>2 / 0</td>" in table
+    assert "<b>policies</b>" not in evaluation  # policies.json is not read as one policy's summary
+    assert "seeds" not in table
+    spread = {"win_rate": {"mean": 0.6, "sd": 0.1, "min": 0.5, "max": 0.7}}
+    for summary in policies.values():  # eval.seeds: rows of the spread over the seeds
+        summary["seeds"] = {"per_seed": [], "spread": spread}
+    (run / "eval" / "policies.json").write_text(json.dumps({**side, "seeds": [0, 1, 2]}))
+    text = write_report(run).read_text()
+    assert "<td>win rate over 3 seeds: mean &plusmn; sd [min, max]</td>" + 2 * \
+        "<td>0.600 &plusmn; 0.100 <span class=ci>[0.500, 0.700]</span></td>" in text
+    side["stages"], side["policies"] = ["rloo"], {"rloo": policies["rloo"]}  # one stage: the table below says it all
+    (run / "eval" / "policies.json").write_text(json.dumps(side))
+    assert "Policy stages side by side" not in write_report(run).read_text()
+
+
 def test_counts_written_as_floats_show_as_integers():
     from tiller.report import _count
 

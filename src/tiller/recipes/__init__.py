@@ -1,1 +1,1 @@
-"""One readable file per stage: data, sft, reward, dpo, rloo, evaluate, pipeline."""
+"""One readable file per stage: data, sft, reward, dpo, rloo, ppo, evaluate, pipeline."""

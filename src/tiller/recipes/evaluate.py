@@ -39,6 +39,13 @@ record (data.keep_columns), e.g. `tiller.rewards.exact_match:exact_match`. It is
 the difference (`verified_accuracy`), and the questions the policy got right where the
 reference did not (gained) and the other way round (lost).
 
+The pipeline's eval stage (`run_policies`) evaluates every policy stage the run holds side by
+side: against one reference (the run's start: what the first policy stage started from, or
+eval.reference), with the reference's answers generated and scored once, each policy's figures
+by `compare` as above; eval/<stage>.json for each and eval/policies.json for all, printed as one
+table with a column per stage. With eval.seeds (sampled answers) every model answers once per
+seed and the summaries add each figure's spread over the seeds.
+
 The over-optimization curve (`tiller eval curve`, `run_curve`) evaluates a policy stage's
 starting model (step 0), each checkpoint it kept and its final model in the same way (`compare`
 computes the figures of every row, and of `tiller eval policy`), with the reference's answers
@@ -68,6 +75,7 @@ from tiller.data.run_files import load_prompts
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
 from tiller.models import STARTED_FROM, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
+from tiller.report_data import POLICIES_FILE
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
 from tiller.training import show_progress
@@ -326,19 +334,33 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
         ours.rm_scores, theirs.rm_scores = _score_both(rm, messages, ours.texts, theirs.texts)
         rm.close()
 
-    constant = {}
-    for kind, scores in constant_scores.items():
-        cwr = losses.win_rate(scores, theirs.scores)
-        constant[kind] = {"text": CONSTANT_ANSWER_TEXT[kind], "mean_score": sum(scores) / len(scores),
-                          "win_rate": cwr["win_rate"], "ci_low": cwr["ci_low"], "ci_high": cwr["ci_high"]}
     summary = {
         "label": label, "policy": str(policy_path), "reference": str(reference_path), "reference_source": reference_source,
         "judge": _judge_name(cfg, judge_path), **compare(ours, theirs, kl),
-        "constant_answers": constant, "seconds": time.time() - started,
+        "constant_answers": _constant_figures(constant_scores, theirs.scores), "seconds": time.time() - started,
     }
     if e.verifier:
         summary["exact_match"] = verified_accuracy(ours.scores, theirs.scores)
-    out = run_dir / "eval"
+    _write_evaluation(run_dir / "eval", summary, messages, ours, theirs, kl, constant_scores, records)
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def _constant_figures(constant_scores: dict[str, list[float]], reference_scores: list[float]) -> dict:
+    """Per constant answer: its text, the judge's mean score and its win rate against the reference's answers."""
+    constant = {}
+    for kind, scores in constant_scores.items():
+        cwr = losses.win_rate(scores, reference_scores)
+        constant[kind] = {"text": CONSTANT_ANSWER_TEXT[kind], "mean_score": sum(scores) / len(scores),
+                          "win_rate": cwr["win_rate"], "ci_low": cwr["ci_low"], "ci_high": cwr["ci_high"]}
+    return constant
+
+
+def _write_evaluation(out: Path, summary: dict, messages, ours: Answers, theirs: Answers, kl: list[float],
+                      constant_scores: dict[str, list[float]], records: list[dict]) -> None:
+    """eval/<label>.json, eval/<label>_samples.jsonl (every answer beside the reference's, with
+    scores, KL and degeneration measures) and the figures on the policy's model card."""
+    label, policy_path = summary["label"], summary["policy"]
     out.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({
         "prompt": m, "policy": pt, "reference": rt_, "policy_score": ps, "reference_score": rs,
@@ -353,8 +375,6 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     _atomic_write(out / f"{label}.json", json.dumps(summary, indent=1))
     if add_policy_evaluation(policy_path, summary):  # the policy's tiller model card gets the figures
         print(f"[eval] added the win rate to the model card {Path(policy_path) / 'README.md'}", flush=True)
-    print(format_summary(summary), flush=True)
-    return summary
 
 
 def _pick(records: list[dict] | None, indices: list[int]) -> list[dict] | None:
@@ -461,6 +481,191 @@ def format_summary(s: dict) -> str:
         lines.append(f"  optimized reward model  policy {s['optimized_rm_policy_mean']:+.3f} | reference "
                      f"{s['optimized_rm_reference_mean']:+.3f} | win rate {s['optimized_rm_win_rate']:.3f}")
     lines.append(f"  time                    {s['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- every policy stage side by side
+
+
+def held_policy_stages(run_dir: Path, stages: list[str]) -> list[str]:
+    """The policy stages of `stages` the run folder holds, in their order: a stage that saved a
+    model and recorded what it started from (started_from.json: sft, dpo, rloo, and any later
+    policy stage that writes one, so none needs listing here)."""
+    return [s for s in stages if (run_dir / s / "model").exists() and (run_dir / s / STARTED_FROM).is_file()]
+
+
+def common_reference(cfg: Config, stages: list[str]) -> tuple[str, str | None, str]:
+    """(reference, its revision, where that choice comes from) for evaluating `stages` side by
+    side: eval.reference when set; else what the first of them started from (its started_from.json:
+    the run's starting model, since the stages after it start from it or from its output)."""
+    if cfg.eval.reference:
+        return cfg.eval.reference, cfg.model.revision, "eval.reference"
+    first = Path(cfg.run_dir) / stages[0]
+    origin = read_origin(first)
+    return origin["model"], origin.get("revision"), f"what {stages[0]}, the first policy stage, started from ({first / STARTED_FROM})"
+
+
+def run_policies(cfg: Config, stages: list[str]) -> dict:
+    """The pipeline's eval stage: every policy stage of `stages` (in that order) against ONE
+    reference (`common_reference`), on the same prompts with the same judge, so their figures
+    stand side by side; a dpo that started from sft's output is measured against the run's
+    start, like sft itself (each stage's own start is in the table). The reference's answers
+    are generated, scored and scored against the constant answers once; each policy's answers
+    are generated with their KL to the reference, then scored. Every figure is `compare`'s, as
+    in `tiller eval policy`, so each stage's eval/<stage>.json is what `tiller eval policy` writes
+    with eval.policy=<stage>/model and eval.reference set to the same reference. Writes those,
+    and eval/policies.json with every stage's summary.
+
+    With eval.seeds, every model answers once per seed (the reference too: a verdict compares
+    answers sampled with the same seed per prompt); the first seed's figures are the summary as
+    above, and each stage's summary adds the figures of every seed and their spread (`seed_spread`)."""
+    e = cfg.eval
+    run_dir = Path(cfg.run_dir)
+    if not stages:
+        raise FileNotFoundError(f"no trained policy stage in {run_dir} (a stage folder with model/ and {STARTED_FROM})")
+    seeds = list(e.seeds) or [cfg.seed]
+    seeded = {seed: dataclasses.replace(cfg, seed=seed) for seed in seeds}  # _answer samples prompt i with seed + i
+    paths = {s: str(run_dir / s / "model") for s in stages}
+    reference_path, reference_revision, reference_source = common_reference(cfg, stages)
+    reference_cfg = dataclasses.replace(cfg.model, revision=reference_revision)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.time()
+
+    tokenizer = load_tokenizer(paths[stages[0]], cfg.model)
+    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
+    print(f"[eval] {', '.join(stages)} side by side against {reference_path} ({reference_source})\n"
+          f"[eval] {len(prompt_ids)} {e.split} prompts ({dropped} dropped as too long); "
+          f"{'greedy' if e.greedy else f'temperature {e.temperature}'}, up to {e.max_new_tokens} new tokens"
+          + (f"; seeds {seeds}" if e.seeds else ""), flush=True)
+    reference = load_frozen(reference_path, reference_cfg, device)
+    theirs = {seed: _answer(reference, tokenizer, prompt_ids, seeded[seed], reference_cfg) for seed in seeds}
+    seconds = {"reference": time.time() - started}
+    answered: dict[str, dict[int, tuple[Answers, list[float]]]] = {}
+    for stage in stages:  # one policy in memory at a time, beside the reference
+        t0 = time.time()
+        policy = load_frozen(paths[stage], cfg.model, device)
+        answered[stage] = {seed: _answer_with_kl(policy, reference, tokenizer, prompt_ids, seeded[seed], cfg.model, device)
+                           for seed in seeds}
+        del policy
+        seconds[stage] = time.time() - t0
+    del reference
+
+    # Scores after every model is freed, as in the curve: the judge and the reward model need the memory.
+    judge_path = _judge_path(cfg)
+    judge = _make_judge(cfg, judge_path, device)
+    t0 = time.time()
+    for seed in seeds:
+        theirs[seed].scores = judge.score(messages, theirs[seed].texts, records=records)
+    constant_scores = _score_constant_answers(judge, messages, theirs[seeds[0]].texts, theirs[seeds[0]].scores, records)
+    seconds["reference"] += time.time() - t0
+    for stage, by_seed in answered.items():
+        t0 = time.time()
+        for seed, (ours, _) in by_seed.items():
+            ours.scores = _score_against(judge, messages, ours.texts, theirs[seed].texts, theirs[seed].scores, records)
+        seconds[stage] += time.time() - t0
+    judge.close()
+    rm = _optimized_rm(cfg, judge_path, device)
+    if rm is not None:
+        for seed in seeds:
+            theirs[seed].rm_scores = rm.score(messages, theirs[seed].texts)
+            for by_seed in answered.values():
+                ours = by_seed[seed][0]
+                ours.rm_scores = _score_against(rm, messages, ours.texts, theirs[seed].texts, theirs[seed].rm_scores)
+        rm.close()
+
+    first = seeds[0]
+    constant = _constant_figures(constant_scores, theirs[first].scores)
+    summaries = {}
+    for stage, by_seed in answered.items():
+        origin = read_origin(run_dir / stage)
+        ours, kl = by_seed[first]
+        summary = {
+            "label": stage, "policy": paths[stage], "reference": str(reference_path),
+            "reference_source": reference_source, "started_from": origin["model"],
+            "started_from_label": _start_label(origin["model"], paths, str(reference_path)),
+            "started_from_chosen_by": origin.get("chosen_by"), "judge": _judge_name(cfg, judge_path),
+            **compare(ours, theirs[first], kl), "constant_answers": constant, "seconds": seconds[stage],
+        }
+        if e.verifier:
+            summary["exact_match"] = verified_accuracy(ours.scores, theirs[first].scores)
+        if e.seeds:
+            per_seed = [{"seed": seed, **compare(by_seed[seed][0], theirs[seed], by_seed[seed][1])} for seed in seeds]
+            summary["seeds"] = {"per_seed": per_seed, "spread": seed_spread(per_seed)}
+        _write_evaluation(run_dir / "eval", summary, messages, ours, theirs[first], kl, constant_scores, records)
+        summaries[stage] = summary
+    side_by_side = {"stages": list(stages), "reference": str(reference_path), "reference_source": reference_source,
+                    "judge": _judge_name(cfg, judge_path), "n": len(prompt_ids), "split": e.split, "seeds": seeds,
+                    "reference_seconds": seconds["reference"], "seconds": time.time() - started, "policies": summaries}
+    _atomic_write(run_dir / "eval" / POLICIES_FILE, json.dumps(side_by_side, indent=1))
+    print(format_side_by_side(side_by_side), flush=True)
+    print(f"[eval] wrote {run_dir / 'eval' / POLICIES_FILE} and eval/<stage>.json for each", flush=True)
+    return side_by_side
+
+
+SPREAD_KEYS = ("win_rate", "guarded_win_rate", "lc_win_rate", "reward_improvement", "kl_mean", "length_ratio",
+               "degenerate_policy")
+
+
+def seed_spread(rows: list[dict], keys: tuple[str, ...] = SPREAD_KEYS) -> dict:
+    """Per figure, its mean, sample standard deviation (n - 1; 0.0 for one row), min and max over
+    `rows` (one `compare` result per sampling seed): how much of a difference between two
+    policies the sampling alone can make."""
+    out = {}
+    for key in keys:
+        values = [float(r[key]) for r in rows]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        out[key] = {"mean": mean, "sd": sd, "min": min(values), "max": max(values)}
+    return out
+
+
+def _start_label(start: str, paths: dict[str, str], reference: str) -> str:
+    """A short name for what a stage started from: the stage whose output it is, "reference", or the model."""
+    stage = next((s for s, path in paths.items() if Path(path).resolve() == Path(start).resolve()), None)
+    return f"{stage} output" if stage else "reference" if start == reference else start
+
+
+def format_side_by_side(s: dict) -> str:
+    """eval/policies.json as a table, one column per policy stage."""
+    stages = s["stages"]
+    p = s["policies"]
+
+    def ci(value: float, low: float, high: float, fmt: str = ".3f") -> str:
+        return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+    rows = [
+        ("started from", [str(p[x].get("started_from_label", p[x]["started_from"])) for x in stages]),
+        ("win rate [95% CI]", [ci(p[x]["win_rate"], p[x]["ci_low"], p[x]["ci_high"]) for x in stages]),
+        ("guarded win rate [95% CI]", [ci(p[x]["guarded_win_rate"], p[x]["guarded_ci_low"], p[x]["guarded_ci_high"])
+                                       for x in stages]),
+        ("length-controlled win rate", [f"{p[x]['lc_win_rate']:.3f}" for x in stages]),
+        ("judge improvement [95% CI]", [ci(p[x]["reward_improvement"], p[x]["reward_improvement_ci_low"],
+                                           p[x]["reward_improvement_ci_high"], "+.3f") for x in stages]),
+        ("KL (nats per answer)", [f"{p[x]['kl_mean']:.3f}" for x in stages]),
+        ("length ratio", [f"{p[x]['length_ratio']:.2f}" for x in stages]),
+        ("degenerate policy / reference", [f"{p[x]['degenerate_policy']} / {p[x]['degenerate_reference']}"
+                                           for x in stages]),
+        ("time (s)", [f"{p[x]['seconds']:.0f}" for x in stages]),
+    ]
+    if all("exact_match" in p[x] for x in stages):
+        rows.insert(1, ("exact-match accuracy", [f"{p[x]['exact_match']['policy_accuracy']:.3f}" for x in stages]))
+    if all("seeds" in p[x] for x in stages):
+        def spread(x: str, key: str, fmt: str) -> str:
+            v = p[x]["seeds"]["spread"][key]
+            return f"{v['mean']:{fmt}} ± {v['sd']:.3f} [{v['min']:{fmt}}, {v['max']:{fmt}}]"
+
+        k = len(s["seeds"])
+        rows += [(f"win rate, {k} seeds: mean ± sd [min, max]", [spread(x, "win_rate", ".3f") for x in stages]),
+                 (f"guarded win rate, {k} seeds", [spread(x, "guarded_win_rate", ".3f") for x in stages]),
+                 (f"judge improvement, {k} seeds", [spread(x, "reward_improvement", "+.3f") for x in stages])]
+    width = [max(len(x), *(len(cells[i]) for _, cells in rows)) for i, x in enumerate(stages)]
+    label_width = max(len(name) for name, _ in rows)
+    lines = [f"policies side by side on {s['n']} held-out prompts against {s['reference']} ({s['reference_source']}; "
+             f"judge: {s['judge']}; reference answered and scored in {s['reference_seconds']:.0f} s"
+             + (f"; seed {s['seeds'][0]}, then the spread over seeds {s['seeds']}" if len(s.get("seeds", [])) > 1 else "")
+             + ")",
+             f"  {'':<{label_width}}  " + "  ".join(f"{x:>{w}}" for x, w in zip(stages, width))]
+    lines += [f"  {name:<{label_width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, width)) for name, cells in rows]
     return "\n".join(lines)
 
 

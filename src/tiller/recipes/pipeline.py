@@ -3,7 +3,10 @@
     tiller pipeline --config FILE [--only STAGE | --from STAGE] [--resume]
 
 A stage whose folder holds a DONE marker is complete and skipped (the curve stage: when
-eval/curve.jsonl exists). `--from STAGE` re-runs that
+eval/curve.jsonl exists; the eval stage, unless eval.policy names one policy: when
+eval/policies.json also lists every policy stage the run holds, each evaluated after it last
+finished). The eval stage evaluates every policy stage of pipeline.stages that the run holds
+(sft, dpo, rloo...) side by side against one reference (`evaluate.run_policies`). `--from STAGE` re-runs that
 stage and every later one; `--only STAGE` runs just that one (re-running it if complete);
 `--resume` continues an interrupted training stage from its last checkpoint. A failing stage
 stops the pipeline with a message naming it; the stages already finished stay as they are.
@@ -18,12 +21,39 @@ from pathlib import Path
 from tiller.config import Config
 
 
-def is_complete(run_dir: Path, stage: str) -> bool:
+def is_complete(run_dir: Path, stage: str, cfg: Config | None = None) -> bool:
     if stage == "report":
         return False  # cheap, and it must reflect the latest state of the run
     if stage == "curve":  # it writes into eval/, the eval stage's folder, so no DONE of its own
         return (run_dir / "eval" / "curve.jsonl").is_file()
+    if stage == "eval" and cfg is not None and not cfg.eval.policy:
+        return _policies_evaluated(run_dir, cfg.pipeline.stages)
     return (run_dir / stage / "DONE").is_file()
+
+
+def _policies_evaluated(run_dir: Path, stages: list[str]) -> bool:
+    """Whether the eval stage evaluated every policy stage the run holds now, each after it last
+    finished: one DONE cannot tell when a policy stage was added to pipeline.stages or re-trained
+    (--only) since. Several stages: eval/policies.json lists exactly them. One stage: its
+    eval/<stage>.json is enough, so a run evaluated before policies.json existed is not redone."""
+    import json
+
+    from tiller.recipes.evaluate import held_policy_stages
+    from tiller.report_data import POLICIES_FILE
+
+    held = held_policy_stages(run_dir, stages)
+    if not (run_dir / "eval" / "DONE").is_file() or not held:
+        return (run_dir / "eval" / "DONE").is_file()
+
+    def written_after(path: Path, stage: str) -> bool:
+        done = run_dir / stage / "DONE"
+        return path.is_file() and (not done.is_file() or done.stat().st_mtime_ns <= path.stat().st_mtime_ns)
+
+    if len(held) == 1:
+        return written_after(run_dir / "eval" / f"{held[0]}.json", held[0])
+    side = run_dir / "eval" / POLICIES_FILE
+    return side.is_file() and json.loads(side.read_text()).get("stages") == held and all(
+        written_after(side, s) for s in held)
 
 
 def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool = False) -> None:
@@ -43,6 +73,10 @@ def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool
         from tiller.recipes import rloo
 
         rloo.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
+    elif stage == "ppo":
+        from tiller.recipes import ppo
+
+        ppo.run(cfg, resume=resume, accept_config_changes=accept_config_changes)
     elif stage == "dpo":
         from tiller.recipes import dpo
 
@@ -77,13 +111,14 @@ def run_evaluation(cfg: Config) -> None:
                   f"(computed when it was trained)", flush=True)
             continue
         reward.run_eval(cfg, stage=stage)
-    evaluated = 0
-    for stage in ("rloo", "dpo"):
-        if stage in cfg.pipeline.stages and (run_dir / stage / "model").exists():
-            evaluate.run(cfg, policy_path=str(run_dir / stage / "model"), label=stage)
-            evaluated += 1
-    if not evaluated:
-        raise FileNotFoundError(f"the eval stage found no trained policy in {run_dir} (rloo/model or dpo/model)")
+    if cfg.eval.policy:  # the one policy the config names, against what it started from
+        evaluate.run(cfg)
+    else:  # every policy stage of the pipeline that the run holds, against one reference
+        held = evaluate.held_policy_stages(run_dir, cfg.pipeline.stages)
+        if not held:
+            raise FileNotFoundError(f"the eval stage found no trained policy stage of {cfg.pipeline.stages} in "
+                                    f"{run_dir} (a <stage>/model with <stage>/started_from.json)")
+        evaluate.run_policies(cfg, held)
     (run_dir / "eval" / "DONE").write_text("done\n")
 
 
@@ -110,7 +145,7 @@ def run(cfg: Config, only: str | None = None, from_stage: str | None = None, res
     finished: list[str] = []
     started = time.time()
     for stage in stages:
-        if stage not in forced and is_complete(run_dir, stage):
+        if stage not in forced and is_complete(run_dir, stage, cfg):
             print(f"[pipeline] {stage}: complete, skipped ({run_dir / stage})", flush=True)
             finished.append(stage)
             continue
@@ -141,12 +176,15 @@ class PipelineError(RuntimeError):
 def _print_final_summary(run_dir: Path) -> None:
     import json
 
-    from tiller.recipes.evaluate import format_summary
+    from tiller.recipes.evaluate import format_side_by_side, format_summary
+    from tiller.report_data import POLICIES_FILE
 
     for path in sorted((run_dir / "eval").glob("*.json")):
-        if path.name.endswith("_model.json"):
+        if path.name.endswith("_model.json") or path.name == POLICIES_FILE:
             continue
         print(format_summary(json.loads(path.read_text())), flush=True)
+    if (run_dir / "eval" / POLICIES_FILE).is_file():  # last: the table that compares them
+        print(format_side_by_side(json.loads((run_dir / "eval" / POLICIES_FILE).read_text())), flush=True)
     report = run_dir / "report.html"
     if report.is_file():
         print(f"report: {report.resolve()}", flush=True)

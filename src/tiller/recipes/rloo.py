@@ -26,18 +26,23 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.chat import encode_prompts, encoded_extras
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
-from tiller.data.run_files import load_prompts
-from tiller.data.splits import subset
 from tiller.degeneration import is_degenerate
 from tiller.frozen_prefix import FrozenPrefix
 from tiller.logprobs import build_batch, completion_logprobs
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
-from tiller.rewards import make_reward_backend
+from tiller.rl_rollout import (
+    make_reward_backends,
+    non_finite_reason,
+    reference_logprobs,
+    rl_prompts,
+    sampling_seed,
+    score_completions,
+    without_dropout,
+)
 from tiller.rollout import Sampling, make_engine
 from tiller.tracking import Tracker
 from tiller.training import (
@@ -53,11 +58,6 @@ from tiller.training import (
 )
 
 
-def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
-    """A prompt's sampling seed depends on (run seed, step, prompt), not on batching."""
-    return ((seed * 1_000_003 + step) * 100_003 + prompt_index) % (2**62)
-
-
 def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
     r = cfg.rloo
     rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
@@ -70,10 +70,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
     # ---- prompts and batch arithmetic
     tokenizer = load_tokenizer(name, cfg.model)
-    records = subset(load_prompts(cfg.run_dir, r.prompt_split), r.prompt_subset)
-    prompts, dropped = encode_prompts(records, tokenizer, r.max_prompt_tokens, cfg.model.enable_thinking)
-    # Each kept prompt's record columns (data.keep_columns), for rewards that check an answer.
-    extras = encoded_extras(records, prompts)
+    # Each kept prompt's record columns (extras, data.keep_columns) go to rewards that check an answer.
+    prompts, dropped, extras = rl_prompts(cfg.run_dir, r, tokenizer, cfg.model.enable_thinking)
     if r.prompts_per_step % rt.world_size:
         raise ValueError(f"rloo.prompts_per_step={r.prompts_per_step} must be a multiple of the {rt.world_size} processes "
                          "(each process takes whole prompt groups)")
@@ -117,7 +115,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         write_origin(out, origin, chosen_by)
     # Every RL forward (rollout, old log-probs, reference, loss) runs without dropout (DESIGN.md):
     # with it the ratio of an on-policy update is not 1 and the KL estimate is noisy.
-    turned_off = _without_dropout(policy)
+    turned_off = without_dropout(policy)
     if turned_off:
         unused = f" (rloo.lora.dropout {r.lora.dropout} is not used)" if r.lora.enabled and r.lora.dropout > 0 else ""
         rt.print(f"[rloo] every RL forward (rollout, old log-probs, reference, loss) runs without dropout: "
@@ -129,12 +127,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
     # The reward: one backend (rloo.reward), or the weighted sum of named ones (rloo.rewards).
-    mixed = bool(r.rewards)
     with rt.unsharded_construction():
-        reward_backends = [(c.name if mixed else c.backend, c.weight if mixed else 1.0,
-                            make_reward_backend(c, default_path=Path(cfg.run_dir) / "reward" / "model",
-                                                device=str(rt.device)))
-                           for c in (r.rewards if mixed else [r.reward])]
+        reward_backends, mixed = make_reward_backends(r, cfg.run_dir, rt.device)
     if mixed:
         terms = [f"{c.weight:g} x {c.name} ({c.backend})" for c in r.rewards]
         rt.print(f"[rloo] reward = {' + '.join(terms)} (each logged as reward/<name>)")
@@ -189,19 +183,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         texts = tokenizer.batch_decode(gen.completions, skip_special_tokens=True)
         row_messages = [m for m in messages for _ in range(k)]
         row_records = [extras[i] for i in mine for _ in range(k)]
-        parts = {name: torch.tensor(backend.score(row_messages, texts, group_size=k, records=row_records),
-                                    dtype=torch.float32, device=rt.device) for name, _, backend in reward_backends}
-        # The weighted sum: a NaN / inf in any component makes the combined score non-finite.
-        scores = sum(weight * parts[name] for name, weight, _ in reward_backends)
+        scores, parts = score_completions(reward_backends, row_messages, texts, k, row_records, rt.device)
         timings["reward"] = time.perf_counter() - t0
         if not updates.finite_everywhere(scores):  # the guard: no update from a NaN / inf reward
-            bad = int((~torch.isfinite(scores)).sum())
-            if mixed:
-                which = ", ".join(f"'{name}' ({int((~torch.isfinite(v)).sum())})" for name, v in parts.items()
-                                  if not torch.isfinite(v).all()) or "none (their weighted sum overflowed)"
-                reason = f"reward component(s) {which} gave non-finite score(s): {bad} of {len(texts)} combined scores"
-            else:
-                reason = f"reward backend '{r.reward.backend}' gave {bad} non-finite score(s) of {len(texts)}"
+            reason = non_finite_reason(parts, scores, mixed, r.reward.backend)
             updates.skip(f"{reason} on rank {rt.rank} (or another rank did)", schedule_steps=r.num_ppo_epochs)
             tracker.log({"guard/skipped_updates": updates.skipped}, step + 1)
             bar.update(1)
@@ -231,7 +216,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             prefix_checked = True
         hiddens = [prefix.hidden(ids, mask) if prefix else None for ids, mask, _, _ in micro]
         with torch.no_grad():
-            ref_logps = [_reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
+            ref_logps = [reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
                          for (ids, mask, _, plen), h in zip(micro, hiddens)]
         timings["reference"] = time.perf_counter() - t0
 
@@ -377,37 +362,6 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
     or the frozen copy) is then the starting policy, not the base under it."""
     return load_policy(name, cfg.model, cfg.rloo.lora, device, adapter="merge",
                        gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
-
-
-def _without_dropout(model: torch.nn.Module) -> str:
-    """Set every dropout in `model` to 0: LoRA's (`lora.dropout`) and the model's own (dropout
-    modules, the attention's `attention_dropout` rate). Returns what was turned off ("" if nothing).
-
-    p = 0 rather than `model.eval()` around the forwards: transformers runs gradient
-    checkpointing only in training mode (`self.gradient_checkpointing and self.training`), which
-    the gradient forward needs on a GPU; p = 0 holds in either mode, whoever calls train() or eval()."""
-    found: dict[float, int] = {}
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
-            found[module.p] = found.get(module.p, 0) + 1
-            module.p = 0.0
-        rate = getattr(module, "attention_dropout", None)
-        if isinstance(rate, float) and rate > 0:
-            found[rate] = found.get(rate, 0) + 1
-            module.attention_dropout = 0.0
-    return ", ".join(f"dropout {p:g} in {n} module(s)" for p, n in sorted(found.items()))
-
-
-def _reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):
-    if reference is not None:
-        return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature)[0]
-    with policy.disable_adapter():  # LoRA: the base weights are the reference, one copy in memory
-        was_training = policy.training
-        policy.eval()
-        try:
-            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
-        finally:
-            policy.train(was_training)
 
 
 @torch.no_grad()

@@ -1,0 +1,94 @@
+"""What the RL recipes (rloo, ppo) share around a rollout: their prompts, per-prompt sampling
+seeds, dropout off, reference log-probs, and scoring with the reward backends.
+
+The recipes themselves keep their loops and losses; this module holds only the steps that
+are the same in both, so that a fix lands once (DESIGN.md: code two recipes need goes down a layer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tiller.chat import encode_prompts, encoded_extras
+from tiller.data.run_files import load_prompts
+from tiller.data.splits import subset
+from tiller.logprobs import completion_logprobs
+from tiller.rewards import make_reward_backend
+
+
+def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
+    """A prompt's sampling seed depends on (run seed, step, prompt), not on batching."""
+    return ((seed * 1_000_003 + step) * 100_003 + prompt_index) % (2**62)
+
+
+def rl_prompts(run_dir, section, tokenizer, enable_thinking):
+    """(prompts, dropped, extras): the encoded prompts of `section.prompt_split` /
+    `prompt_subset` ((messages, ids) pairs), how many were over `max_prompt_tokens`, and each
+    kept prompt's record columns (data.keep_columns), for rewards that check an answer."""
+    records = subset(load_prompts(run_dir, section.prompt_split), section.prompt_subset)
+    prompts, dropped = encode_prompts(records, tokenizer, section.max_prompt_tokens, enable_thinking)
+    return prompts, dropped, encoded_extras(records, prompts)
+
+
+def make_reward_backends(section, run_dir, device) -> tuple[list, bool]:
+    """([(name, weight, backend)], mixed): one backend (`section.reward`), or the weighted sum
+    of the named ones (`section.rewards`, mixed=True)."""
+    mixed = bool(section.rewards)
+    backends = [(c.name if mixed else c.backend, c.weight if mixed else 1.0,
+                 make_reward_backend(c, default_path=Path(run_dir) / "reward" / "model", device=str(device)))
+                for c in (section.rewards if mixed else [section.reward])]
+    return backends, mixed
+
+
+def score_completions(reward_backends, messages, texts, k, records, device):
+    """(scores, parts): each backend's scores of the completions (rows: k per prompt), and
+    their weighted sum; a NaN / inf in any component makes the combined score non-finite."""
+    parts = {name: torch.tensor(backend.score(messages, texts, group_size=k, records=records),
+                                dtype=torch.float32, device=device) for name, _, backend in reward_backends}
+    scores = sum(weight * parts[name] for name, weight, _ in reward_backends)
+    return scores, parts
+
+
+def non_finite_reason(parts, scores, mixed: bool, backend: str) -> str:
+    """Why the guard skips this step: which component gave how many non-finite scores."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if mixed:
+        which = ", ".join(f"'{name}' ({int((~torch.isfinite(v)).sum())})" for name, v in parts.items()
+                          if not torch.isfinite(v).all()) or "none (their weighted sum overflowed)"
+        return f"reward component(s) {which} gave non-finite score(s): {bad} of {scores.numel()} combined scores"
+    return f"reward backend '{backend}' gave {bad} non-finite score(s) of {scores.numel()}"
+
+
+def without_dropout(model: torch.nn.Module) -> str:
+    """Set every dropout in `model` to 0: LoRA's (`lora.dropout`) and the model's own (dropout
+    modules, the attention's `attention_dropout` rate). Returns what was turned off ("" if nothing).
+
+    p = 0 rather than `model.eval()` around the forwards: transformers runs gradient
+    checkpointing only in training mode (`self.gradient_checkpointing and self.training`), which
+    the gradient forward needs on a GPU; p = 0 holds in either mode, whoever calls train() or eval()."""
+    found: dict[float, int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            found[module.p] = found.get(module.p, 0) + 1
+            module.p = 0.0
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            found[rate] = found.get(rate, 0) + 1
+            module.attention_dropout = 0.0
+    return ", ".join(f"dropout {p:g} in {n} module(s)" for p, n in sorted(found.items()))
+
+
+def reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):
+    """Completion log-probs under the reference: the frozen copy, or (LoRA) the policy with its
+    adapter disabled, one copy of the weights in memory."""
+    if reference is not None:
+        return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature)[0]
+    with policy.disable_adapter():
+        was_training = policy.training
+        policy.eval()
+        try:
+            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
+        finally:
+            policy.train(was_training)

@@ -1,0 +1,146 @@
+"""PPO on a tiny random model: it learns a rule reward, the LoRA path saves only the policy and
+starts at KL 0, it resumes exactly, and 2 processes produce the same update as 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import accelerate_launch, write_prompts
+from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.saved import saved_weights
+from tiller.config_loading import config_from_dict
+from tiller.recipes import ppo
+from tiller.tracking import read_metrics
+
+
+def ppo_config(run_dir: Path, model: Path, **overrides) -> dict:
+    section = {
+        "lora": {"enabled": False},
+        "optim": {"lr": 3e-3, "scheduler": "constant", "warmup_ratio": 0.0},
+        "prompts_per_step": 4,
+        "completions_per_prompt": 4,
+        "micro_batch_per_device": 8,
+        "num_mini_batches": 2,
+        "ppo_epochs": 2,
+        "max_steps": 30,
+        "beta": 0.0,
+        "missing_eos_penalty": 0.0,
+        "rollout": {"max_new_tokens": 16},
+        "reward": {"backend": "callable", "function": "tests.helpers.rloo_rewards:vowel_share"},
+        "save_every": 0,
+        "sample_every": 0,
+    }
+    section.update(overrides)
+    return {"run_dir": str(run_dir), "model": {"name": str(model)}, "tracking": {"tensorboard": False}, "ppo": section}
+
+
+def series(run_dir: Path, key: str = "objective/scores") -> list[float]:
+    return [row[key] for row in read_metrics(run_dir / "ppo" / "metrics.jsonl")]
+
+
+def test_ppo_learns_a_rule_reward(tmp_path, tiny_llama):
+    write_prompts(tmp_path)
+    ppo.run(config_from_dict(ppo_config(tmp_path, tiny_llama)))
+    curve = series(tmp_path)
+    assert len(curve) == 30
+    first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
+    # A random tiny model writes ~38% vowels; PPO must push that up clearly in 30 steps.
+    assert last > first + 0.05, curve
+    # The value model learns the returns: its mean value rises from 0 (the head starts at zero).
+    values = series(tmp_path, "value/mean")
+    assert values[0] == 0.0 and values[-1] > 0.2, values
+    assert (tmp_path / "ppo" / "model" / "config.json").is_file()
+
+
+def test_ppo_lora_saves_the_policy_alone_and_starts_at_kl_zero(tmp_path, tiny_llama):
+    write_prompts(tmp_path)
+    cfg = ppo_config(tmp_path, tiny_llama, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+                     optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.1, max_steps=3, missing_eos_penalty=1.0)
+    ppo.run(config_from_dict(cfg))
+    rows = read_metrics(tmp_path / "ppo" / "metrics.jsonl")
+    assert rows[0]["objective/kl"] == 0.0  # LoRA B starts at zero: the policy is the reference
+    assert rows[-1]["objective/kl"] != 0.0
+    saved = tmp_path / "ppo" / "model"
+    assert (saved / "adapter_model.safetensors").is_file()
+    names = load_file(str(saved / "adapter_model.safetensors")).keys()
+    assert names and not any("value" in n for n in names)  # the value model is not part of the policy
+
+
+def test_ppo_resume_gives_identical_run(tmp_path, tiny_llama):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for run_dir in (full, killed):
+        write_prompts(run_dir)
+    overrides = dict(max_steps=6, save_every=2, beta=0.05, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1},
+                     optim={"lr": 1e-2, "scheduler": "linear", "warmup_ratio": 0.2})
+    ppo.run(config_from_dict(ppo_config(full, tiny_llama, **overrides)))
+    # "kill" after 3 steps: the last checkpoint is step 2, so step 3 is done again on resume
+    ppo.run(config_from_dict(ppo_config(killed, tiny_llama, **overrides)), stop_after=3)
+    assert not (killed / "ppo" / "model").exists()
+    ppo.run(config_from_dict(ppo_config(killed, tiny_llama, **overrides)), resume=True)
+    # loss/value_avg and value/mean equal: the value model and its head were restored too
+    for key in ("loss/policy_avg", "loss/value_avg", "value/mean", "objective/scores", "objective/kl", "train/lr"):
+        assert series(killed, key) == series(full, key), key
+    a, b = saved_weights(full / "ppo" / "model"), saved_weights(killed / "ppo" / "model")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def _launch(run_dir: Path, model: Path, processes: int) -> None:
+    write_prompts(run_dir)
+    # One mini-batch per epoch: its rows are the same set however the step is split over
+    # processes (shuffling permutes each process's own rows). adam_eps=1: an update is about lr x
+    # gradient, so a wrong normalization would show (see test_rloo.py).
+    cfg = ppo_config(run_dir, model, max_steps=2, micro_batch_per_device=4, num_mini_batches=1, beta=0.05,
+                     optim={"lr": 10.0, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0})
+    path = run_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = accelerate_launch(["ppo", "--config", str(path)], processes)
+    assert f"over {processes} process(es)" in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.distributed
+def test_ppo_two_processes_match_one(tmp_path, tiny_llama):
+    _launch(tmp_path / "one", tiny_llama, 1)
+    _launch(tmp_path / "two", tiny_llama, 2)
+    a = load_file(str(tmp_path / "one" / "ppo" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "ppo" / "model" / "model.safetensors"))
+    start = load_file(str(tiny_llama / "model.safetensors"))
+    assert max((a[n] - start[n]).abs().max().item() for n in a) > 1e-4  # the update is real
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-5)
+    compared = assert_same_metrics(tmp_path / "one" / "ppo" / "metrics.jsonl", tmp_path / "two" / "ppo" / "metrics.jsonl")
+    assert {"loss/policy_avg", "loss/value_avg", "value/mean", "objective/advantage_std", "train/grad_norm"} <= set(compared)
+
+
+def test_ppo_is_a_pipeline_stage_and_a_command(tmp_path, tiny_llama, capsys):
+    """`pipeline.stages` accepts ppo and runs it; `tiller ppo --print-config` shows its section."""
+    from tiller.cli import main
+    from tiller.config import PIPELINE_STAGES
+    from tiller.recipes import pipeline
+
+    assert "ppo" in PIPELINE_STAGES
+    write_prompts(tmp_path)
+    cfg = ppo_config(tmp_path, tiny_llama, max_steps=1, ppo_epochs=1)
+    cfg["pipeline"] = {"stages": ["ppo"]}
+    pipeline.run_stage(config_from_dict(cfg), "ppo", resume=False)
+    assert (tmp_path / "ppo" / "DONE").is_file() and (tmp_path / "ppo" / "started_from.json").is_file()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["ppo", "--config", str(path), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "num_mini_batches: 2" in printed and "vf_coef: 0.1" in printed
+
+
+def test_ppo_config_refuses_mini_batches_that_do_not_split():
+    from tiller.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo.num_mini_batches"):
+        config_from_dict({"ppo": {"prompts_per_step": 4, "completions_per_prompt": 1, "num_mini_batches": 3,
+                                  "micro_batch_per_device": 1}})
+    with pytest.raises(ConfigError, match="ppo.reward.function"):
+        config_from_dict({"ppo": {"reward": {"backend": "callable"}}})
