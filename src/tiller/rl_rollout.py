@@ -7,6 +7,7 @@ are the same in both, so that a fix lands once (DESIGN.md: code two recipes need
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -30,6 +31,19 @@ def rl_prompts(run_dir, section, tokenizer, enable_thinking):
     records = subset(load_prompts(run_dir, section.prompt_split), section.prompt_subset)
     prompts, dropped = encode_prompts(records, tokenizer, section.max_prompt_tokens, enable_thinking)
     return prompts, dropped, encoded_extras(records, prompts)
+
+
+def rl_total_steps(num_prompts: int, section, stage: str) -> int:
+    """How many steps an RL stage runs: `max_steps`, else enough for `total_episodes`
+    completions, else one pass over the prompts; an error names the stage when there are fewer
+    prompts than one step takes."""
+    if num_prompts < section.prompts_per_step:
+        raise ValueError(f"{num_prompts} prompts are fewer than {stage}.prompts_per_step={section.prompts_per_step}")
+    if section.max_steps:
+        return section.max_steps
+    if section.total_episodes:
+        return math.ceil(section.total_episodes / (section.prompts_per_step * section.completions_per_prompt))
+    return num_prompts // section.prompts_per_step
 
 
 def make_reward_backends(section, run_dir, device) -> tuple[list, bool]:

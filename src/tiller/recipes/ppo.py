@@ -22,7 +22,6 @@ optimizer, one DDP wrapper, one checkpoint, one forward for both.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from tiller.rl_rollout import (
     non_finite_reason,
     reference_logprobs,
     rl_prompts,
+    rl_total_steps,
     sampling_seed,
     score_completions,
     without_dropout,
@@ -82,16 +82,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
                          f"of whole micro-batches of ppo.micro_batch_per_device={p.micro_batch_per_device}")
     mini = rows // p.num_mini_batches
     accum = mini // p.micro_batch_per_device
-    steps_per_epoch = len(prompts) // p.prompts_per_step
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(prompts)} prompts are fewer than ppo.prompts_per_step={p.prompts_per_step}")
     completions_per_step = p.prompts_per_step * k
-    if p.max_steps:
-        total_steps = p.max_steps
-    elif p.total_episodes:
-        total_steps = math.ceil(p.total_episodes / completions_per_step)
-    else:
-        total_steps = steps_per_epoch
+    total_steps = rl_total_steps(len(prompts), p, "ppo")
     updates_per_step = p.ppo_epochs * p.num_mini_batches  # optimizer steps per rollout step
     rt.print(
         f"[ppo] policy {name} | {len(prompts)} prompts ({dropped} dropped > {p.max_prompt_tokens} tokens)\n"

@@ -19,7 +19,6 @@ group are known inside its micro-batch and no separate no-grad policy pass is ne
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tiller.rl_rollout import (
     non_finite_reason,
     reference_logprobs,
     rl_prompts,
+    rl_total_steps,
     sampling_seed,
     score_completions,
     without_dropout,
@@ -81,16 +81,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         raise ValueError(f"{completions_per_process} completions per process per step are not a multiple of "
                          f"rloo.micro_batch_per_device={r.micro_batch_per_device}")
     accum = completions_per_process // r.micro_batch_per_device
-    steps_per_epoch = len(prompts) // r.prompts_per_step
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(prompts)} prompts are fewer than rloo.prompts_per_step={r.prompts_per_step}")
     completions_per_step = r.prompts_per_step * k
-    if r.max_steps:
-        total_steps = r.max_steps
-    elif r.total_episodes:
-        total_steps = math.ceil(r.total_episodes / completions_per_step)
-    else:
-        total_steps = steps_per_epoch
+    total_steps = rl_total_steps(len(prompts), r, "rloo")
     # The single pass needs each advantage from its micro-batch alone: whole prompt groups, no
     # statistic over the whole step (whitening, REINFORCE++'s batch baseline).
     fused = (r.num_ppo_epochs == 1 and not r.whiten_advantages and r.advantage != "reinforce_pp"
