@@ -106,3 +106,42 @@ def reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len,
             return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
         finally:
             policy.train(was_training)
+
+
+def add_completion_metrics(m, completions: list[list[int]], has_eos: torch.Tensor, degenerate: torch.Tensor,
+                           parts: dict, mixed: bool, reward_backends, device) -> None:
+    """The step's completion and reward figures, into `m` (a StepMetrics): EOS count,
+    degenerate share, lengths, each reward component's mean (rloo.rewards / ppo.rewards), and
+    the counters of remote backends (retries, parse failures, fallbacks)."""
+    lengths = torch.tensor([len(c) for c in completions], dtype=torch.float32, device=device)
+    m.sum("val/num_eos_tokens", has_eos.float().sum())
+    m.mean("completions/degenerate_share", degenerate.mean(), degenerate.numel())
+    m.mean("completions/mean_length", lengths.mean(), lengths.numel())
+    m.min("completions/min_length", lengths.min())
+    m.max("completions/max_length", lengths.max())
+    if mixed:  # each component's mean over the step's completions, over all processes
+        for name, values in parts.items():
+            m.mean(f"reward/{name}", values.mean(), values.numel())
+    for _, _, backend in reward_backends:
+        if hasattr(backend, "metrics"):
+            for key, count in backend.metrics().items():
+                m.sum(key, count)
+
+
+def step_figures(m, rt, grad_norm, scheduler, done: int, completions_per_step: int, skipped: int,
+                 timings: dict[str, float]) -> dict:
+    """`m` reduced over every process, plus what is equal on every process: grad norm, lr,
+    episodes, skipped updates and the step's timings."""
+    figures = m.reduce(rt)
+    figures.update({
+        "train/grad_norm": torch.as_tensor(float(grad_norm)),
+        "train/lr": torch.tensor(scheduler.get_last_lr()[0]),
+        "train/episode": torch.tensor(float(done * completions_per_step)),
+        "guard/skipped_updates": torch.tensor(float(skipped)),
+    })
+    step_total = sum(timings.values())
+    figures.update({f"time/{key}": v for key, v in timings.items()})
+    figures["time/step"] = step_total
+    figures["time/completions_per_second"] = completions_per_step / step_total
+    return figures
+

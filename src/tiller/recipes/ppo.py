@@ -36,6 +36,7 @@ from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.rl_rollout import (
+    add_completion_metrics,
     make_reward_backends,
     non_finite_reason,
     reference_logprobs,
@@ -43,6 +44,7 @@ from tiller.rl_rollout import (
     rl_total_steps,
     sampling_seed,
     score_completions,
+    step_figures,
     without_dropout,
 )
 from tiller.rollout import Sampling, make_engine
@@ -241,30 +243,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         m.mean("value/mean", losses.masked_mean(old_values, mask), mask.sum())
         m.mean("value/returns_mean", losses.masked_mean(returns, mask), mask.sum())
         m.std("objective/advantage_std", advantages[mask.bool()])
-        lengths = torch.tensor([len(c) for c in gen.completions], dtype=torch.float32, device=rt.device)
-        m.sum("val/num_eos_tokens", has_eos.float().sum())
-        m.mean("completions/degenerate_share", degenerate.mean(), n)
-        m.mean("completions/mean_length", lengths.mean(), n)
-        m.min("completions/min_length", lengths.min())
-        m.max("completions/max_length", lengths.max())
-        if mixed:
-            for key, values in parts.items():
-                m.mean(f"reward/{key}", values.mean(), values.numel())
-        for _, _, backend in reward_backends:
-            if hasattr(backend, "metrics"):
-                for key, count in backend.metrics().items():
-                    m.sum(key, count)
-        step_metrics = m.reduce(rt)
-        step_metrics.update({
-            "train/grad_norm": torch.as_tensor(float(grad_norm)),
-            "train/lr": torch.tensor(scheduler.get_last_lr()[0]),
-            "train/episode": torch.tensor(float(done * completions_per_step)),
-            "guard/skipped_updates": torch.tensor(float(updates.skipped)),
-        })
-        step_total = sum(timings.values())
-        step_metrics.update({f"time/{key}": v for key, v in timings.items()})
-        step_metrics["time/step"] = step_total
-        step_metrics["time/completions_per_second"] = completions_per_step / step_total
+        add_completion_metrics(m, gen.completions, has_eos, degenerate, parts, mixed, reward_backends, rt.device)
+        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings)
         logged = tracker.log(step_metrics, done) if done % p.log_every == 0 else {}
         if logged:
             bar.set_postfix(reward=f"{logged.get('objective/scores', 0):.3f}", kl=f"{logged.get('objective/kl', 0):.3f}")

@@ -34,6 +34,7 @@ from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.rl_rollout import (
+    add_completion_metrics,
     make_reward_backends,
     non_finite_reason,
     reference_logprobs,
@@ -41,6 +42,7 @@ from tiller.rl_rollout import (
     rl_total_steps,
     sampling_seed,
     score_completions,
+    step_figures,
     without_dropout,
 )
 from tiller.rollout import Sampling, make_engine
@@ -292,30 +294,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         done = step + 1
 
         # ---- metrics (over all processes: counts summed, min / max, means weighted), samples, checkpoints
-        lengths = torch.tensor([len(c) for c in gen.completions], dtype=torch.float32, device=rt.device)
-        m.sum("val/num_eos_tokens", has_eos.float().sum())
-        m.mean("completions/degenerate_share", degenerate.mean(), degenerate.numel())
-        m.mean("completions/mean_length", lengths.mean(), lengths.numel())
-        m.min("completions/min_length", lengths.min())
-        m.max("completions/max_length", lengths.max())
-        if mixed:  # each component's mean over the step's completions, over all processes
-            for name, values in parts.items():
-                m.mean(f"reward/{name}", values.mean(), values.numel())
-        for _, _, backend in reward_backends:
-            if hasattr(backend, "metrics"):  # remote backends count retries, parse failures, fallbacks
-                for key, count in backend.metrics().items():
-                    m.sum(key, count)
-        step_metrics = m.reduce(rt)
-        step_metrics.update({  # equal on every process
-            "train/grad_norm": torch.as_tensor(float(grad_norm)),
-            "train/lr": torch.tensor(scheduler.get_last_lr()[0]),
-            "train/episode": torch.tensor(float(done * completions_per_step)),
-            "guard/skipped_updates": torch.tensor(float(updates.skipped)),
-        })
-        step_total = sum(timings.values())
-        step_metrics.update({f"time/{key}": v for key, v in timings.items()})
-        step_metrics["time/step"] = step_total
-        step_metrics["time/completions_per_second"] = completions_per_step / step_total
+        add_completion_metrics(m, gen.completions, has_eos, degenerate, parts, mixed, reward_backends, rt.device)
+        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings)
         if done % r.log_every == 0:
             logged = tracker.log(step_metrics, done)
         else:
