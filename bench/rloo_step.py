@@ -1,8 +1,14 @@
 """RLOO step cost: tiller vs TRL's RLOOTrainer (trl==1.16.0), same work, same machine, one run.
 
-    make bench                                   # both workloads, table on stdout, JSON in bench/results/
+    make bench                                   # both workloads, table on stdout, JSON under runs/bench/
     python bench/rloo_step.py --workloads tiny   # one workload
     python bench/rloo_step.py --reps 1           # fewer alternations (quicker, noisier)
+    python bench/rloo_step.py --quick            # end-to-end check in minutes: figures not for recording
+    python bench/rloo_step.py --out FILE.json    # the JSON report elsewhere
+
+Every ratio divides tiller by TRL in the same precision: fp32 rows always, bf16 rows for both
+sides where the CPU has native bf16 (see bf16_support). The bench writes no tracked file: the
+report goes to --out (default runs/bench/, git-ignored), scratch files to bench/.work/.
 
 Each side runs in its own subprocess (A B A B ... over `--reps` alternations); a subprocess runs
 `warmup` steps then `measured` steps and reports its own peak RSS (VmHWM) and per-step times.
@@ -42,7 +48,7 @@ WORKLOADS = {
         warmup=1, measured=2, reps=2,
         # micro-batch (completions per forward) per side: 64 keeps activation memory small
         tiller_micro_batch=64, trl_micro_batch=64,
-        dtypes=["float32"],
+        dtypes=["bfloat16", "float32"],  # bfloat16 only where the CPU has native bf16 (see bf16_support)
     ),
     "smollm2": dict(
         title="SmolLM2-135M-Instruct, LoRA r=16 all attn+MLP projections, 8 prompts x 4 x 64 tokens",
@@ -54,9 +60,12 @@ WORKLOADS = {
         # 32 completions per forward peaked at 9 GB. tiller: one prompt group (4) per forward;
         # TRL: 8 per forward (its reported 4.7 GB peak).
         tiller_micro_batch=4, trl_micro_batch=8,
-        dtypes=["bfloat16", "float32"],  # bfloat16 only where the CPU has native bf16 (see fast_bf16)
+        dtypes=["bfloat16", "float32"],  # bfloat16 only where the CPU has native bf16 (see bf16_support)
     ),
 }
+# --quick: the same code paths on a few small steps, to check the bench runs end to end (and prints
+# every pair) without the minutes a real measurement takes; its figures are not for recording.
+QUICK = dict(prompts=8, max_new_tokens=16, warmup=1, measured=1, reps=1, tiller_micro_batch=8, trl_micro_batch=8)
 COMMON = dict(beta=0.05, temperature=1.0, seed=0)
 
 
@@ -80,14 +89,23 @@ def ensure_trl_venv() -> None:
                           f"peft=={peft.__version__}", f"accelerate=={accelerate.__version__}", TORCH_WHEEL], check=True)
 
 
-def fast_bf16() -> bool:
-    """bf16 matmuls are fast only with AVX512-BF16 or AMX; on AVX2 they are ~30x slower than fp32
-    (measured here: 512x576 @ 576x1536 takes 0.16 s in fp32 and 5.2 s in bf16)."""
+def bf16_support() -> tuple[bool, str]:
+    """(native bf16?, why). bf16 matmuls are fast only with AVX512-BF16 or AMX; on AVX2 they are
+    ~30x slower than fp32 (measured: 512x576 @ 576x1536 takes 0.16 s in fp32 and 5.2 s in bf16), so
+    a bf16 row there would only measure the emulation. The CPU flags decide, not
+    torch.backends.cpu.get_cpu_capability(): it names the vector ISA torch's kernels use ("AVX512"
+    on a CPU with avx512_bf16 too), not whether bf16 is native; it is printed beside them."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
     try:
         flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
     except (OSError, StopIteration):
-        return False
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+        return False, f"no CPU flags readable in /proc/cpuinfo (torch capability {capability})"
+    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    if native:
+        return True, f"CPU flags {', '.join(native)}, torch capability {capability}"
+    return False, f"no amx_bf16 or avx512_bf16 CPU flag (torch capability {capability}): bf16 would be emulated"
 
 
 def machine_info() -> dict:
@@ -99,8 +117,9 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "cpu_model": cpu, "fast_bf16": fast_bf16(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    native, why = bf16_support()
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "fast_bf16": native, "bf16_reason": why,
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def versions(python: str) -> dict:
@@ -163,8 +182,36 @@ def prepare_workload(name: str, work: Path) -> dict:
     prompts_file = folder / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps(p) + "\n" for p in prompts))
     n_params = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(reward_dir).parameters())
-    return {"policy_dir": str(policy_dir), "reward_dir": str(reward_dir), "prompts_file": str(prompts_file),
-            "reward_params": n_params}
+    files = {"policy_dir": str(policy_dir), "reward_dir": str(reward_dir), "prompts_file": str(prompts_file),
+             "reward_params": n_params}
+    if w["lora"]:
+        files["reward_adapter_dir"] = str(reward_adapter(folder / "reward-adapter", policy_dir, w["lora"]))
+    return files
+
+
+def reward_adapter(folder: Path, base: Path, lora: dict) -> Path:
+    """A reward model as the flagship recipe's reward stage saves it: a LoRA adapter (the
+    policy's LoRA shape) and its score head on the policy's base, random non-zero weights
+    standing in for training. tiller scores with it on the policy's own base (one copy of the
+    weights); its cost per score is a full reward model's, so TRL's row, which loads a separate
+    reward model, is the like-for-like peer."""
+    if (folder / "adapter_config.json").is_file():
+        return folder
+    import torch
+
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora, load_reward_model, load_tokenizer, save_model
+
+    tok = load_tokenizer(str(base))
+    torch.manual_seed(2)
+    model = apply_lora(load_reward_model(str(base), pad_token_id=tok.pad_token_id),
+                       LoraConfig(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                                  target_modules=lora["targets"]), "SEQ_CLS")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "score" in name:
+                param.normal_(0.0, 0.02)
+    return save_model(model, tok, folder, merge_lora=False)
 
 
 def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str) -> dict:
@@ -191,6 +238,9 @@ def run_worker(python: str, script: Path, spec: dict, work: Path) -> dict:
     if proc.returncode != 0 or not out_file.is_file():
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise RuntimeError(f"{spec['side']} worker failed ({spec['workload']}, {spec['dtype']})")
+    if spec["side"] == "tiller-lora-rm" and "on the policy's own base" not in proc.stdout:
+        sys.stderr.write(proc.stdout[-4000:])
+        raise RuntimeError("the tiller-lora-rm row did not score on the policy's base (its stage's reward line above)")
     result = json.loads(out_file.read_text())
     result["process_wall_s"] = time.perf_counter() - started
     return result
@@ -233,7 +283,8 @@ def tiller_worker(spec: dict, out: Path) -> None:
             optim=OptimConfig(lr=spec["lr"], scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
             rollout=RolloutConfig(engine=spec.get("engine", "transformers"), max_new_tokens=spec["max_new_tokens"],
                                   temperature=spec["temperature"]),
-            reward=RewardBackendConfig(backend="classifier", path=spec["reward_dir"], batch_size=spec["micro_batch"]),
+            reward=RewardBackendConfig(backend="classifier", batch_size=spec["micro_batch"],
+                                       path=spec["reward_adapter_dir"] if spec["side"] == "tiller-lora-rm" else spec["reward_dir"]),
             prompts_per_step=spec["prompts"], completions_per_prompt=spec["k"], micro_batch_per_device=spec["micro_batch"],
             max_steps=steps, beta=spec["beta"], max_prompt_tokens=spec["max_prompt_tokens"],
             save_every=0, sample_every=0, log_every=1,
@@ -365,16 +416,26 @@ def main() -> None:
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--vllm", action="store_true",
                     help="add a tiller row with rollout.engine=vllm (SmolLM2 only; needs .venv-vllm from `make vllm-env`)")
+    ap.add_argument("--no-lora-reward", action="store_true",
+                    help="skip the row whose reward model is a LoRA adapter on the policy's base (LoRA workloads)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few small steps, one alternation (sizes in QUICK): checks the bench end to end")
+    ap.add_argument("--out", help="where the JSON report goes (default runs/bench/rloo_step-<time>.json, git-ignored); "
+                                  "for a worker: its result file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(Path(args.spec).read_text())
-        {"tiller": tiller_worker, "tiller-vllm": tiller_worker, "overhead": overhead_worker}[args.worker](spec, Path(args.out))
+        workers = {"tiller": tiller_worker, "tiller-lora-rm": tiller_worker, "tiller-vllm": tiller_worker,
+                   "overhead": overhead_worker}
+        workers[args.worker](spec, Path(args.out))
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.quick:
+        for w in WORKLOADS.values():
+            w.update(QUICK)
     sides = args.sides.split(",")
     if "trl" in sides:
         ensure_trl_venv()
@@ -385,6 +446,7 @@ def main() -> None:
     if args.vllm and VLLM_PY.exists():
         vers["vllm_venv"] = versions(str(VLLM_PY))
     print(f"[bench] machine: {machine['cores']} cores, {machine['cpu_model']}")
+    print(f"[bench] bfloat16 rows (both sides): {'run' if machine['fast_bf16'] else 'skipped'}: {machine['bf16_reason']}")
     print(f"[bench] versions: {json.dumps(vers)}", flush=True)
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
@@ -399,9 +461,13 @@ def main() -> None:
         t_w = time.perf_counter()
         files = prepare_workload(name, work)
         completions = w["prompts"] * w["k"]
-        dtypes = [d for d in w["dtypes"] if d != "bfloat16" or fast_bf16()]
+        dtypes = [d for d in w["dtypes"] if d != "bfloat16" or machine["fast_bf16"]]
         w["dtypes"] = dtypes
-        configs = [("tiller", d) for d in dtypes if "tiller" in sides] + [("trl", "float32")] * ("trl" in sides)
+        # Both sides in every precision, so that each ratio divides like by like.
+        configs = [(side, d) for d in dtypes for side in ("tiller", "trl") if side in sides]
+        if w["lora"] and "tiller" in sides and not args.no_lora_reward:
+            # The flagship's configuration: the reward model a LoRA adapter of the policy's base.
+            configs += [("tiller-lora-rm", d) for d in dtypes]
         if args.vllm and name == "smollm2":  # vLLM's CPU attention needs head_dim >= 64: not the tiny model
             if not VLLM_PY.exists():
                 raise SystemExit(f"--vllm needs {VLLM_PY}: run `make vllm-env` first")
@@ -418,51 +484,65 @@ def main() -> None:
                       f"{[round(s['step_s'], 2) for s in res['steps']]} s, peak RSS {res['peak_rss_mb']:.0f} MB "
                       f"(process {res['process_wall_s']:.0f} s)", flush=True)
         summary = {key: summarize(v, completions) for key, v in results.items()}
-        overhead = None
-        if not args.no_overhead and "tiller" in sides:
-            best_dtype = w["dtypes"][0]
-            spec = spec_for(name, files, best_dtype, "overhead", work, "0")
+        overhead = {}  # per precision: tiller's step against its floor in that precision
+        for dtype in (dtypes if not args.no_overhead and "tiller" in sides else []):
+            spec = spec_for(name, files, dtype, "overhead", work, "0")
             spec["measured"] = max(spec["measured"], 2 if name == "tiny" else 1)
             res = run_worker(sys.executable, BENCH / "rloo_step.py", spec, work)
             gen = statistics.median(s["generate"] for s in res["steps"])
             fb = statistics.median(s["forward_backward"] for s in res["steps"])
-            step = summary[f"tiller/{best_dtype}"]["step_s_median"]
-            overhead = {"dtype": best_dtype, "generate_s": gen, "forward_backward_s": fb, "tiller_step_s": step,
-                        "ratio": step / (gen + fb)}
+            step = summary[f"tiller/{dtype}"]["step_s_median"]
+            overhead[dtype] = {"dtype": dtype, "generate_s": gen, "forward_backward_s": fb, "tiller_step_s": step,
+                               "ratio": step / (gen + fb)}
         report["workloads"][name] = {"title": w["title"], "files": files, "prompts": w["prompts"], "k": w["k"],
                                      "max_new_tokens": w["max_new_tokens"], "lora": w["lora"], "lr": w["lr"],
                                      "reps": w["reps"], "summary": summary, "overhead": overhead,
                                      "raw": results, "wall_s": time.perf_counter() - t_w}
+        n_before = len(lines)
         lines.append("")
-        lines.append(f"== {name}: {w['title']} ({completions} completions x {w['max_new_tokens']} tokens per step)")
+        title = w["title"] if not args.quick else f"{w['title']} [--quick: {w['prompts']} prompts x {w['k']} x {w['max_new_tokens']} tokens]"
+        lines.append(f"== {name}: {title} ({completions} completions x {w['max_new_tokens']} tokens per step)")
         lines.append(f"{'side/dtype':<26} {'step s':>7} {'min-max':>13} {'compl/s':>7} {'tok/s':>8} {'RSS MB':>8}   "
                      f"gen/reward/ref/train s (median)   CPU s/step")
         for key, s in summary.items():
             lines.append(fmt_row(key, s))
-        trl_key = "trl/float32"
-        if trl_key in summary:
-            for key, s in summary.items():
-                if key.startswith("tiller"):
-                    t = summary[trl_key]
-                    lines.append(f"ratio {key} / {trl_key}: tokens/s x{s['tokens_per_s'] / t['tokens_per_s']:.2f}, "
-                                 f"peak RSS x{s['peak_rss_mb'] / t['peak_rss_mb']:.2f}")
-        if overhead:
-            lines.append(f"overhead ratio (tiller/{overhead['dtype']}): step {overhead['tiller_step_s']:.2f} s / "
-                         f"(generate {overhead['generate_s']:.2f} s + forward+backward {overhead['forward_backward_s']:.2f} s)"
-                         f" = {overhead['ratio']:.2f}")
-        print("\n".join(lines[-(len(summary) + 6):]), flush=True)
+        # Every ratio divides tiller by TRL in the same precision (the vLLM row is fp32: against TRL's fp32;
+        # the tiller-lora-rm row against TRL's row, whose reward model is a separate model of the same size).
+        for key, s in summary.items():
+            side, dtype = key.split("/")
+            trl_key = f"trl/{dtype}"
+            if side.startswith("tiller") and trl_key in summary:
+                t = summary[trl_key]
+                lines.append(f"ratio {key} / {trl_key}: tokens/s x{s['tokens_per_s'] / t['tokens_per_s']:.2f}, "
+                             f"peak RSS x{s['peak_rss_mb'] / t['peak_rss_mb']:.2f}")
+        for o in overhead.values():
+            lines.append(f"overhead ratio (tiller/{o['dtype']}): step {o['tiller_step_s']:.2f} s / "
+                         f"(generate {o['generate_s']:.2f} s + forward+backward {o['forward_backward_s']:.2f} s)"
+                         f" = {o['ratio']:.2f}")
+        # Headline: one line per precision, both sides in it.
+        for dtype in dtypes:
+            s, t = summary.get(f"tiller/{dtype}"), summary.get(f"trl/{dtype}")
+            if s and t:
+                o = overhead.get(dtype)
+                lines.append(f"headline {name}, {dtype} on both sides: tiller at x{s['tokens_per_s'] / t['tokens_per_s']:.2f} "
+                             f"TRL's completion tokens/s and x{s['peak_rss_mb'] / t['peak_rss_mb']:.2f} its peak RSS"
+                             + (f", overhead ratio {o['ratio']:.2f}" if o else ""))
+        if not machine["fast_bf16"] and "bfloat16" in WORKLOADS[name]["dtypes"]:
+            lines.append(f"bfloat16 rows skipped on both sides: {machine['bf16_reason']}")
+        print("\n".join(lines[n_before:]), flush=True)
     report["load_average_end"] = os.getloadavg()
     lines.append(f"load average at start {report['load_average_start'][0]:.1f}, at end {report['load_average_end'][0]:.1f} "
                  f"(on {machine['cores']} cores: above {machine['cores']} means other work shared the CPU)")
     print("\n".join(["", "=" * 100, "RLOO step: tiller vs TRL RLOOTrainer "
                      f"({machine['cores']} cores, {machine['cpu_model']})"] + lines))
-    results_dir = BENCH / "results"
-    results_dir.mkdir(exist_ok=True)
-    path = results_dir / f"rloo_step-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    tmp = path.with_suffix(".json.tmp")
+    # Never a tracked file: runs/ is git-ignored. A result worth keeping is copied into
+    # bench/results/ by hand, with the README section that cites it.
+    path = Path(args.out) if args.out else ROOT / "runs" / "bench" / f"rloo_step-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report["quick"] = args.quick
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, path)
-    (results_dir / "rloo_step-latest.json").write_text(json.dumps(report, indent=1))
     print(f"\n[bench] wrote {path}")
 
 

@@ -166,12 +166,31 @@ def _single_process_quietly():
         yield
 
 
+def _drop_frozen_aliases(model, model_state: dict[str, Any]) -> dict[str, Any]:
+    """Remove the frozen parameters that torch's `ignore_frozen_params` leaves in: it drops the names
+    of `model.named_parameters()`, which yields a tied tensor once, under its first name only. A
+    frozen input embedding tied to the LM head (SmolLM2, Qwen3 small models, most tied models) is
+    dropped as `embed_tokens.weight` and kept as `lm_head.weight`: every LoRA checkpoint of the
+    embedded model carried its 113 MB embedding matrix. Every name of every frozen tensor goes."""
+    # The same name-to-key translation as torch's own drop (strips DDP's `module.`, torch.compile's
+    # and activation checkpointing's wrappers): a private helper of the module get_state_dict is in.
+    from torch.distributed.checkpoint.state_dict import _get_fqns
+
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if not param.requires_grad:
+            for fqn in _get_fqns(model, name):
+                model_state.pop(fqn, None)
+    return model_state
+
+
 def _dcp_state(model, optimizer) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     model_state, optim_state = get_state_dict(model, _inner_optimizer(optimizer),
                                               options=StateDictOptions(ignore_frozen_params=True))
-    return {"model": model_state, "optimizer": optim_state}
+    # Used to save and, as the target of dcp.load, to resume: a frozen tied weight is neither
+    # written nor asked for (older checkpoints that hold it still load: DCP reads only what is asked).
+    return {"model": _drop_frozen_aliases(model, model_state), "optimizer": optim_state}
 
 
 def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int = 2,
@@ -320,7 +339,7 @@ def load_model_weights(path: str | Path, model) -> dict[str, Any]:
     where = path / "model_optim"
     options = StateDictOptions(ignore_frozen_params=True, strict=False)
     # Nested under "model" as save_checkpoint wrote it; the optimizer's entries are not read.
-    target = {"model": get_model_state_dict(model, options=options)}
+    target = {"model": _drop_frozen_aliases(model, get_model_state_dict(model, options=options))}
     if not target["model"]:
         raise CheckpointError(f"{path}: the model to load it into has no trainable weights, so nothing of the "
                               "checkpoint fits it (build it as the stage did, with its LoRA settings)")

@@ -30,6 +30,8 @@ STAGES_HELP = """stages:
                 `eval curve` (the same for each checkpoint of a policy stage: over-optimization)
   pipeline      run the configured stages in order, skipping finished ones
   report        write the HTML report of a run folder
+  playground    a local page to chat with a run's trained policy and its starting model side by
+                side, each answer scored by the judge and the reward model (needs tiller[playground])
   plan          estimate per-GPU memory of a config under each distributed strategy
   serve-reward  serve a reward backend over HTTP
 
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["reward", "policy", "curve"])
     _add_common(p)
     p.add_argument("--model", help="reward model folder (eval reward; default: the run's reward stage output)")
-    p.add_argument("--stage", dest="policy_stage", choices=["rloo", "dpo"],  # args.stage is the subcommand
+    # evaluate.POLICY_STAGES, written out: importing the recipe would load torch for every command.
+    p.add_argument("--stage", dest="policy_stage", choices=["rloo", "ppo", "dpo"],  # args.stage is the subcommand
                    help="policy stage whose checkpoints to evaluate (eval curve; default: each one with a saved model "
                         "or checkpoints)")
     p = sub.add_parser("pipeline", help="run the configured stages in order")
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p = sub.add_parser("report", help="write the HTML report of a run folder")
     p.add_argument("run_dir")
+    p = sub.add_parser("playground", help="chat with a run's trained policy next to its starting model")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", dest="policy_stage", help="policy stage to talk to first (default: the first of "
+                   "rloo, ppo, dpo, sft the run holds; the page can switch)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port to serve on (default: a free one, printed)")
     p = sub.add_parser("serve-reward", help="serve a reward backend over HTTP", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -115,11 +124,12 @@ def _is_user_error(e: BaseException) -> bool:
         return e.__cause__ is None or _is_user_error(e.__cause__)
     from tiller.checkpoint import CheckpointError
     from tiller.rewards.http import RemoteRewardError
+    from tiller.playground import MissingExtraError
     from tiller.training import NonFiniteError
 
     # Failures whose message says what happened and what to do: a damaged checkpoint, a remote
-    # reward service that failed, training stopped by the non-finite guard.
-    return isinstance(e, USER_ERRORS + (CheckpointError, RemoteRewardError, NonFiniteError))
+    # reward service that failed, training stopped by the non-finite guard, an optional extra missing.
+    return isinstance(e, USER_ERRORS + (CheckpointError, RemoteRewardError, NonFiniteError, MissingExtraError))
 
 
 def _run(args) -> int:
@@ -128,6 +138,11 @@ def _run(args) -> int:
 
         path = write_report(Path(args.run_dir))
         print(f"report: {path}")
+        return 0
+    if args.stage == "playground":
+        from tiller.playground import serve
+
+        serve(args.run_dir, host=args.host, port=args.port, stage=args.policy_stage)
         return 0
     from tiller.config import ConfigError, summary, to_yaml
     from tiller.config_loading import load_config

@@ -182,6 +182,10 @@ class RewardBackendConfig:
     max_length: int = field(default=1024, metadata=_range(8))
     # Score the answer after a leading <think>...</think> block rather than the whole text.
     strip_thinking: bool = True
+    # classifier, in rloo / ppo: a reward model saved as a LoRA adapter on the policy's starting
+    # weights scores on the policy's own base (one copy of the base; tiller.rewards.shared_base).
+    # false loads it as a separate merged model, as a full or merged folder always is.
+    share_base: bool = True
     timeout_s: float = field(default=120.0, metadata=_range(0.0, lo_open=True))
     max_retries: int = field(default=4, metadata=_range(0))
     concurrency: int = field(default=8, metadata=_range(1))
@@ -272,16 +276,17 @@ class PpoConfig:
 
     # Policy start; unset: the sft stage's output when pipeline.stages runs sft before ppo, else model.name.
     model: Optional[str] = None
-    # The policy's LoRA; the value model gets an adapter of the same shape on its own copy of the base.
+    # The policy's LoRA; the value model gets an adapter of the same shape (ppo.value_model says on which base).
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="linear", warmup_ratio=0.0))
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardBackendConfig = field(default_factory=RewardBackendConfig)
     rewards: list[NamedRewardConfig] = field(default_factory=list)  # as rloo.rewards
-    # The value model: "separate" = a second copy of the starting model (with its own LoRA
-    # adapter when lora.enabled) and a Linear(hidden, 1) head starting at zero. One copy of the
-    # weights with a second adapter is not implemented yet.
-    value_model: Literal["separate"] = "separate"
+    # The value model, a Linear(hidden, 1) head (starting at zero) on a decoder: "shared" = a
+    # second LoRA adapter on the policy's own base (one copy of the base weights; needs
+    # lora.enabled); "separate" = a second copy of the starting model (with its own LoRA adapter
+    # when lora.enabled); "auto" = shared under LoRA, separate with full fine-tuning.
+    value_model: Literal["auto", "shared", "separate"] = "auto"
     prompts_per_step: int = field(default=8, metadata=_range(1))
     completions_per_prompt: int = field(default=1, metadata=_range(1))  # PPO needs no group
     micro_batch_per_device: int = field(default=8, metadata=_range(1))  # completions per forward
@@ -448,7 +453,8 @@ def _validate_rewards(r: RlooConfig) -> None:
 
 def _validate_ppo(p: PpoConfig) -> None:
     """ppo: the step's completions split into whole mini-batches of whole micro-batches (per
-    process the recipe checks it again for its share); reward backends complete."""
+    process the recipe checks it again for its share); reward backends complete; a shared value
+    model only under LoRA."""
     rows = p.prompts_per_step * p.completions_per_prompt
     if rows % p.num_mini_batches or (rows // p.num_mini_batches) % p.micro_batch_per_device:
         raise ConfigError(f"config key 'ppo.num_mini_batches': prompts_per_step x completions_per_prompt = {rows} "
@@ -456,6 +462,10 @@ def _validate_ppo(p: PpoConfig) -> None:
                           f"of ppo.micro_batch_per_device={p.micro_batch_per_device}")
     if p.rewards and p.reward != RewardBackendConfig():
         raise ConfigError("config key 'ppo.reward': set together with ppo.rewards, which replaces it")
+    if p.value_model == "shared" and not p.lora.enabled:
+        raise ConfigError("config key 'ppo.value_model': 'shared' puts the value model on the policy's base as a "
+                          "second LoRA adapter, which needs ppo.lora.enabled; with full fine-tuning the policy "
+                          "trains every base weight, so the value model needs its own copy: use 'separate' (or 'auto')")
     for where, c in ([(f"ppo.rewards[{i}]", c) for i, c in enumerate(p.rewards)] or [("ppo.reward", p.reward)]):
         if c.backend == "callable" and not c.function:
             raise ConfigError(f"config key '{where}.function': required when backend is 'callable' (form 'module:function')")

@@ -354,8 +354,13 @@ def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, c
     if merge_lora and hasattr(model, "merge_and_unload"):
         import copy
 
-        to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(tmp, safe_serialization=True)
+        to_save = copy.deepcopy(model).merge_and_unload()  # merges the active adapter only
+    # A peft model saves its active adapter only: one with several (PPO's value adapter on the
+    # policy's base) is saved as the policy, a folder like any other stage's.
+    from peft import PeftModel
+
+    extra = {"selected_adapters": [to_save.active_adapter]} if isinstance(to_save, PeftModel) else {}
+    to_save.save_pretrained(tmp, safe_serialization=True, **extra)
     config_file = tmp / "adapter_config.json"
     adapter_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if adapter_config.get("base_model_name_or_path"):  # an adapter: its base must resolve elsewhere too

@@ -10,8 +10,11 @@ What is counted, per GPU, for the rloo stage as tiller runs it (recipes/rloo.py)
 - trainable state: LoRA adapters (peft keeps them in fp32: weight 4 + grad 4 + AdamW moments
   8 = 16 bytes per adapter parameter), or the full model's gradients and AdamW moments;
 - the reference: free under LoRA (the base with the adapter disabled), else a frozen copy;
-- the reward model (classifier backend) in the same dtype; an HTTP/GenRM/callable reward uses
-  no GPU memory here;
+- the reward model (classifier backend): when it is the reward stage's LoRA adapter on the
+  policy's own starting weights (reward.lora on, not merged on save, rloo.lora on, not sharded:
+  `reward_shares_base`) only its adapter and score head in fp32, because it scores on the
+  policy's base (tiller.rewards.shared_base); else a second model in the same dtype. An
+  HTTP/GenRM/callable reward uses no GPU memory here;
 - activations kept for backward, with or without gradient checkpointing, and the logits of
   the kept completion positions with their gradient;
 - vLLM: it reserves `vllm_gpu_memory_utilization` x the GPU for its own weight copy and KV
@@ -226,6 +229,15 @@ class Estimate:
         return self.peak <= self.capacity
 
 
+def reward_shares_base(cfg, strategy: str) -> bool:
+    """Whether the rloo stage will score with the reward stage's adapter on the policy's own base
+    (the conditions of `tiller.rewards.shared_base.why_not_shared`, read from the config)."""
+    r, rm = cfg.rloo, cfg.reward
+    return (r.reward.backend == "classifier" and r.reward.share_base and r.reward.path is None
+            and r.lora.enabled and rm.lora.enabled and not rm.lora.merge_on_save
+            and strategy in ("single", "ddp") and (rm.model or cfg.model.name) == (r.model or cfg.model.name))
+
+
 def estimate(cfg, strategy: str, gpus: int, gpu: str = "80 GB", policy: ModelDims | None = None,
              reward: ModelDims | None = None) -> Estimate:
     """Per-GPU memory of cfg's rloo stage under `strategy` on `gpus` GPUs of size `gpu`."""
@@ -267,7 +279,12 @@ def estimate(cfg, strategy: str, gpus: int, gpu: str = "80 GB", policy: ModelDim
         parts["policy weights"] = n_params * weight_bytes // shard + gathered
         parts["grads + AdamW states"] = n_params * per // shard
         parts["reference (frozen copy, not sharded)"] = n_params * nb
-    if r.reward.backend == "classifier":
+    if r.reward.backend == "classifier" and reward_shares_base(cfg, strategy):
+        lora = cfg.reward.lora
+        # peft keeps an added adapter in fp32; the score head is hidden x 1, also fp32
+        adapter = lora_parameter_count(policy, lora.r, lora.target_modules, lora.last_n_layers) + policy.hidden_size
+        parts["reward adapter (on the base)"] = adapter * 4
+    elif r.reward.backend == "classifier":
         reward = reward or policy
         parts["reward model (classifier)"] = parameter_count(reward, lm_head=False) * nb
     else:
@@ -328,7 +345,8 @@ def _table(estimates: list[Estimate]) -> list[str]:
     width = 46
     head = " " * width + "".join(f"{STRATEGY_NAMES[e.strategy] + ' x' + str(e.gpus):>14}" for e in estimates)
     lines = [head]
-    for key in estimates[0].parts:
+    keys = list(dict.fromkeys(key for e in estimates for key in e.parts))  # the strategies' rows differ
+    for key in keys:
         lines.append(f"  {key:<{width - 2}}" + "".join(f"{_gib(e.parts.get(key, 0)):>14}" for e in estimates))
     lines.append(f"  {'= resident through the step':<{width - 2}}" + "".join(f"{_gib(e.resident):>14}" for e in estimates))
     for key in estimates[0].train_peak:
@@ -378,7 +396,13 @@ def run(cfg) -> str:
                    f"parameters = sum r*(in+out) x layers")
     else:
         out.append("  full fine-tuning: every parameter trainable; the reference is a frozen copy")
-    if reward is not None:
+    if reward is not None and reward_shares_base(cfg, "single"):
+        lora = cfg.reward.lora
+        adapter = lora_parameter_count(d, lora.r, lora.target_modules, lora.last_n_layers) + d.hidden_size
+        out.append(f"  reward model: the reward stage's LoRA adapter + score head, {adapter:,} parameters, on the "
+                   "policy's own base (1 GPU, DDP); FSDP2 / ZeRO-3 load it as a second model, "
+                   f"{parameter_count(reward, lm_head=False):,} parameters")
+    elif reward is not None:
         out.append(f"  reward model (classifier, no LM head): {parameter_count(reward, lm_head=False):,} parameters "
                    f"from {reward.source}")
     out += [
@@ -390,6 +414,9 @@ def run(cfg) -> str:
         "  weights = params x dtype bytes (dtype auto = bf16 on GPU); sharded strategies (FSDP2, ZeRO-3) divide",
         "    the policy's weights, grads and optimizer states by N and gather one layer at a time (ZeRO-3: two);",
         "    the reference copy and the reward model are loaded outside accelerate.prepare, so they are replicated",
+        "  reward model: the reward stage's LoRA adapter (not merged on save) on the policy's own starting weights",
+        "    scores on the policy's base on 1 GPU and under DDP: its adapter + score head in fp32 (4 B/param);",
+        "    otherwise (merged or full folder, another base, FSDP2 / ZeRO-3) a second model in the policy's dtype",
         "  LoRA: peft keeps adapters in fp32: weight 4 + grad 4 + AdamW moments 8 = 16 B per adapter parameter",
         "  full fine-tuning, model.mixed_precision no (tiller's default): AdamW on the dtype-loaded weights, grads",
         "    and both moments in that dtype, no fp32 master: bf16 2+2+4 = 8 B/param (DDP: +2 B gradient bucket);",

@@ -5,7 +5,7 @@ It reads whatever the stages left behind and never needs a model, a GPU or the n
     <stage>/config.yaml                the resolved config of each stage
     data/stats.json                    rows read, kept and dropped (by reason, domain, language)
     reward/, judge/                    metrics.jsonl and eval.json of the reward models
-    sft/, dpo/, rloo/                  metrics.jsonl (rloo/samples.jsonl too)
+    sft/, dpo/, rloo/, ppo/            metrics.jsonl (rloo/ and ppo/ samples.jsonl too)
     eval/<label>.json                  win rate of a policy against its reference, and
     eval/<label>eval_samples.jsonl         the answers behind it
     eval/policies.json                 the pipeline's eval stage: every policy stage against one
@@ -14,8 +14,15 @@ It reads whatever the stages left behind and never needs a model, a GPU or the n
     eval/curve.jsonl                   `tiller eval curve`: the figures of each checkpoint (its own
                                            section, only when the file exists)
 
-A stage that has not run gets a "stage not run" note; a file that cannot be read gets a note
-saying why, in its own section: a partial run still gives a report. Plots are matplotlib (Agg
+The page opens with a summary: per evaluated policy, the verdict of the held-out judge drawn from
+the 95% intervals, the figures behind it, and the warnings (more degenerate answers than the
+reference, the over-optimization curve parting, constant answers beating the reference), with
+links to the sections that show the details.
+
+Only the stages of the run's pipeline (pipeline.stages of its resolved config) and those present
+in the folder get a section; a stage of the pipeline that has not run gets a "stage not run"
+note. A file that cannot be read gets a note saying why, in its own section: a partial run still
+gives a report. Plots are matplotlib (Agg
 canvas, no pyplot state) embedded as base64 PNG, so the file can be mailed or archived as is.
 
 This module writes the HTML; reading the run folder is `tiller.report_data` and drawing the
@@ -35,6 +42,7 @@ from typing import Any, Callable, Iterable
 
 from tiller.report_data import (
     STAGES,
+    configured_stages,
     curve_rows,
     eval_samples,
     eval_summaries,
@@ -46,10 +54,18 @@ from tiller.report_data import (
     series,
     stages_found,
 )
-from tiller.report_plots import curve_plot, length_band_plot, length_histogram, line_plot, panel_plot, time_plot
+from tiller.report_plots import (
+    curve_plot,
+    is_informative,
+    length_band_plot,
+    length_histogram,
+    line_plot,
+    panel_plot,
+    time_plot,
+)
 
 REWARD_STAGES = (("reward", "reward model"), ("judge", "held-out judge"))
-WRITES_DONE = ("data", "reward", "judge", "rloo")  # stages that mark their end with a DONE file
+WRITES_DONE = ("data", "reward", "judge", "rloo", "ppo")  # stages that mark their end with a DONE file
 NUM_SIDE_BY_SIDE = 8
 MAX_DEGENERATE_SHOWN = 40  # flagged policy answers listed per evaluation
 NOT_RUN = "stage not run"
@@ -98,8 +114,22 @@ def _note(text: str, cls: str = "note") -> str:
 
 
 def _not_run(stage: str, hint: str = "") -> str:
+    """Only for a stage of the run's pipeline: one it never meant to run shows nothing."""
     extra = f" {hint}" if hint else ""
-    return _note(f"<b>{esc(stage)}</b>: {NOT_RUN} (no <code>{esc(stage)}/</code> folder in this run).{extra}", "notrun")
+    return _note(f"<b>{esc(stage)}</b>: {NOT_RUN} (it is in the pipeline, but there is no <code>{esc(stage)}/</code> "
+                 f"folder in this run).{extra}", "notrun")
+
+
+def shown_stages(run_dir: Path, found: list[str]) -> list[str]:
+    """The stages the report has a place for: those of the run's pipeline and those that ran (a
+    stage run by hand outside the pipeline still shows). A run folder with no resolved config
+    is taken to have the default pipeline, as `tiller pipeline` would run it."""
+    pipeline = configured_stages(run_dir)
+    if pipeline is None:
+        from tiller.config import PipelineConfig
+
+        pipeline = PipelineConfig().stages
+    return [s for s in STAGES if s in pipeline or s in found] + [s for s in found if s not in STAGES]
 
 
 def _text_block(text: Any, cls: str = "text") -> str:
@@ -117,7 +147,7 @@ def _section(anchor: str, title: str, body: Callable[[], str]) -> str:
     return f"<section id='{anchor}'><h2>{esc(title)}</h2>\n{content}\n</section>\n"
 
 
-def _header(run_dir: Path, stages: list[str]) -> str:
+def _header(run_dir: Path, stages: list[str], shown: list[str]) -> str:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     rows = [["run folder", f"<code>{esc(run_dir.resolve())}</code>"], ["report written", esc(now)]]
     times = []
@@ -130,7 +160,7 @@ def _header(run_dir: Path, stages: list[str]) -> str:
 
         rows.append(["training logged", f"{esc(when(min(times)))} &rarr; {esc(when(max(times)))}"])
     stage_cells = []
-    for s in STAGES:
+    for s in (s for s in STAGES if s in shown):  # the pipeline's stages; one that has not run is struck through
         if s in stages:
             done = (run_dir / s / "DONE").is_file()
             mark = " &#10003;" if done else (" (unfinished)" if s in WRITES_DONE else "")
@@ -252,12 +282,14 @@ def _reward_eval_block(report: dict, title: str) -> str:
     return out
 
 
-def _reward_models(run_dir: Path) -> str:
+def _reward_models(run_dir: Path, shown: list[str]) -> str:
     out = []
     for stage, name in REWARD_STAGES:
         folder = run_dir / stage
-        out.append(f"<h3>{esc(name)} (<code>{esc(stage)}/</code>)</h3>")
         extra = run_dir / "eval" / f"{stage}_model.json"
+        if stage not in shown and not extra.is_file():
+            continue
+        out.append(f"<h3>{esc(name)} (<code>{esc(stage)}/</code>)</h3>")
         if not folder.is_dir() and not extra.is_file():
             out.append(_not_run(stage, "Run <code>tiller reward --config FILE</code>." if stage == "reward" else ""))
             continue
@@ -279,20 +311,24 @@ def _reward_models(run_dir: Path) -> str:
              [("train batch", *series(rows, "reward/margin")), ("validation", *series(rows, "eval/mean_margin"))]),
             ("Learning rate", "learning rate", [("lr", *series(rows, "train/lr"))], False),
         ])
-        if plot:
+        if plot or plot2:
             out.append(f"<div class=plots>{plot}{plot2}</div>")
+            out.append(_flat_series_note(rows, (("loss/bt", "loss"), ("reward/accuracy", "train accuracy"),
+                                                ("reward/margin", "train margin"), ("train/lr", "learning rate"))))
         elif folder.is_dir():
-            out.append(_note(f"no training curves (<code>{esc(stage)}/metrics.jsonl</code> is missing or empty)."))
+            out.append(_note(f"no training curves (<code>{esc(stage)}/metrics.jsonl</code> is missing, empty or flat)."))
     return "\n".join(out)
 
 
-def _rloo(run_dir: Path) -> str:
-    folder = run_dir / "rloo"
+def _policy_optimization(run_dir: Path, stage: str) -> str:
+    """The section of an RL stage: rloo (RLOO and the GRPO family) or ppo (PPO with a value
+    model, which adds its value loss and values to the plots)."""
+    folder = run_dir / stage
     if not folder.is_dir():
-        return _not_run("rloo", "Run <code>tiller rloo --config FILE</code>.")
+        return _not_run(stage, f"Run <code>tiller {stage} --config FILE</code>.")
     rows = metrics_rows(folder / "metrics.jsonl")
     if not rows:
-        return _note("<code>rloo/metrics.jsonl</code> is missing or empty: no step was logged yet.", "notrun")
+        return _note(f"<code>{stage}/metrics.jsonl</code> is missing or empty: no step was logged yet.", "notrun")
     last = rows[-1]
     facts = [["steps logged", _fmt(len(rows))], ["last step", _fmt(last.get("step"))]]
     for key, label, digits in (("objective/scores", "reward-model score", 3),
@@ -306,16 +342,27 @@ def _rloo(run_dir: Path) -> str:
             facts.append([f"{label}: first &rarr; last", f"{_fmt(ys[0], digits)} &rarr; {_fmt(ys[-1], digits)}"])
     out = [_table(["", ""], facts, "kv")]
     if not (folder / "DONE").is_file():
-        out.append(_note("no <code>rloo/DONE</code>: the stage has not finished (or is still running).", "notrun"))
+        out.append(_note(f"no <code>{stage}/DONE</code>: the stage has not finished (or is still running).", "notrun"))
+    plotted = (("objective/scores", "reward-model score"), ("objective/kl", "KL"), ("loss/policy_avg", "policy loss"),
+               ("objective/entropy", "entropy per sequence"), ("policy/entropy_avg", "entropy per token"),
+               ("completions/mean_length", "mean completion length"), ("val/ratio", "importance ratio π / π_old"),
+               ("val/num_eos_tokens", "completions ending in EOS"), ("loss/value_avg", "value loss"),
+               ("value/mean", "mean value"))
+    loss_kind = "clipped PPO" if stage == "ppo" else "REINFORCE"
     plots = [
-        line_plot("Reward during RLOO", "reward (reward-model score)",
+        line_plot(f"Reward during {stage.upper()}", "reward (reward-model score)",
                    [("score", *series(rows, "objective/scores")),
                     ("RLHF reward (score − β·KL − EOS penalty)", *series(rows, "objective/rlhf_reward"))]),
         line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *series(rows, "objective/kl"))]),
-        line_plot("Policy loss", "loss (REINFORCE, per token)", [("policy loss", *series(rows, "loss/policy_avg"))]),
+        line_plot("Policy loss", f"loss ({loss_kind}, per token)", [("policy loss", *series(rows, "loss/policy_avg"))]),
         panel_plot([
-            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *series(rows, "objective/entropy"))], False),
-            ("Entropy per token", "entropy (nats per token)", [("token", *series(rows, "policy/entropy_avg"))], False),
+            ("Value loss", "clipped value loss (per token)", [("value loss", *series(rows, "loss/value_avg"))]),
+            ("Values and returns", "mean per token", [("value", *series(rows, "value/mean")),
+                                                      ("return", *series(rows, "value/returns_mean"))]),
+        ]) if stage == "ppo" else "",
+        panel_plot([
+            ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *series(rows, "objective/entropy"))]),
+            ("Entropy per token", "entropy (nats per token)", [("token", *series(rows, "policy/entropy_avg"))]),
         ]),
         length_band_plot(rows),
         time_plot(rows),
@@ -325,6 +372,7 @@ def _rloo(run_dir: Path) -> str:
         ]),
     ]
     out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
+    out.append(_flat_series_note(rows, plotted))
     samples = read_jsonl(folder / "samples.jsonl")
     if samples:
         shown = samples[-5:]
@@ -334,7 +382,20 @@ def _rloo(run_dir: Path) -> str:
     return "\n".join(out)
 
 
-def _sft_dpo(run_dir: Path) -> str:
+def _flat_series_note(rows: list[dict], plotted: Iterable[tuple[str, str]]) -> str:
+    """Names the metrics that would have been plotted but did not change over the run (a flat
+    line says nothing a number does not), with their value; "" when there are none."""
+    flat = []
+    for key, label in plotted:
+        _, ys = series(rows, key)
+        if ys and not is_informative(ys):
+            flat.append(f"{esc(label)} <code>{esc(key)}</code> = {number(ys[0]):.4g}")
+    if not flat:
+        return ""
+    return _note("Not plotted, constant over the run: " + "; ".join(flat) + ".")
+
+
+def _sft_dpo(run_dir: Path, shown: list[str]) -> str:
     out = []
     for stage, panels in (
         ("sft", [("SFT loss", "loss (nats per token)", [("train", "loss/sft"), ("validation", "eval/loss")])]),
@@ -343,6 +404,8 @@ def _sft_dpo(run_dir: Path) -> str:
                                                                             ("validation", "eval/accuracy")]),
                  ("Implicit reward margin", "β·log-ratio margin (nats)", [("train", "rewards/margins")])]),
     ):
+        if stage not in shown:
+            continue
         out.append(f"<h3>{stage.upper()} (<code>{stage}/</code>)</h3>")
         folder = run_dir / stage
         if not folder.is_dir():
@@ -369,33 +432,41 @@ def _evaluation(run_dir: Path) -> str:
     labels = eval_summaries(run_dir)
     if not labels:
         return _note("no policy evaluation (<code>eval/&lt;label&gt;.json</code>) in this run.", "notrun")
-    header = ["policy", "prompts", "win rate [95% CI]", "wins / ties / losses", "length-controlled win rate [95% CI]",
-              "guarded win rate [95% CI]", "degenerate answers policy / reference",
-              "constant answers vs reference: " + " / ".join(CONSTANT_ANSWERS) + " (judge mean)",
-              "reward policy", "reward reference",
-              "improvement [95% CI]", "length ratio", "truncated policy", "truncated reference", "KL (nats / answer)"]
+    # A column per policy, a row per figure: a dozen figures across would not fit the page's
+    # width without wrapping every cell onto several lines.
+    figures: list[tuple[str, Callable[[dict], str]]] = [
+        ("prompts", lambda s: _fmt(s.get("n"))),
+        ("win rate [95% CI]", lambda s: _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high"))),
+        ("wins / ties / losses", lambda s: f"{_count(s.get('wins'))} / {_count(s.get('ties'))} / {_count(s.get('losses'))}"),
+        ("length-controlled win rate [95% CI]", lambda s: _ci(s.get("lc_win_rate"), s.get("lc_ci_low"), s.get("lc_ci_high"))),
+        ("guarded win rate [95% CI]",
+         lambda s: _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high"))),
+        ("degenerate answers policy / reference",
+         lambda s: f"{_count(s.get('degenerate_policy'))} / {_count(s.get('degenerate_reference'))}"),
+        ("constant answers vs reference: " + " / ".join(CONSTANT_ANSWERS) + " (judge mean)",
+         lambda s: _constant_answers_cell(s.get("constant_answers"))),
+        ("judge reward: policy", lambda s: _fmt(s.get("reward_policy_mean"), signed=True)),
+        ("judge reward: reference", lambda s: _fmt(s.get("reward_reference_mean"), signed=True)),
+        ("judge improvement [95% CI]", lambda s: _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"),
+                                                     s.get("reward_improvement_ci_high"), signed=True)),
+        ("length ratio", lambda s: _fmt(s.get("length_ratio"), 2)),
+        ("truncated: policy", lambda s: _pct(s.get("truncated_policy"))),
+        ("truncated: reference", lambda s: _pct(s.get("truncated_reference"))),
+        ("KL (nats / answer)", lambda s: _fmt(s.get("kl_mean"))),
+    ]
     has_opt = any("optimized_rm_win_rate" in s for _, s in labels)
     if has_opt:
-        header += ["optimized RM: policy / reference", "optimized RM win rate"]
-    rows = []
-    for label, s in labels:
-        if "error" in s:
-            rows.append([esc(label), _note(esc(s["error"]), "error")] + [""] * (len(header) - 2))
-            continue
-        row = [f"<b>{esc(label)}</b>", _fmt(s.get("n")), _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
-               f"{_count(s.get('wins'))} / {_count(s.get('ties'))} / {_count(s.get('losses'))}",
-               _ci(s.get("lc_win_rate"), s.get("lc_ci_low"), s.get("lc_ci_high")),
-               _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high")),
-               f"{_count(s.get('degenerate_policy'))} / {_count(s.get('degenerate_reference'))}",
-               _constant_answers_cell(s.get("constant_answers")),
-               _fmt(s.get("reward_policy_mean"), signed=True), _fmt(s.get("reward_reference_mean"), signed=True),
-               _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"),
-                   signed=True), _fmt(s.get("length_ratio"), 2),
-               _pct(s.get("truncated_policy")), _pct(s.get("truncated_reference")), _fmt(s.get("kl_mean"))]
-        if has_opt:
-            row += [f"{_fmt(s.get('optimized_rm_policy_mean'), signed=True)} / {_fmt(s.get('optimized_rm_reference_mean'), signed=True)}",
-                    _fmt(s.get("optimized_rm_win_rate"))]
-        rows.append(row)
+        figures += [("optimized RM: policy / reference", lambda s: f"{_fmt(s.get('optimized_rm_policy_mean'), signed=True)}"
+                                                                  f" / {_fmt(s.get('optimized_rm_reference_mean'), signed=True)}"),
+                    ("optimized RM win rate", lambda s: _fmt(s.get("optimized_rm_win_rate")))]
+
+    def cell(s: dict, figure: Callable[[dict], str], first: bool) -> str:
+        if "error" in s:  # the unreadable summary's column says why, once
+            return _note(esc(s["error"]), "error") if first else ""
+        return figure(s)
+
+    rows = [[name, *(cell(s, figure, i == 0) for _, s in labels)] for i, (name, figure) in enumerate(figures)]
+    header = ["", *(f"<b>{esc(label)}</b>" for label, _ in labels)]
     out = _policies_table(run_dir) + _table(header, rows, "num eval")
     details = []
     for label, s in labels:
@@ -505,7 +576,7 @@ def _count(value: Any) -> str:
 
 def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
     """The policy's degenerate answers of one evaluation, each beside the reference's answer."""
-    title = f"<h4>Degenerate policy answers: {esc(label)}</h4>"
+    title = f"<h4 id='{_degenerate_anchor(label)}'>Degenerate policy answers: {esc(label)}</h4>"
     rows = eval_samples(run_dir, s)
     if not rows:
         return title + _note(f"no <code>eval/{esc(s['_stem'])}_samples.jsonl</code>.")
@@ -533,6 +604,162 @@ def _degenerate_answers(run_dir: Path, label: str, s: dict) -> str:
                           f"position in <code>eval/{esc(s['_stem'])}_samples.jsonl</code>; scores are the judge's).")
             + f"<table class=sbs><thead><tr><th>reference <code>{esc(s.get('reference', ''))}</code></th>"
               f"<th>{esc(label)} (degenerate)</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _degenerate_anchor(label: str) -> str:
+    return "degenerate-" + "".join(c if c.isalnum() else "-" for c in label)
+
+
+# ----------------------------------------------------------------------------- summary
+
+COIN_FLIP = 0.5  # the win rate of a policy whose answers the judge cannot tell from the reference's
+
+
+def verdict(low: Any, high: Any, null: float = COIN_FLIP) -> str | None:
+    """'better', 'worse' or 'not distinguishable' from a 95% interval against the value that
+    means no difference (0.5 for a win rate, 0 for an improvement); None without an interval."""
+    lo, hi = number(low), number(high)
+    if lo is None or hi is None:
+        return None
+    return "better" if lo > null else "worse" if hi < null else "not distinguishable"
+
+
+def _verdict_sentence(label: str, s: dict) -> str:
+    """One sentence: the held-out judge's verdict on a policy, from its win rate's interval; the
+    judge-reward improvement's interval is named too where it says otherwise."""
+    said = verdict(s.get("ci_low"), s.get("ci_high"))
+    if said is None:
+        return f"{esc(label)}: no win rate interval in its summary."
+    where = {"better": "lies above", "worse": "lies below", "not distinguishable": "includes"}
+    words = {"better": "<span class=good>better than the reference</span>",
+             "worse": "<span class=bad>worse than the reference</span>",
+             "not distinguishable": "<span class=even>not distinguishable from the reference</span>"}
+    sentence = (f"<b>{esc(label)}</b> is {words[said]} under the held-out judge: its win rate's 95% interval "
+                f"[{_fmt(s.get('ci_low'))}, {_fmt(s.get('ci_high'))}] {where[said]} 0.5")
+    by_reward = verdict(s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"), null=0.0)
+    if by_reward is not None and by_reward != said:
+        sentence += (f", though the judge-reward improvement's interval [{_fmt(s.get('reward_improvement_ci_low'), signed=True)}, "
+                     f"{_fmt(s.get('reward_improvement_ci_high'), signed=True)}] {where[by_reward]} 0")
+    return sentence + "."
+
+
+def curve_parting(rows: list[dict]) -> dict | None:
+    """Where one stage's over-optimization curve parts: after the checkpoint where the held-out
+    judge's gain peaks, the last checkpoint has a lower judge gain but a higher gain under the
+    reward model the policy was optimized against. Rows in step order (eval/curve.jsonl); None
+    when the curve does not part, or its rows lack the optimized reward model's scores."""
+    points = []
+    for r in rows:
+        step = number(r.get("step"))
+        judge = _gain(r, "reward_policy_mean", "reward_reference_mean")
+        optimized = _gain(r, "optimized_rm_policy_mean", "optimized_rm_reference_mean")
+        if step is not None and judge is not None and optimized is not None:
+            points.append((step, judge, optimized))
+    if len(points) < 2:
+        return None
+    peak = max(points, key=lambda p: p[1])  # the first checkpoint with the highest judge gain
+    last = points[-1]
+    if last[1] < peak[1] and last[2] > peak[2]:
+        return {"from_step": peak[0], "to_step": last[0], "judge": (peak[1], last[1]), "optimized": (peak[2], last[2])}
+    return None
+
+
+def _gain(row: dict, policy_key: str, reference_key: str) -> float | None:
+    policy, reference = number(row.get(policy_key)), number(row.get(reference_key))
+    return None if policy is None or reference is None else policy - reference
+
+
+def _evaluated_policies(run_dir: Path) -> list[tuple[str, dict]]:
+    """The policies the summary speaks of: the stages of eval/policies.json when it holds several
+    (all against one reference, so their lines compare), else every eval/<label>.json."""
+    side = policies_summary(run_dir)
+    if side and len(side.get("stages") or []) >= 2:
+        return [(x, {**side.get("policies", {}).get(x, {}), "_stem": x}) for x in side["stages"]]
+    return eval_summaries(run_dir)
+
+
+def _warnings(run_dir: Path, policies: list[tuple[str, dict]]) -> list[str]:
+    """Degeneration, over-optimization and judge warnings, each linking to the section that shows it."""
+    out = []
+    for label, s in policies:
+        if "error" in s:
+            continue
+        bad, ref = number(s.get("degenerate_policy")), number(s.get("degenerate_reference"))
+        if bad is not None and ref is not None and bad > ref:
+            out.append(f"<b>{esc(label)}</b>: {_count(bad)} of {_fmt(s.get('n'))} policy answers are degenerate, "
+                       f"against {_count(ref)} of the reference's. <a href='#{_degenerate_anchor(label)}'>the answers</a>")
+        raw, guarded = verdict(s.get("ci_low"), s.get("ci_high")), verdict(s.get("guarded_ci_low"), s.get("guarded_ci_high"))
+        if raw and guarded and raw != guarded:
+            out.append(f"<b>{esc(label)}</b>: counting degenerate answers as losses changes the verdict to "
+                       f"{guarded}: guarded win rate {_ci(s.get('guarded_win_rate'), s.get('guarded_ci_low'), s.get('guarded_ci_high'))}. "
+                       "<a href='#evaluation'>evaluation</a>")
+    for stage, rows in curve_rows(run_dir).items():
+        parted = curve_parting(rows)
+        if parted:
+            out.append(f"<b>{esc(stage)}</b>: over-optimization: from step {parted['from_step']:g} to step "
+                       f"{parted['to_step']:g} the optimized reward model's gain rose "
+                       f"{_fmt(parted['optimized'][0], signed=True)} &rarr; {_fmt(parted['optimized'][1], signed=True)} "
+                       f"while the held-out judge's fell {_fmt(parted['judge'][0], signed=True)} &rarr; "
+                       f"{_fmt(parted['judge'][1], signed=True)}. <a href='#curve'>the curve</a>")
+    # The constant answers are scored against the reference's answers, not the policy's: stages
+    # evaluated against one reference share them, so one line names every stage it applies to.
+    beaten: dict[str, list[str]] = {}
+    for label, s in policies:
+        constant = s.get("constant_answers") if isinstance(s.get("constant_answers"), dict) else {}
+        rows = [(kind, constant[kind]) for kind in CONSTANT_ANSWERS if isinstance(constant.get(kind), dict)]
+        winners = [f"{kind} {_ci(row.get('win_rate'), row.get('ci_low'), row.get('ci_high'))}" for kind, row in rows
+                   if (number(row.get("win_rate")) or 0.0) > COIN_FLIP]
+        if winners:
+            line = ("the judge prefers answers that say nothing to the reference's answers more often than not (win rate "
+                    "of each constant answer: " + ", ".join(winners) + "); it is not measuring answer quality, and "
+                    "the verdict above means little.")
+            beaten.setdefault(line, []).append(label)
+    for line, labels in beaten.items():
+        out.append(f"<b>{esc(', '.join(labels))}</b>: {line} <a href='#evaluation'>evaluation</a>")
+    return out
+
+
+def _summary(run_dir: Path, shown: list[str], sections: list[tuple[str, str]]) -> str:
+    policies = _evaluated_policies(run_dir) if (run_dir / "eval").is_dir() else []
+    out = []
+    readable = [(label, s) for label, s in policies if "error" not in s]
+    if readable:
+        rows = [[_verdict_sentence(label, s),
+                 _ci(s.get("win_rate"), s.get("ci_low"), s.get("ci_high")),
+                 _ci(s.get("guarded_win_rate"), s.get("guarded_ci_low"), s.get("guarded_ci_high")),
+                 _ci(s.get("reward_improvement"), s.get("reward_improvement_ci_low"), s.get("reward_improvement_ci_high"),
+                     signed=True),
+                 _fmt(s.get("kl_mean")), _fmt(s.get("length_ratio"), 2)] for label, s in readable]
+        out.append(_table(["verdict of the held-out judge", "win rate [95% CI]", "guarded win rate [95% CI]",
+                           "judge improvement [95% CI]", "KL (nats / answer)", "length ratio"], rows, "num summary"))
+        first = readable[0][1]
+        source = f" ({esc(first['reference_source'])})" if first.get("reference_source") else ""
+        out.append(_note(f"Against the reference <code>{esc(first.get('reference'))}</code>{source} on "
+                         f"{_fmt(first.get('n'))} held-out prompts, judged by <code>{esc(first.get('judge'))}</code>. "
+                         "Win rate: share of prompts where the judge scores the policy's answer higher (ties half); "
+                         "guarded: degenerate answers count as losses; improvement: mean judge-reward difference; "
+                         "KL: nats per answer from the reference; length ratio: policy's mean length over the reference's."))
+    for label, s in policies:
+        if "error" in s:
+            out.append(_note(f"<b>{esc(label)}</b>: the summary cannot be read: {esc(s['error'])}", "error"))
+    if not policies:
+        if "eval" in shown:
+            out.append(_note("No policy evaluation in this run yet, so no verdict: run <code>tiller eval --config FILE</code>."
+                             , "notrun"))
+        else:
+            out.append(_note("This run's pipeline has no eval stage, so there is no verdict; the sections below show "
+                             "what was trained."))
+    warnings = _warnings(run_dir, readable)
+    if warnings:
+        out.append("<ul class=warnings>" + "".join(f"<li>{w}</li>" for w in warnings) + "</ul>")
+    elif readable:
+        checked = "the policy's degenerate answers, the constant answers against the reference" + (
+            ", the over-optimization curve" if curve_rows(run_dir) else
+            " (no over-optimization curve: <code>tiller eval curve</code> draws one)")
+        out.append(f"<p class=ok>No warning. Checked: {checked}.</p>")
+    links = " ".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in sections)
+    out.append(f"<nav>Details: {links}</nav>")
+    return "\n".join(out)
 
 
 def _curve(run_dir: Path) -> str:
@@ -655,14 +882,21 @@ h3{font-size:16px;margin:22px 0 8px}h4{font-size:14px;margin:14px 0 6px}h5{font-
 table{border-collapse:collapse;margin:6px 0 10px}th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top}
 th{background:#f6f8fa;text-align:left;font-weight:600}table.num td{text-align:right}table.num td:first-child{text-align:left}
 table.kv td:first-child{color:#57606a}table.kv thead{display:none}
-.ci{color:#57606a;font-size:12px}.ind{padding-left:16px}.group{font-weight:600;color:#57606a}.b{font-weight:600}
+.ci{color:#57606a;font-size:12px;white-space:nowrap}.ind{padding-left:16px}.group{font-weight:600;color:#57606a}.b{font-weight:600}
 .notrun{color:#8a6d00;background:#fff8c5;border:1px solid #eedd88;padding:6px 10px;border-radius:4px}
 .error{color:#82071e;background:#ffebe9;border:1px solid #ffcecb;padding:6px 10px;border-radius:4px}
 .note{color:#57606a;font-size:13px}.small{font-size:13px;color:#57606a}
 .found{background:#dafbe1;border:1px solid #aceebb;border-radius:10px;padding:1px 8px;margin-right:4px}
 .missing{background:#f6f8fa;border:1px solid #d0d7de;color:#8c959f;border-radius:10px;padding:1px 8px;margin-right:4px;
 text-decoration:line-through}
-.plots img{max-width:100%;margin:4px 8px 8px 0;border:1px solid #eaeef2}.row{display:flex;gap:24px;flex-wrap:wrap}
+.plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));grid-auto-flow:row dense;gap:8px;margin:8px 0}
+.plots img{max-width:100%;border:1px solid #eaeef2}.plots img.wide,.plots>p{grid-column:1/-1}
+.row{display:flex;gap:24px;flex-wrap:wrap}
+table.num td{white-space:nowrap}table.summary td:first-child{white-space:normal;min-width:360px;text-align:left}
+table.eval td:first-child{white-space:normal;max-width:360px}
+.warnings{background:#fff8c5;border:1px solid #eedd88;border-radius:4px;padding:6px 10px 6px 28px;margin:8px 0}
+.warnings li{margin:3px 0}.ok{color:#1a7f37}.even{color:#8a6d00;font-weight:600}
+section#summary h2{margin-top:12px}nav{margin:8px 0}
 .text{white-space:pre-wrap;word-break:break-word;max-height:320px;overflow:auto;font-size:13px}
 .pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;padding:6px}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:480px}
@@ -679,6 +913,7 @@ SECTIONS = (
     ("data", "Data"),
     ("reward", "Reward models"),
     ("rloo", "RLOO training"),
+    ("ppo", "PPO training"),
     ("sft-dpo", "SFT and DPO training"),
     ("evaluation", "Evaluation"),
     ("lengths", "Completion lengths"),
@@ -687,32 +922,39 @@ SECTIONS = (
 
 
 CURVE_SECTION = ("curve", "Over-optimization curve")  # after Evaluation, when eval/curve.jsonl exists
+# The stages a section is about: it is left out when none of them is in the run's pipeline or folder.
+SECTION_STAGES = {"data": ("data",), "reward": ("reward", "judge"), "rloo": ("rloo",), "ppo": ("ppo",), "sft-dpo": ("sft", "dpo"),
+                  "evaluation": ("eval",), "lengths": ("eval",), "samples": ("eval",)}
 
 
 def render(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     stages = stages_found(run_dir)
+    shown = shown_stages(run_dir, stages)
+    if (run_dir / "eval" / "reward_model.json").is_file() or (run_dir / "eval" / "judge_model.json").is_file():
+        shown += [s for s in ("reward",) if s not in shown]  # `tiller eval reward` reports live in Reward models
     bodies: dict[str, Callable[[], str]] = {
         "configs": lambda: _configs(run_dir, stages),
         "data": lambda: _data(run_dir),
-        "reward": lambda: _reward_models(run_dir),
-        "rloo": lambda: _rloo(run_dir),
-        "sft-dpo": lambda: _sft_dpo(run_dir),
+        "reward": lambda: _reward_models(run_dir, shown),
+        "rloo": lambda: _policy_optimization(run_dir, "rloo"),
+        "ppo": lambda: _policy_optimization(run_dir, "ppo"),
+        "sft-dpo": lambda: _sft_dpo(run_dir, shown),
         "evaluation": lambda: _evaluation(run_dir),
         "lengths": lambda: _lengths(run_dir),
         "samples": lambda: _side_by_side(run_dir),
         "curve": lambda: _curve(run_dir),
     }
-    sections = list(SECTIONS)
+    sections = [(a, t) for a, t in SECTIONS if any(s in shown for s in SECTION_STAGES.get(a, STAGES))]
     if curve_rows(run_dir):  # the curve's section exists only where `tiller eval curve` ran
-        sections.insert(sections.index(("evaluation", "Evaluation")) + 1, CURVE_SECTION)
-    nav = "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in sections)
+        at = next((i + 1 for i, (a, _) in enumerate(sections) if a == "evaluation"), len(sections))
+        sections.insert(at, CURVE_SECTION)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>tiller report: {esc(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>",
         f"<h1>tiller report: {esc(run_dir.resolve().name)}</h1>",
-        _section("run", "Run", lambda: _header(run_dir, stages)),
-        f"<nav>{nav}</nav>",
+        _section("summary", "Summary", lambda: _summary(run_dir, shown, [("run", "Run")] + sections)),
+        _section("run", "Run", lambda: _header(run_dir, stages, shown)),
     ]
     parts += [_section(anchor, title, bodies[anchor]) for anchor, title in sections]
     parts.append("</body></html>\n")

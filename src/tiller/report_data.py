@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-STAGES = ("data", "sft", "reward", "judge", "dpo", "rloo", "eval")
+STAGES = ("data", "sft", "reward", "judge", "dpo", "rloo", "ppo", "eval")
 # In eval/: the pipeline's eval stage's summary of every policy stage against one reference
 # (tiller.recipes.evaluate.run_policies); each stage's own summary is eval/<stage>.json beside it.
 POLICIES_FILE = "policies.json"
@@ -87,6 +87,26 @@ def stages_found(run_dir: Path) -> list[str]:
     extra = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in STAGES and (p / "config.yaml").is_file()) \
         if run_dir.is_dir() else []
     return found + extra
+
+
+def configured_stages(run_dir: Path) -> Optional[list[str]]:
+    """pipeline.stages of the run's resolved config: the run's config.yaml, else the first stage
+    config.yaml found (each stage writes the whole resolved config, pipeline included); None when
+    no config in the folder says."""
+    import yaml
+
+    for path in [run_dir / "config.yaml"] + [run_dir / s / "config.yaml" for s in STAGES]:
+        if not path.is_file():
+            continue
+        try:
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+        except yaml.YAMLError:
+            continue
+        pipeline = cfg.get("pipeline") if isinstance(cfg, dict) else None
+        stages = pipeline.get("stages") if isinstance(pipeline, dict) else None
+        if isinstance(stages, list):
+            return [str(s) for s in stages]
+    return None
 
 
 def eval_summaries(run_dir: Path) -> list[tuple[str, dict]]:

@@ -1,7 +1,13 @@
 """The report's plots: matplotlib figures (Agg canvas, no pyplot state) as embedded base64 PNG.
 
-Each function returns an `<img>` tag, or "" when there is nothing to draw. Curves with many
-points are drawn faint with a bold centered moving average over them.
+Each function returns an `<img>` tag, or "" when there is nothing to draw: no data, or only
+series that are constant over the run (an importance ratio of exactly 1 in single-pass RLOO, a
+constant learning rate), which a table says better than a flat line. Per-step curves of ten
+points or more are drawn faint with a bold centered rolling mean over them: a step's figures
+come from a handful of prompts, so the raw line is mostly sampling noise.
+
+Sizes: a single plot is half the page's width, a row of panels the whole width (the page's CSS
+puts two single plots side by side), so nothing is scaled up and blurred.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from tiller.report_data import number, series
 
 TIME_PARTS = (("generate", "generate"), ("reward", "score (reward)"), ("reference", "reference log-probs"),
               ("train", "train (forward + backward)"))
-FIGSIZE = (6.4, 3.6)
+FIGSIZE = (5.6, 3.6)  # inches; at DPI 100 two fit side by side in the page's 1,130 pixels
 DPI = 100
+MIN_POINTS_TO_SMOOTH = 10
 
 
-def png_img(fig) -> str:
+def png_img(fig, wide: bool = False) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -36,13 +43,15 @@ def png_img(fig) -> str:
     except Exception:
         pass
     data = base64.b64encode(png).decode("ascii")
-    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
+    cls = "wide" if wide else "half"  # the page's CSS: a row of panels spans both columns
+    return f"<img class={cls} alt='plot' src='data:image/png;base64,{data}'>"
 
 
 def _figure(ncols: int = 1):
     from matplotlib.figure import Figure
 
-    width = FIGSIZE[0] if ncols == 1 else 4.8 * ncols
+    # two panels fill the page's width; more than two are narrower each, so the row still fits
+    width = FIGSIZE[0] * min(ncols, 2)
     fig = Figure(figsize=(width, FIGSIZE[1]), dpi=DPI, layout="constrained")
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     for ax in axes:
@@ -51,19 +60,27 @@ def _figure(ncols: int = 1):
     return fig, axes
 
 
-def _smooth_window(n: int) -> int:
-    """Points averaged for the bold line of a noisy curve: none under 50 points, then ~n/12."""
-    return 0 if n < 50 else max(3, n // 12) | 1
+def smoothing_window(n: int) -> int:
+    """Points averaged for the bold line of a curve of n points: none under MIN_POINTS_TO_SMOOTH
+    (each point is then worth seeing), else about a sixth of the run, odd so it centers."""
+    return 0 if n < MIN_POINTS_TO_SMOOTH else max(3, n // 6) | 1
 
 
-def _smooth(ys: list[float], w: int) -> list[float]:
-    """Centered moving average (no lag), ignoring NaN, shrinking at the ends."""
-    half = w // 2
+def rolling_mean(ys: list[float], window: int) -> list[float]:
+    """Centered rolling mean over `window` points (odd): no lag, so a turn in the curve shows at
+    the step it happened. Near the ends the window shrinks to the points there are; NaN and inf
+    points are left out of the mean (NaN where a window has no finite point)."""
+    half = window // 2
     out = []
     for i in range(len(ys)):
-        window = [y for y in ys[max(0, i - half): i + half + 1] if math.isfinite(y)]
-        out.append(sum(window) / len(window) if window else float("nan"))
+        finite = [y for y in ys[max(0, i - half): i + half + 1] if math.isfinite(y)]
+        out.append(sum(finite) / len(finite) if finite else float("nan"))
     return out
+
+
+def is_informative(ys: list[float]) -> bool:
+    """Whether a series is worth a plot: at least two different finite values."""
+    return len({y for y in ys if math.isfinite(y)}) >= 2
 
 
 def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str, smooth: bool = True) -> int:
@@ -72,17 +89,17 @@ def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str
         if not xs:
             continue
         color = f"C{i}"
-        w = _smooth_window(len(xs)) if smooth else 0
+        w = smoothing_window(len(xs)) if smooth else 0
         if not w:
             ax.plot(xs, ys, color=color, label=label, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.6)
         else:
             ax.plot(xs, ys, color=color, alpha=0.3, linewidth=0.9)
-            ax.plot(xs, _smooth(ys, w), color=color, label=label, linewidth=1.8)
+            ax.plot(xs, rolling_mean(ys, w), color=color, label=label, linewidth=1.8)
             windows.add(w)
         drawn += 1
     ax.set_title(title, fontsize=11)
     if windows:
-        xlabel += f"\n(faint: each step; bold: centered mean of {'/'.join(map(str, sorted(windows)))} steps)"
+        xlabel += f"\n(faint: each step; bold: centered mean of {'/'.join(map(str, sorted(windows)))} points)"
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if drawn > 1:
@@ -92,8 +109,8 @@ def _draw_lines(ax, lines: list[tuple[str, list, list]], title: str, xlabel: str
 
 def line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlabel: str = "optimizer step",
                smooth: bool = True) -> str:
-    """One axis; lines are (label, steps, values). Empty string if there is nothing to draw."""
-    if not any(xs for _, xs, _ in lines):
+    """One axis; lines are (label, steps, values). Empty string when no line is informative."""
+    if not any(is_informative(ys) for _, _, ys in lines):
         return ""
     fig, (ax,) = _figure()
     _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
@@ -101,8 +118,9 @@ def line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list]], xlab
 
 
 def panel_plot(panels: list[tuple], xlabel: str = "optimizer step") -> str:
-    """Axes side by side: (title, ylabel, lines[, smooth]) each; panels with no data are left out."""
-    panels = [p if len(p) == 4 else (*p, True) for p in panels if any(xs for _, xs, _ in p[2])]
+    """Axes side by side: (title, ylabel, lines[, smooth]) each; panels with no informative line
+    (empty or constant) are left out."""
+    panels = [p if len(p) == 4 else (*p, True) for p in panels if any(is_informative(ys) for _, _, ys in p[2])]
     if not panels:
         return ""
     if len(panels) == 1:
@@ -110,21 +128,28 @@ def panel_plot(panels: list[tuple], xlabel: str = "optimizer step") -> str:
     fig, axes = _figure(len(panels))
     for ax, (title, ylabel, lines, smooth) in zip(axes, panels):
         _draw_lines(ax, lines, title, xlabel, ylabel, smooth)
-    return png_img(fig)
+    return png_img(fig, wide=True)
 
 
 def length_band_plot(rows: list[dict]) -> str:
     xs, mean = series(rows, "completions/mean_length")
-    if not xs:
+    if not is_informative(mean):
         return ""
     fig, (ax,) = _figure()
     lo_x, lo = series(rows, "completions/min_length")
     hi_x, hi = series(rows, "completions/max_length")
     if lo_x and lo_x == hi_x:
-        ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.2, label="min to max in the step")
-    ax.plot(xs, mean, color="C0", linewidth=1.6, marker="o" if len(xs) <= 30 else None, markersize=3, label="mean")
+        ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.15, label="min to max in the step")
+    window = smoothing_window(len(xs))
+    xlabel = "optimizer step"
+    if window:
+        ax.plot(xs, mean, color="C0", alpha=0.3, linewidth=0.9)
+        ax.plot(xs, rolling_mean(mean, window), color="C0", linewidth=1.8, label="mean")
+        xlabel += f"\n(faint: each step; bold: centered mean of {window} points)"
+    else:
+        ax.plot(xs, mean, color="C0", linewidth=1.6, marker="o", markersize=3, label="mean")
     ax.set_title("Completion length per step", fontsize=11)
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("completion length (tokens)")
     ax.legend(fontsize=8)
     return png_img(fig)
@@ -231,4 +256,4 @@ def curve_plot(stage: str, rows: list[dict], x_key: str, xlabel: str) -> str:
                 if y is not None and base is not None:
                     ax.annotate(f"{step:g}", (number(r[x_key]), y - base), textcoords="offset points", xytext=(3, 4),
                                 fontsize=7, color="0.3")
-    return png_img(fig)
+    return png_img(fig, wide=True)

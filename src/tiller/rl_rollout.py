@@ -17,6 +17,7 @@ from tiller.data.run_files import load_prompts
 from tiller.data.splits import subset
 from tiller.logprobs import completion_logprobs
 from tiller.rewards import make_reward_backend
+from tiller.rewards.shared_base import attach_reward_adapter, why_not_shared
 
 
 def sampling_seed(seed: int, step: int, prompt_index: int) -> int:
@@ -46,13 +47,38 @@ def rl_total_steps(num_prompts: int, section, stage: str) -> int:
     return num_prompts // section.prompts_per_step
 
 
-def make_reward_backends(section, run_dir, device) -> tuple[list, bool]:
+def make_reward_backends(section, run_dir, device, policy=None, policy_start: str | None = None,
+                         sharded: bool = False, log=print) -> tuple[list, bool]:
     """([(name, weight, backend)], mixed): one backend (`section.reward`), or the weighted sum
-    of the named ones (`section.rewards`, mixed=True)."""
+    of the named ones (`section.rewards`, mixed=True).
+
+    Given the (peft) `policy` and the weights it started from, a classifier reward whose folder
+    is a LoRA adapter on those same weights scores on the policy's own base
+    (`tiller.rewards.shared_base`) unless its `share_base` is false; `log` prints which way each
+    classifier reward is loaded, and why."""
     mixed = bool(section.rewards)
-    backends = [(c.name if mixed else c.backend, c.weight if mixed else 1.0,
-                 make_reward_backend(c, default_path=Path(run_dir) / "reward" / "model", device=str(device)))
-                for c in (section.rewards if mixed else [section.reward])]
+    components = section.rewards if mixed else [section.reward]
+    backends = []
+    for i, c in enumerate(components):
+        name = c.name if mixed else c.backend
+        default_path = Path(run_dir) / "reward" / "model"
+        scorer = None
+        if c.backend == "classifier" and policy is not None:
+            path = Path(c.path or default_path)
+            reason = why_not_shared(path, policy, policy_start, sharded) if c.share_base else "share_base: false"
+            if reason is None:
+                scorer = attach_reward_adapter(policy, path, adapter_name=f"reward_{i}")
+                log(f"reward model {path}: its LoRA adapter and score head on the policy's own base "
+                    f"(adapter 'reward_{i}'; one copy of the base weights for policy, reference and reward)")
+            else:
+                log(f"reward model {path}: loaded as a separate model ({reason})")
+        if scorer is not None:
+            from tiller.rewards.classifier import ClassifierReward
+
+            backend = ClassifierReward(str(Path(c.path or default_path)), c, device=str(device), scorer=scorer)
+        else:
+            backend = make_reward_backend(c, default_path=default_path, device=str(device))
+        backends.append((name, c.weight if mixed else 1.0, backend))
     return backends, mixed
 
 

@@ -1,6 +1,7 @@
 """The over-optimization curve (`tiller eval curve`) on a tiny RLOO run with two checkpoints:
 step 0 is the reference itself, the final row is what `tiller eval policy` reports for the final
-model, and the reference's answers are scored once for every row."""
+model, and the reference's answers are scored once for every row. The same on DPO (full
+fine-tuning) and on PPO, whose checkpoints hold the value model beside the policy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from tests.conftest import toy_pairs, write_pairs, write_prompts
 from tiller.config_loading import config_from_dict
 from tiller.models import load_reward_model, load_tokenizer
-from tiller.recipes import dpo, evaluate, rloo
+from tiller.recipes import dpo, evaluate, ppo, rloo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,3 +127,44 @@ def test_curve_of_a_tiny_dpo_run_with_full_fine_tuning(tmp_path, tiny_llama, cap
     for key in SAME_AS_EVAL_POLICY:
         if not key.startswith("optimized_rm"):
             assert rows[-1][key] == pytest.approx(summary[key], abs=1e-5), key
+
+
+def test_curve_of_a_tiny_ppo_run_loads_the_policy_of_each_checkpoint(tmp_path, tiny_llama):
+    """PPO under LoRA: each checkpoint holds the policy adapter, the value adapter on the same base
+    and the value head, so it loads only into the bundle built as ppo built it, and the policy
+    adapter must answer. A checkpoint at the last step would equal the final model; ppo saves the
+    final model instead, so the run stops after step 4 of 5 (checkpoints at 2 and 4) and a
+    resumed run with max_steps 4 saves the final model from checkpoint step-4."""
+    write_prompts(tmp_path, "train")
+    write_prompts(tmp_path, "validation", EVAL_QUESTIONS)
+    config = {
+        "run_dir": str(tmp_path), "model": {"name": str(tiny_llama)}, "tracking": {"tensorboard": False},
+        "ppo": {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},  # value_model auto: shared
+                "optim": {"lr": 3e-2, "scheduler": "constant", "warmup_ratio": 0.0},
+                "prompts_per_step": 4, "completions_per_prompt": 2, "micro_batch_per_device": 8,
+                "num_mini_batches": 1, "ppo_epochs": 1, "max_steps": 5, "beta": 0.0, "missing_eos_penalty": 0.0,
+                "rollout": {"max_new_tokens": 8},
+                "reward": {"backend": "callable", "function": "tests.helpers.rloo_rewards:vowel_share"},
+                "save_every": 2, "sample_every": 0},
+        "eval": {"num_prompts": 5, "batch_size": 5, "max_new_tokens": 8,
+                 "judge": {"backend": "callable", "function": "tests.recipes.test_evaluate:judge_length"}},
+    }
+    ppo.run(config_from_dict(config), stop_after=4)
+    config["ppo"]["max_steps"] = 4
+    cfg = config_from_dict(config)
+    ppo.run(cfg, resume=True, accept_config_changes=True)
+    assert sorted(p.name for p in (tmp_path / "ppo" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+
+    rows = evaluate.run_curve(cfg, stage="ppo")
+    assert [(r["stage"], r["step"], r["checkpoint"]) for r in rows] == [
+        ("ppo", 0, "start"), ("ppo", 2, "step-2"), ("ppo", 4, "step-4"), ("ppo", 4, "final")]
+    assert rows[0]["kl_mean"] == 0.0 and rows[0]["win_rate"] == 0.5  # the start is the reference
+    # The checkpoints were loaded: the policy moved (an untrained adapter, B at zero, gives KL 0).
+    assert all(r["kl_mean"] > 0 for r in rows[1:]), [r["kl_mean"] for r in rows]
+    # Checkpoint step-4 is the final model's step: the policy adapter answered (the value adapter,
+    # also trained, would answer otherwise), loaded in full. The final model is the adapter folder
+    # ppo/model, loaded as any policy: the last bits of the KL may differ.
+    checkpoint, final = rows[2], rows[3]
+    for key in SAME_AS_EVAL_POLICY:
+        if not key.startswith("optimized_rm"):
+            assert checkpoint[key] == pytest.approx(final[key], rel=1e-4, abs=1e-5), key

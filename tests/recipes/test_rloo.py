@@ -276,3 +276,79 @@ def test_a_non_finite_component_skips_the_update_and_is_named(tmp_path, tiny_lla
         rloo.run(config_from_dict(cfg))
     rows = read_metrics(tmp_path / "rloo" / "metrics.jsonl")
     assert rows[-1]["guard/skipped_updates"] == 1
+
+
+def _reward_adapter_folder(folder: Path, base: Path) -> Path:
+    """A reward stage's output as the flagship recipe saves it: a LoRA adapter with its trained
+    score head on the policy's base (random non-zero B and head standing in for training)."""
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora, load_reward_model, load_tokenizer, save_model
+
+    torch.manual_seed(0)
+    model = apply_lora(load_reward_model(str(base), pad_token_id=0), LoraConfig(r=4, alpha=8, dropout=0.0), "SEQ_CLS")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or "score" in n:
+                p.normal_(0.0, 0.3)
+    return save_model(model, load_tokenizer(str(base)), folder, merge_lora=False)
+
+
+def test_a_lora_reward_model_on_the_policys_base_gives_the_separate_models_run(tmp_path, tiny_llama, capsys):
+    """The reward adapter scores on the policy's own base (one copy of the base): the run's
+    scores, KL and saved weights are those of the run with the reward model loaded separately
+    and merged (tolerances: scores 1e-4 relative, weights 1e-5, float rounding of B·A·x against
+    merged weights), the saved policy holds its own adapter only, and a resumed run with the
+    shared reward gives the uninterrupted one's losses exactly."""
+    reward_dir = _reward_adapter_folder(tmp_path / "reward", tiny_llama)
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1}
+
+    def config(folder: Path, share: bool) -> dict:
+        write_prompts(folder)
+        return rloo_config(folder, tiny_llama, lora=lora, optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.1,
+                           max_steps=4, micro_batch_per_device=4, save_every=2,
+                           reward={"backend": "classifier", "path": str(reward_dir), "share_base": share})
+
+    rloo.run(config_from_dict(config(tmp_path / "shared", True)))
+    out = capsys.readouterr().out
+    assert "its LoRA adapter and score head on the policy's own base" in out, out[-2000:]
+    rloo.run(config_from_dict(config(tmp_path / "separate", False)))
+    assert "loaded as a separate model (share_base: false)" in capsys.readouterr().out
+    shared = read_metrics(tmp_path / "shared" / "rloo" / "metrics.jsonl")
+    separate = read_metrics(tmp_path / "separate" / "rloo" / "metrics.jsonl")
+    assert len(shared) == len(separate) == 4
+    assert len({round(r["objective/scores"], 6) for r in shared}) > 1  # the classifier's scores vary
+    for a, b in zip(shared, separate):
+        for key in ("objective/scores", "objective/kl", "loss/policy_avg", "train/grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    wa, wb = saved_weights(tmp_path / "shared" / "rloo" / "model"), saved_weights(tmp_path / "separate" / "rloo" / "model")
+    assert wa.keys() == wb.keys() and not any("reward" in k for k in wa)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+    killed = tmp_path / "killed"
+    rloo.run(config_from_dict(config(killed, True)), stop_after=3)
+    rloo.run(config_from_dict(config(killed, True)), resume=True)
+    for key in ("loss/policy_avg", "objective/scores", "objective/kl"):
+        assert scores(killed, key) == scores(tmp_path / "shared", key), key
+    wk = saved_weights(killed / "rloo" / "model")
+    assert all(torch.equal(wa[n], wk[n]) for n in wa)
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_with_the_reward_on_the_policys_base(tmp_path, tiny_llama):
+    """Under DDP the frozen reward adapter sits in the wrapped policy without taking part in
+    its gradients; 2 processes still give the 1-process update."""
+    reward_dir = _reward_adapter_folder(tmp_path / "reward", tiny_llama)
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1, "merge_on_save": True}
+    optim = {"lr": 0.1, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
+    reward = {"backend": "classifier", "path": str(reward_dir)}
+    for processes in (1, 2):
+        out = _launch(tmp_path / str(processes), tiny_llama, processes, lora=lora, optim=optim, reward=reward)
+        assert "on the policy's own base" in out, out[-2000:]
+    a = load_file(str(tmp_path / "1" / "rloo" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "2" / "rloo" / "model" / "model.safetensors"))
+    start = load_file(str(tiny_llama / "model.safetensors"))
+    assert a.keys() == start.keys()  # the policy alone, merged: no reward adapter in it
+    assert max((a[n] - start[n]).abs().max().item() for n in a) > 1e-5
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
+    assert_same_metrics(tmp_path / "1" / "rloo" / "metrics.jsonl", tmp_path / "2" / "rloo" / "metrics.jsonl")

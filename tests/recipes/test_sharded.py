@@ -267,3 +267,51 @@ def test_zero3_resume_exact_and_refuses_another_process_count(tiny_llama, tmp_pa
     step2 = tmp_path / "two" / "reward" / "checkpoints" / "step-2"
     with pytest.raises(CheckpointError, match="saved by 2 DeepSpeed processes"):
         load_checkpoint(step2, None, None, None, OneDeepSpeedProcess())
+
+
+def ppo_config(run_dir: Path, model: Path, lora: dict) -> dict:
+    """PPO with 2 epochs over one mini-batch per step (its rows are the same set however the step is
+    split over processes), LoRA with the value model as a second adapter on the policy's base, or
+    full fine-tuning with a separate value model."""
+    return {"run_dir": str(run_dir), "model": {"name": str(model)}, "tracking": {"tensorboard": False}, "seed": 3,
+            "ppo": {"lora": lora, "optim": {**OPTIM, "lr": 5.0 if lora["enabled"] else 0.5}, "prompts_per_step": 4,
+                    "completions_per_prompt": 4, "micro_batch_per_device": 4, "num_mini_batches": 1, "ppo_epochs": 2,
+                    "max_steps": 2, "beta": 0.05, "rollout": {"max_new_tokens": 12},
+                    "reward": {"backend": "callable", "function": "tests.helpers.rloo_rewards:vowel_share"},
+                    "save_every": 0, "sample_every": 0}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fsdp2", "zero3"])
+def test_ppo_two_sharded_processes_match_one(strategy, eos_heavy_llama, tmp_path):
+    """PPO, LoRA with the shared value adapter and full fine-tuning with a separate value model:
+    2 processes x 2 accumulation steps under FSDP2 / ZeRO-3 give the weights and every metric
+    (value losses and values included) of 1 process x 4; the saved LoRA folder holds the policy
+    adapter only (rank 0 rebuilt the two-adapter bundle unsharded and saved its policy)."""
+    if strategy == "zero3":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra (pip install deepspeed)")
+    cases = {"ppo-lora": LORA, "ppo-full": FULL}
+    paths = {}
+    for name, lora in cases.items():
+        for root in ("one", "two"):
+            run_dir = tmp_path / root / name
+            write_prompts(run_dir)
+            paths[root, name] = run_dir / "config.yaml"
+            paths[root, name].write_text(yaml.safe_dump(ppo_config(run_dir, eos_heavy_llama, lora)))
+    from tiller.recipes import ppo
+
+    for name in cases:
+        ppo.run(config_from_dict(yaml.safe_load(paths["one", name].read_text())))
+    out = sharded_launch(strategy, [["ppo", "--config", str(paths["two", name])] for name in cases])
+    kind = "deepspeed" if strategy == "zero3" else "fsdp2"
+    assert out.count(f"({kind}, 2 process(es), 2 micro-batch(es) each)") == len(cases), out[-3000:]
+    assert "value model: a second LoRA adapter ('value')" in out and "value model: a separate copy" in out
+    start = load_file(str(eos_heavy_llama / "model.safetensors"))
+    for name in cases:
+        assert_same_model(tmp_path / "one" / name, tmp_path / "two" / name, "ppo", start)
+        compared = assert_same_metrics(tmp_path / "one" / name / "ppo" / "metrics.jsonl",
+                                       tmp_path / "two" / name / "ppo" / "metrics.jsonl")
+        assert {"loss/policy_avg", "loss/value_avg", "value/mean", "train/grad_norm"} <= set(compared)
+    adapter = saved_weights(tmp_path / "two" / "ppo-lora" / "ppo" / "model")
+    assert adapter and not any(".value" in n for n in adapter)
+    assert not (tmp_path / "two" / "ppo-lora" / "ppo" / "model" / "value").exists()

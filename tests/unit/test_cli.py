@@ -187,6 +187,11 @@ def test_eval_curve_parses_with_and_without_a_stage(capsys):
     args = parse(["eval", "curve", "--config", "c.yaml", "--stage", "dpo"])
     assert (args.stage, args.what, args.policy_stage, args.config) == ("eval", "curve", "dpo", "c.yaml")
     assert parse(["eval", "curve", "--config", "c.yaml"]).policy_stage is None  # each stage with a model
+    from tiller.recipes import evaluate
+
+    # cli.py writes the curve's stages out (no torch import to parse): every one of them parses.
+    assert [parse(["eval", "curve", "--config", "c.yaml", "--stage", s]).policy_stage
+            for s in evaluate.POLICY_STAGES] == list(evaluate.POLICY_STAGES)
     with pytest.raises(SystemExit) as e:
         parse(["eval", "curve", "--config", "c.yaml", "--stage", "sft"])  # not a policy stage with checkpoints
     assert e.value.code == 2 and "invalid choice: 'sft'" in capsys.readouterr().err

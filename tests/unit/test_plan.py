@@ -139,3 +139,26 @@ def test_run_prints_the_flagship_plan(capsys):
 def test_unknown_hub_id_says_what_to_do():
     with pytest.raises(ValueError, match="local model folder"):
         plan.model_dims("nobody/not-a-model-xyz")
+
+
+def test_a_reward_adapter_on_the_policys_base_costs_its_adapter_only():
+    """The flagship: the reward stage saves a LoRA adapter on the policy's base, so on 1 GPU and
+    under DDP the rloo stage scores on the policy's base (tiller.rewards.shared_base): the
+    reward costs its adapter and score head in fp32, not a second 8B model; FSDP2 / ZeRO-3
+    still load a second model."""
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    targets = cfg.reward.lora.target_modules
+    adapter = plan.lora_parameter_count(QWEN3_8B, cfg.reward.lora.r, targets, cfg.reward.lora.last_n_layers) + 4096
+    single = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
+    assert single.parts["reward adapter (on the base)"] == 4 * adapter
+    assert "reward model (classifier)" not in single.parts
+    assert plan.estimate(cfg, "ddp", 8, "80 GB", QWEN3_8B).parts["reward adapter (on the base)"] == 4 * adapter
+    zero = plan.estimate(cfg, "zero3", 8, "80 GB", QWEN3_8B)
+    assert zero.parts["reward model (classifier)"] == 2 * plan.parameter_count(QWEN3_8B, lm_head=False)
+    merged = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    merged.reward.lora.merge_on_save = True
+    separate = plan.estimate(merged, "single", 1, "80 GB", QWEN3_8B)
+    assert separate.parts["reward model (classifier)"] == 2 * plan.parameter_count(QWEN3_8B, lm_head=False)
+    assert separate.resident - single.resident == 2 * plan.parameter_count(QWEN3_8B, lm_head=False) - 4 * adapter
+    text = "\n".join(plan._table([plan.estimate(cfg, s, 8, "80 GB", QWEN3_8B) for s in ("ddp", "zero3")]))
+    assert "reward adapter (on the base)" in text and "reward model (classifier)" in text  # each strategy's rows

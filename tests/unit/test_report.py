@@ -186,9 +186,11 @@ def test_full_report(tmp_path):
     assert path == run / "report.html"
     text = path.read_text()
     assert not list(run.glob(".report.*"))  # the temp file was renamed, not left behind
-    for _, title in SECTIONS:
+    titles = [t for anchor, t in SECTIONS if anchor != "ppo"]  # this run trained with RLOO, not PPO
+    for title in titles:
         assert f"<h2>{title}</h2>" in text, title
-    order = [text.index(f"<h2>{t}</h2>") for t in ["Run"] + [t for _, t in SECTIONS]]
+    assert "<h2>PPO training</h2>" not in text
+    order = [text.index(f"<h2>{t}</h2>") for t in ["Summary", "Run"] + titles]
     assert order == sorted(order)
     assert NOT_RUN not in text
     assert "could not render" not in text
@@ -219,12 +221,12 @@ def test_evaluation_shows_the_guarded_win_rate_and_lists_the_degenerate_answers(
     assert "0.620 <span class=ci>[0.420, 0.790]</span>" in evaluation and "<td>2 / 0</td>" in evaluation
     assert evaluation.count("<td>&ndash; / &ndash;</td>") == 1  # dpo: a summary from before the measures
     # rloo: the two flagged answers, each with its prompt, beside the reference's answer
-    assert "<h4>Degenerate policy answers: rloo</h4>" in evaluation
+    assert "<h4 id='degenerate-rloo'>Degenerate policy answers: rloo</h4>" in evaluation
     assert "2 of 24 policy answers are degenerate" in evaluation
     assert evaluation.count(DEGENERATE_ANSWER) == 2
     assert "#11</span> loop, numbers" in evaluation and "#14</span> loop, numbers" in evaluation
     assert "Question 10:" in evaluation and "Question 13:" in evaluation and "Question 11:" not in evaluation
-    assert "<h4>Degenerate policy answers: dpo</h4>" in evaluation and "written before they existed" in evaluation
+    assert "Degenerate policy answers: dpo</h4>" in evaluation and "written before they existed" in evaluation
     assert "none of the 3 policy answers is degenerate" in evaluation
 
 
@@ -237,8 +239,12 @@ def test_evaluation_shows_the_length_controlled_win_rate_and_the_constant_answer
     # rloo has both; dpo's summary was written before them
     assert "0.530 <span class=ci>[0.310, 0.740]</span>" in evaluation
     assert "0.00 / 0.12 / 0.56 <span class=ci>(-2.500 / -0.410 / +0.200)</span>" in evaluation
-    rows = evaluation[evaluation.index("<tbody>"):evaluation.index("</tbody>")].split("<tr>")[1:]
-    assert len(rows) == 2 and "<b>dpo</b>" in rows[0] and rows[0].count("<td>&ndash;</td>") == 3  # and guarded
+    # a column per policy (dpo, then rloo); dpo's lc, guarded and constant-answer cells are dashes
+    table = evaluation[:evaluation.index("</table>")]
+    assert "<th></th><th><b>dpo</b></th><th><b>rloo</b></th>" in table
+    for figure in ("length-controlled win rate [95% CI]", "guarded win rate [95% CI]", "constant answers vs reference"):
+        row = next(r for r in table.split("<tr>") if r.startswith(f"<td>{figure}"))
+        assert row.count("<td>&ndash;</td>") == 1, figure
     assert "tiller.length_control" in evaluation and "You asked: &lt;the question&gt;" in evaluation
 
 
@@ -278,13 +284,18 @@ def test_counts_written_as_floats_show_as_integers():
 
 
 def test_only_data(tmp_path):
+    """No resolved config: the default pipeline (data, reward, judge, rloo, eval) is what was
+    expected, so its missing stages get a note and sft and dpo, not in it, get nothing."""
     run = tmp_path / "run"
     write_data(run)
     text = write_report(run).read_text()
-    for _, title in SECTIONS:
-        assert f"<h2>{title}</h2>" in text
-    for stage in ("reward", "judge", "rloo", "sft", "dpo", "eval"):
+    for anchor, title in SECTIONS:
+        assert (f"<h2>{title}</h2>" in text) == (anchor not in ("sft-dpo", "ppo")), title
+    for stage in ("reward", "judge", "rloo", "eval"):
         assert f"<b>{stage}</b>: {NOT_RUN}" in text, stage
+    for stage in ("sft", "dpo"):
+        assert f"<b>{stage}</b>" not in text and f">{stage}</span>" not in text, stage
+    assert "No policy evaluation in this run yet" in text
     assert "rows read" in text and "data:image/png" not in text
     assert "could not render" not in text
 
@@ -369,3 +380,159 @@ def test_the_curve_section_shows_only_when_the_curve_was_run(tmp_path):
     assert "0.640 <span class=ci>[0.540, 0.730]</span>" in rloo and "<td>48.0</td>" in rloo and "<td>2</td>" in rloo
     assert "optimized RM reward (gain)" in rloo and "optimized RM reward (gain)" not in dpo
     assert "+0.900 <span class=ci>(+0.400)</span>" in dpo
+
+
+def test_rolling_mean_and_its_window_by_hand():
+    from tiller.report_plots import is_informative, rolling_mean, smoothing_window
+
+    nan = float("nan")
+    # window 3: each point with its neighbours; at the ends only the points there are; NaN left out
+    assert rolling_mean([1.0, 2.0, 6.0, 3.0, nan, 4.0], 3) == [1.5, 3.0, 11 / 3, 4.5, 3.5, 4.0]
+    assert rolling_mean([2.0, 4.0], 1) == [2.0, 4.0]
+    assert math.isnan(rolling_mean([nan, nan, 1.0], 3)[0])
+    # under 10 points every point is drawn as is; then about a sixth of the run, odd
+    assert [smoothing_window(n) for n in (9, 10, 24, 40, 80)] == [0, 3, 5, 7, 13]
+    assert not is_informative([]) and not is_informative([1.0, 1.0, 1.0]) and not is_informative([1.0, nan])
+    assert is_informative([1.0, 1.5])
+
+
+def test_flat_series_get_no_plot(tmp_path):
+    from tiller.report_plots import line_plot, panel_plot
+
+    flat = ("Importance ratio", "ratio", [("ratio", [1, 2, 3], [1.0, 1.0, 1.0])])
+    moving = ("EOS", "count", [("with EOS", [1, 2, 3], [4.0, 6.0, 5.0])])
+    assert line_plot(*flat) == "" and panel_plot([flat]) == ""
+    assert "class=half" in panel_plot([flat, moving])  # the flat panel is left out: one panel, half width
+    assert "class=wide" in panel_plot([moving, moving])
+
+    run = tmp_path / "run"
+    write_rloo(run, random.Random(0))  # single-pass RLOO: val/ratio is 1 at every step
+    rloo = write_report(run).read_text()
+    rloo = rloo[rloo.index("<h2>RLOO training</h2>"):]
+    assert "Not plotted, constant over the run: importance ratio" in rloo and "<code>val/ratio</code> = 1." in rloo
+
+
+def _summary_of(run: Path) -> str:
+    text = write_report(run).read_text()
+    return text[text.index("<h2>Summary</h2>"):text.index("<h2>Run</h2>")]
+
+
+def test_verdict_from_the_interval():
+    from tiller.report import verdict
+
+    assert verdict(0.51, 0.7) == "better" and verdict(0.2, 0.49) == "worse"
+    assert verdict(0.4, 0.6) == "not distinguishable" and verdict(0.5, 0.7) == "not distinguishable"
+    assert verdict(-0.2, -0.1, null=0.0) == "worse" and verdict(None, 0.7) is None
+
+
+def test_summary_gives_the_verdict_of_each_policy_first(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+
+    def summary(label: str, ci: tuple[float, float, float], improvement: tuple[float, float, float], **extra) -> None:
+        (run / "eval" / f"{label}.json").write_text(json.dumps({
+            "label": label, "reference": "base", "judge": "judge", "n": 96, "win_rate": ci[0], "ci_low": ci[1],
+            "ci_high": ci[2], "wins": 64.0, "ties": 2.0, "losses": 30.0, "reward_improvement": improvement[0],
+            "reward_improvement_ci_low": improvement[1], "reward_improvement_ci_high": improvement[2],
+            "kl_mean": 1.25, "length_ratio": 1.5, "degenerate_policy": 1, "degenerate_reference": 1, **extra}))
+
+    summary("a", (0.68, 0.58, 0.77), (0.4, 0.2, 0.6))
+    summary("b", (0.55, 0.45, 0.65), (0.2, 0.1, 0.3), degenerate_policy=5,
+            constant_answers={"restatement": {"text": "You asked: x", "win_rate": 0.6, "ci_low": 0.5, "ci_high": 0.7}})
+    summary("c", (0.3, 0.2, 0.4), (-0.3, -0.5, -0.1))
+    text = write_report(run).read_text()
+    assert text.index("<h2>Summary</h2>") < text.index("<h2>Run</h2>") < text.index("<h2>Evaluation</h2>")
+    top = _summary_of(run)
+    assert "<b>a</b> is <span class=good>better than the reference</span> under the held-out judge: its win rate's " \
+           "95% interval [0.580, 0.770] lies above 0.5." in top
+    assert "<b>b</b> is <span class=even>not distinguishable from the reference</span> under the held-out judge: " \
+           "its win rate's 95% interval [0.450, 0.650] includes 0.5, though the judge-reward improvement's interval " \
+           "[+0.100, +0.300] lies above 0." in top
+    assert "<b>c</b> is <span class=bad>worse than the reference</span>" in top and "lies below 0.5." in top
+    assert "+0.400 <span class=ci>[+0.200, +0.600]</span>" in top and "<td>1.250</td>" in top and "<td>1.50</td>" in top
+    # warnings: b's degenerate answers outnumber the reference's, and a constant answer beats the reference
+    assert "<b>b</b>: 5 of 96 policy answers are degenerate, against 1 of the reference's." in top
+    assert "href='#degenerate-b'" in top and "id='degenerate-b'" in text
+    assert "<b>b</b>: the judge prefers answers that say nothing" in top and "restatement 0.600" in top
+    assert "<b>a</b>:" not in top and "<b>c</b>:" not in top
+    for anchor in ("run", "data", "evaluation", "samples"):
+        assert f"href='#{anchor}'" in top, anchor
+    # counts written as floats print as integers
+    evaluation = text[text.index("<h2>Evaluation</h2>"):]
+    assert evaluation.count("<td>64 / 2 / 30</td>") == 3
+    # a figure and its interval stay on one line: figure cells and intervals do not wrap
+    assert "table.num td{white-space:nowrap}" in text and re.search(r"\.ci\{[^}]*white-space:nowrap", text)
+
+
+def test_summary_without_warnings_says_what_it_checked(tmp_path):
+    run = make_full_run(tmp_path / "run")
+    # rloo's guarded interval [0.42, 0.79] includes 0.5 where its win rate's [0.51, 0.85] does not
+    assert ("<b>rloo</b>: counting degenerate answers as losses changes the verdict to not distinguishable: "
+            "guarded win rate 0.620 <span class=ci>[0.420, 0.790]</span>.") in _summary_of(run)
+    for label in ("rloo", "dpo"):  # no constant answer beats the reference, no excess of degenerate answers
+        path = run / "eval" / f"{label}.json"
+        summary = json.loads(path.read_text())
+        summary.pop("constant_answers", None)
+        summary["degenerate_reference"] = summary.get("degenerate_policy", 0)
+        summary.update(guarded_ci_low=summary["ci_low"], guarded_ci_high=summary["ci_high"])
+        path.write_text(json.dumps(summary))
+    top = _summary_of(run)
+    assert "<p class=ok>No warning." in top and "<li>" not in top
+
+
+def test_summary_warns_where_the_curve_parts(tmp_path):
+    from tiller.report import curve_parting
+
+    run = make_full_run(tmp_path / "run")
+    _jsonl(run / "eval" / "curve.jsonl", [
+        curve_row("rloo", 0, 0.0, 0.5, (0.5, 0.4, 0.6), rm=1.0),
+        curve_row("rloo", 8, 2.0, 0.75, (0.64, 0.54, 0.73), rm=1.9),  # the judge's peak
+        curve_row("rloo", 16, 5.5, 0.6, (0.55, 0.45, 0.65), rm=2.8),  # judge falls, optimized RM rises
+        curve_row("dpo", 0, 0.0, 0.5, (0.5, 0.4, 0.6)),
+        curve_row("dpo", 10, 1.5, 0.4, (0.4, 0.3, 0.5)),  # no optimized RM: nothing to part from
+    ])
+    top = _summary_of(run)
+    # gains over the reference's answers: judge 0.75 - 0.5 then 0.6 - 0.5; optimized RM 1.9 - 1.0 then 2.8 - 1.0
+    assert ("<b>rloo</b>: over-optimization: from step 8 to step 16 the optimized reward model's gain rose "
+            "+0.900 &rarr; +1.800 while the held-out judge's fell +0.250 &rarr; +0.100.") in top
+    assert "href='#curve'" in top and "<b>dpo</b>: over-optimization" not in top
+    rising = [curve_row("rloo", s, s / 4, 0.5 + s / 40, (0.5, 0.4, 0.6), rm=1.0 + s / 10) for s in (0, 8, 16)]
+    assert curve_parting(rising) is None
+
+
+def test_stages_outside_the_pipeline_show_nothing(tmp_path):
+    run = tmp_path / "run"
+    write_data(run)
+    (run / "config.yaml").write_text(CONFIG.format(run=run) + "pipeline:\n  stages: [data, dpo, eval, report]\n")
+    text = write_report(run).read_text()
+    assert f"<b>dpo</b>: {NOT_RUN}" in text and f"<b>eval</b>: {NOT_RUN}" in text  # expected, missing
+    for anchor in ("reward", "rloo"):  # neither in the pipeline nor in the folder: no section, no note
+        assert f"<section id='{anchor}'>" not in text and f"href='#{anchor}'" not in text, anchor
+    assert "<h2>SFT and DPO training</h2>" in text and "<b>sft</b>" not in text and ">sft</span>" not in text
+    assert "<span class=missing>dpo</span>" in text and "<span class=missing>rloo</span>" not in text
+
+
+def test_a_ppo_run_gets_its_own_section_with_the_value_model(tmp_path):
+    """PPO's metrics (rloo's plus the value loss and values) get a "PPO training" section with
+    the value panels; an RLOO run's section has no value plots."""
+    run = tmp_path / "run"
+    write_rloo(run, random.Random(0))
+    (run / "rloo").rename(run / "ppo")
+    rows = [json.loads(line) for line in (run / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row.update({"loss/value_avg": 0.5 / (i + 1), "value/mean": 0.01 * i, "value/returns_mean": 0.02 * i})
+        row.pop("val/ratio")
+    _jsonl(run / "ppo" / "metrics.jsonl", rows)
+    (run / "ppo" / "config.yaml").write_text(CONFIG.format(run=run) + "pipeline:\n  stages: [ppo]\nstage: ppo\n")
+    text = write_report(run).read_text()
+    assert "<h2>PPO training</h2>" in text and "<h2>RLOO training</h2>" not in text
+    ppo = text[text.index("<h2>PPO training</h2>"):]
+    assert "reward-model score: first &rarr; last" in ppo
+    # reward, KL, loss, value panels, entropy, length, time, EOS: one image each
+    assert ppo[:ppo.index("</section>")].count("<img") == 8, ppo[:ppo.index("</section>")].count("<img")
+
+    rloo_run = tmp_path / "rloo-run"
+    write_rloo(rloo_run, random.Random(0))
+    rloo = write_report(rloo_run).read_text()
+    rloo = rloo[rloo.index("<h2>RLOO training</h2>"):]
+    assert rloo[:rloo.index("</section>")].count("<img") == 7  # no value panels

@@ -123,3 +123,103 @@ def test_model_weights_of_a_checkpoint_load_alone(tmp_path):
     (path / "state.json").write_text(json.dumps({**state, "strategy": "deepspeed"}))
     with pytest.raises(CheckpointError, match="saved under DeepSpeed"):
         load_model_weights(path, fresh)
+
+
+def _tied_lora_state(seed: int = 0):
+    """A tiny causal LM whose LM head is tied to its input embedding (as SmolLM2's is), with LoRA:
+    the embedding matrix is most of its bytes and frozen."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    model = apply_lora(LlamaForCausalLM(cfg), LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+                       "CAUSAL_LM")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    return model, opt, sched
+
+
+def _lm_step(model, opt, sched):
+    ids = torch.randint(0, 2048, (2, 8))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    return loss.item()
+
+
+def _saved_model_keys(path):
+    from torch.distributed.checkpoint import FileSystemReader
+
+    keys = FileSystemReader(str(path / "model_optim")).read_metadata().state_dict_metadata
+    return {k.removeprefix("model.") for k in keys if k.startswith("model.")}
+
+
+def _folder_bytes(path):
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_frozen_tied_lm_head_is_not_saved_and_resume_is_exact(tmp_path, monkeypatch):
+    """torch's ignore_frozen_params drops a tied tensor under one of its names only: the frozen
+    embedding used to be saved again as lm_head.weight. Now the checkpoint holds the trainable
+    tensors alone, resume and `eval curve` load it, and a checkpoint that still holds the tied
+    weight (written before the fix) loads too."""
+    import tiller.checkpoint as ckpt
+
+    model, opt, sched = _tied_lora_state()
+    embed = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight is embed and not embed.requires_grad
+    for _ in range(2):
+        _lm_step(model, opt, sched)
+    path = save_checkpoint(tmp_path / "new", 2, model, opt, sched, {"stage": "rloo"})
+    at_save = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert _saved_model_keys(path) == trainable
+    # The same save as torch alone makes it (the old behaviour) holds the embedding matrix as lm_head.
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "_drop_frozen_aliases", lambda model, state: state)
+        old = save_checkpoint(tmp_path / "old", 2, model, opt, sched, {"stage": "rloo"})
+    assert _saved_model_keys(old) - trainable == {"base_model.model.lm_head.weight"}
+    embed_bytes = embed.numel() * embed.element_size()
+    new_bytes, old_bytes = _folder_bytes(path / "model_optim"), _folder_bytes(old / "model_optim")
+    assert new_bytes < embed_bytes < old_bytes and old_bytes - new_bytes >= embed_bytes
+
+    torch.manual_seed(7)
+    expected = [_lm_step(model, opt, sched) for _ in range(2)]
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for saved in (path, old):
+        model2, opt2, sched2 = _tied_lora_state()
+        _scramble_trainable(model2)  # resume must overwrite every trainable weight
+        assert load_checkpoint(saved, model2, opt2, sched2)["step"] == 2
+        torch.manual_seed(7)
+        assert [_lm_step(model2, opt2, sched2) for _ in range(2)] == expected
+        for n, p in model2.named_parameters():
+            assert torch.equal(p, trained[n]), n
+        assert model2.get_output_embeddings().weight is model2.get_input_embeddings().weight
+
+    # `tiller eval curve`'s path: the model part alone, into a model built as the stage built it.
+    for saved in (path, old):
+        fresh, _, _ = _tied_lora_state()
+        _scramble_trainable(fresh)
+        assert load_model_weights(saved, fresh)["step"] == 2
+        for n, p in fresh.named_parameters():
+            assert torch.equal(p, at_save[n]), n
+
+    # A trainable tensor the checkpoint lacks is still an error: here the tied embedding trained in full.
+    full, _, _ = _tied_lora_state()
+    full.get_input_embeddings().weight.requires_grad_(True)
+    with pytest.raises(CheckpointError, match="Missing key in checkpoint state_dict: model.base_model.model.model.embed_tokens.weight"):
+        load_model_weights(path, full)
+
+
+def _scramble_trainable(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_()

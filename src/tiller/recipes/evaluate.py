@@ -1,7 +1,7 @@
 """Policy evaluation: the trained policy against its starting model, scored by a judge.
 
     tiller eval policy --config FILE
-    tiller eval curve --config FILE [--stage rloo|dpo]
+    tiller eval curve --config FILE [--stage rloo|ppo|dpo]
 
 The reference is the model the policy actually started from, as its stage recorded it in
 `<stage>/started_from.json` (the SFT model when the pipeline ran sft first), loaded the same way;
@@ -51,7 +51,9 @@ starting model (step 0), each checkpoint it kept and its final model in the same
 computes the figures of every row, and of `tiller eval policy`), with the reference's answers
 generated and scored once for all of them. A checkpoint holds the trained tensors only, so it is
 loaded into the starting model built with the stage's LoRA settings
-(`checkpoint.load_model_weights`). One row per model goes to eval/curve.jsonl; the report plots
+(`checkpoint.load_model_weights`); a ppo checkpoint holds the value model too, so it is loaded
+into the policy-and-value bundle built as ppo builds it (`value_model.build_policy_with_value`),
+and the policy part answers. One row per model goes to eval/curve.jsonl; the report plots
 the judge's and the optimized reward model's gains and the judge's win rate against KL and step.
 """
 
@@ -68,10 +70,9 @@ import torch
 
 from tiller import degeneration, length_control, losses
 from tiller.batching import run_in_length_batches
-from tiller.chat import encode_prompts, encoded_extras
 from tiller.checkpoint import list_checkpoints, load_model_weights, verify_checkpoint
 from tiller.config import Config, RewardBackendConfig, get_key
-from tiller.data.run_files import load_prompts
+from tiller.eval_inputs import eval_prompts, reference_for  # shared with `tiller playground`
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
 from tiller.models import STARTED_FROM, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
@@ -79,6 +80,7 @@ from tiller.report_data import POLICIES_FILE
 from tiller.rewards import make_reward_backend
 from tiller.rollout import Sampling, make_engine
 from tiller.training import show_progress
+from tiller.value_model import POLICY_ADAPTER, build_policy_with_value, use_adapter
 
 
 def default_judge_path(run_dir: Path) -> Path:
@@ -88,19 +90,6 @@ def default_judge_path(run_dir: Path) -> Path:
     print(f"[eval] warning: no held-out judge at {judge}; judging with the RLOO reward model, so "
           "over-optimization cannot show (add the 'judge' stage to the pipeline)", flush=True)
     return run_dir / "reward" / "model"
-
-
-def reference_for(cfg: Config, policy_path: str) -> tuple[str, str | None, str]:
-    """(reference model, its revision, where that choice comes from): eval.reference when set;
-    else what the evaluated policy started from, read from its stage folder's started_from.json
-    (the SFT model when the pipeline ran sft first); else model.name."""
-    if cfg.eval.reference:
-        return cfg.eval.reference, cfg.model.revision, "eval.reference"
-    stage_dir = Path(policy_path).parent
-    origin = read_origin(stage_dir)
-    if origin is not None:
-        return origin["model"], origin.get("revision"), f"what the policy started from, {stage_dir / STARTED_FROM}"
-    return cfg.model.name, cfg.model.revision, f"model.name: no {STARTED_FROM} in {stage_dir}"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -246,15 +235,6 @@ def verified_accuracy(policy_scores: list[float], reference_scores: list[float])
     }
 
 
-def _eval_prompts(cfg: Config, tokenizer) -> tuple[list, list[list[int]], int, list[dict]]:
-    """(messages, prompt token ids, prompts dropped as too long, records): the first
-    eval.num_prompts prompts of eval.split, rendered with the chat template, and each kept
-    prompt's record (its data.keep_columns, e.g. the gold answer a verifier checks)."""
-    prompts = load_prompts(Path(cfg.run_dir), cfg.eval.split)[: cfg.eval.num_prompts]
-    encoded, dropped = encode_prompts(prompts, tokenizer, cfg.rloo.max_prompt_tokens, cfg.model.enable_thinking)
-    return [m for m, _ in encoded], [ids for _, ids in encoded], dropped, encoded_extras(prompts, encoded)
-
-
 def _sampling(e) -> Sampling:
     return Sampling(max_new_tokens=e.max_new_tokens, temperature=0.0 if e.greedy else e.temperature)
 
@@ -311,7 +291,7 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     started = time.time()
 
     tokenizer = load_tokenizer(policy_path, cfg.model)
-    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
+    messages, prompt_ids, dropped, records = eval_prompts(cfg, tokenizer)
     print(f"[eval] {label}: policy {policy_path} vs reference {reference_path} ({reference_source})\n"
           f"[eval] {len(prompt_ids)} {e.split} prompts "
           f"({dropped} dropped as too long); {'greedy' if e.greedy else f'temperature {e.temperature}'}, "
@@ -487,13 +467,6 @@ def format_summary(s: dict) -> str:
 # ----------------------------------------------------------------------------- every policy stage side by side
 
 
-def held_policy_stages(run_dir: Path, stages: list[str]) -> list[str]:
-    """The policy stages of `stages` the run folder holds, in their order: a stage that saved a
-    model and recorded what it started from (started_from.json: sft, dpo, rloo, and any later
-    policy stage that writes one, so none needs listing here)."""
-    return [s for s in stages if (run_dir / s / "model").exists() and (run_dir / s / STARTED_FROM).is_file()]
-
-
 def common_reference(cfg: Config, stages: list[str]) -> tuple[str, str | None, str]:
     """(reference, its revision, where that choice comes from) for evaluating `stages` side by
     side: eval.reference when set; else what the first of them started from (its started_from.json:
@@ -532,7 +505,7 @@ def run_policies(cfg: Config, stages: list[str]) -> dict:
     started = time.time()
 
     tokenizer = load_tokenizer(paths[stages[0]], cfg.model)
-    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
+    messages, prompt_ids, dropped, records = eval_prompts(cfg, tokenizer)
     print(f"[eval] {', '.join(stages)} side by side against {reference_path} ({reference_source})\n"
           f"[eval] {len(prompt_ids)} {e.split} prompts ({dropped} dropped as too long); "
           f"{'greedy' if e.greedy else f'temperature {e.temperature}'}, up to {e.max_new_tokens} new tokens"
@@ -672,10 +645,11 @@ def format_side_by_side(s: dict) -> str:
 # ----------------------------------------------------------------------------- the over-optimization curve
 
 CURVE_FILE = "curve.jsonl"  # in <run_dir>/eval/: one row per evaluated model of each policy stage
-POLICY_STAGES = ("rloo", "dpo")
+POLICY_STAGES = ("rloo", "ppo", "dpo")  # cli.py lists them too (`eval curve --stage`)
 # Where each policy stage sets its save cadence and how many checkpoints it keeps (it deletes the
 # older ones as it trains): the curve can only use the checkpoints kept.
 CHECKPOINT_KEYS = {"rloo": ("rloo.save_every", "rloo.keep_checkpoints"),
+                   "ppo": ("ppo.save_every", "ppo.keep_checkpoints"),
                    "dpo": ("dpo.train.save_every", "dpo.train.keep_checkpoints")}
 
 
@@ -698,6 +672,23 @@ def _answer_with_kl(model, reference, tokenizer, prompt_ids, cfg: Config, model_
     answers = _answer(model, tokenizer, prompt_ids, cfg, model_cfg, engine)
     kl = policy_kl(model, reference, prompt_ids, answers.tokens, tokenizer.pad_token_id, cfg.eval.batch_size, device)
     return answers, kl
+
+
+def _model_for_checkpoints(cfg: Config, stage: str, start: str, start_cfg,
+                           device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the model `stage`'s checkpoints load into, the policy in it that answers), in eval mode: no
+    dropout in the answers or the KL forwards. A ppo checkpoint holds the policy and the value
+    model as one module, so the whole bundle is built as ppo built it (the same trained tensor
+    names) and its policy answers; the other stages' checkpoints hold the policy alone."""
+    if stage != "ppo":
+        policy, _ = load_policy(start, start_cfg, getattr(cfg, stage).lora, device, adapter="merge")
+        return policy.eval(), policy
+    bundle, _ = build_policy_with_value(start, start_cfg, cfg.ppo, device)
+    if bundle.shared:
+        # The policy's own adapter answers and is the one compared with the reference, not "value"
+        # (active already: only the bundle's value forward switches, and the curve never runs it).
+        use_adapter(bundle.policy, POLICY_ADAPTER)
+    return bundle.eval(), bundle.policy
 
 
 def _final_step(stage_dir: Path) -> int | None:
@@ -764,7 +755,7 @@ def _stage_curve(cfg: Config, stage: str) -> list[dict]:
     started = time.time()
 
     tokenizer = load_tokenizer(str(final) if final.exists() else start, cfg.model)
-    messages, prompt_ids, dropped, records = _eval_prompts(cfg, tokenizer)
+    messages, prompt_ids, dropped, records = eval_prompts(cfg, tokenizer)
     every_key, keep_key = CHECKPOINT_KEYS[stage]
     steps = ", ".join(p.name for p in checkpoints) or "none"
     print(f"[curve] {stage}: the start {start}, checkpoints {steps}"
@@ -792,20 +783,19 @@ def _stage_curve(cfg: Config, stage: str) -> list[dict]:
         del model
     bar.update(1)
     if checkpoints:
-        policy, _ = load_policy(start, start_cfg, getattr(cfg, stage).lora, device, adapter="merge")
-        policy.eval()  # no dropout in the answers or the KL forwards
+        loaded, policy = _model_for_checkpoints(cfg, stage, start, start_cfg, device)
         # One vLLM engine for every checkpoint: each is loaded into the same model and synced.
         engine = make_engine(e.engine, policy, tokenizer, cfg.rloo.rollout, start_cfg) if e.engine == "vllm" else None
         try:
             for path in checkpoints:
-                step = int(load_model_weights(path, policy)["step"])
+                step = int(load_model_weights(path, loaded)["step"])
                 points.append((step, path.name, str(path), *_answer_with_kl(policy, reference, tokenizer, prompt_ids, cfg,
                                                                             start_cfg, device, engine)))
                 bar.update(1)
         finally:
             if engine is not None:
                 engine.close()
-        del policy
+        del loaded, policy
     if final.exists():
         model = load_frozen(str(final), cfg.model, device)
         points.append((_final_step(stage_dir), "final", str(final),

@@ -38,7 +38,7 @@ def _policies_evaluated(run_dir: Path, stages: list[str]) -> bool:
     eval/<stage>.json is enough, so a run evaluated before policies.json existed is not redone."""
     import json
 
-    from tiller.recipes.evaluate import held_policy_stages
+    from tiller.eval_inputs import held_policy_stages
     from tiller.report_data import POLICIES_FILE
 
     held = held_policy_stages(run_dir, stages)
@@ -114,7 +114,9 @@ def run_evaluation(cfg: Config) -> None:
     if cfg.eval.policy:  # the one policy the config names, against what it started from
         evaluate.run(cfg)
     else:  # every policy stage of the pipeline that the run holds, against one reference
-        held = evaluate.held_policy_stages(run_dir, cfg.pipeline.stages)
+        from tiller.eval_inputs import held_policy_stages
+
+        held = held_policy_stages(run_dir, cfg.pipeline.stages)
         if not held:
             raise FileNotFoundError(f"the eval stage found no trained policy stage of {cfg.pipeline.stages} in "
                                     f"{run_dir} (a <stage>/model with <stage>/started_from.json)")

@@ -16,7 +16,8 @@ One step, top to bottom:
      mini-batches, one optimizer step each: clipped policy loss + vf_coef * clipped value loss,
      token means over the mini-batch's tokens of every process.
 The policy and the value model are one module (tiller.value_model.PolicyWithValue): one
-optimizer, one DDP wrapper, one checkpoint, one forward for both.
+optimizer, one DDP wrapper, one checkpoint, one forward for both. Under LoRA the value model is
+by default a second adapter on the policy's own base (`ppo.value_model`: shared / separate).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tiller.degeneration import is_degenerate
 from tiller.logprobs import build_batch
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
-from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
+from tiller.models import describe_origin, load_frozen, load_tokenizer, policy_start, write_origin
 from tiller.rl_rollout import (
     add_completion_metrics,
     make_reward_backends,
@@ -60,7 +61,12 @@ from tiller.training import (
     trainable_parameter_count,
     use_gradient_checkpointing,
 )
-from tiller.value_model import PolicyWithValue, completion_logprobs_and_values
+from tiller.value_model import (
+    PolicyThroughBundle,
+    build_policy_with_value,
+    completion_logprobs_and_values,
+    value_model_kind,
+)
 
 
 def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept_config_changes: bool = False) -> Path:
@@ -112,12 +118,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             reference = load_frozen(name, cfg.model, rt.device)
     trainable, total = trainable_parameter_count(model_bundle)
     rt.print(f"[ppo] trainable parameters {trainable:,} of {total:,} (policy and value model, "
-             f"{'LoRA' if p.lora.enabled else 'full'}; value model: a separate copy of the starting model)")
+             f"{'LoRA' if p.lora.enabled else 'full'}; value model: {_VALUE_MODELS[value_model_kind(p)]})")
     with rt.unsharded_construction():
         reward_backends, mixed = make_reward_backends(p, cfg.run_dir, rt.device)
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
         rt, model_bundle, p.optim, total_steps * updates_per_step, accum, p.micro_batch_per_device, "ppo")
-    policy = unwrapped.policy
+    # Generation and the reference call the policy alone; under FSDP2 through the bundle's forward.
+    policy = PolicyThroughBundle(model, unwrapped.policy) if rt.strategy == "fsdp2" else unwrapped.policy
     engine = make_engine(p.rollout.engine, policy, tokenizer, p.rollout, cfg.model)
     if rt.sharded:
         engine.lockstep = rt.any_rank
@@ -275,14 +282,16 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     return out
 
 
+_VALUE_MODELS = {
+    "shared": "a second LoRA adapter ('value') on the policy's own base, one copy of the base weights",
+    "separate": "a separate copy of the starting model",
+}
+
+
 def _build(cfg: Config, name: str, device: torch.device):
-    """(PolicyWithValue, origin): the policy as rloo loads it (a saved adapter merged), and the
-    value model, a second copy of the same start with its own LoRA adapter (or trained in full)."""
-    checkpointing = use_gradient_checkpointing(cfg.model, device)
-    policy, origin = load_policy(name, cfg.model, cfg.ppo.lora, device, adapter="merge",
-                                 gradient_checkpointing=checkpointing)
-    value, _ = load_policy(name, cfg.model, cfg.ppo.lora, device, adapter="merge", gradient_checkpointing=checkpointing)
-    return PolicyWithValue(policy, value), origin
+    """(PolicyWithValue, origin) from the starting model `name` (tiller.value_model, which `tiller
+    eval curve` builds too, to load this stage's checkpoints)."""
+    return build_policy_with_value(name, cfg.model, cfg.ppo, device, use_gradient_checkpointing(cfg.model, device))
 
 
 def _global_moments(rt, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

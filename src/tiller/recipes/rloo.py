@@ -121,8 +121,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     trainable, total = trainable_parameter_count(policy)
     rt.print(f"[rloo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if r.lora.enabled else 'full'})")
     # The reward: one backend (rloo.reward), or the weighted sum of named ones (rloo.rewards).
+    # A LoRA reward model on the policy's starting weights scores on the policy's own base.
     with rt.unsharded_construction():
-        reward_backends, mixed = make_reward_backends(r, cfg.run_dir, rt.device)
+        reward_backends, mixed = make_reward_backends(r, cfg.run_dir, rt.device, policy=policy, policy_start=name,
+                                                      sharded=rt.sharded, log=lambda line: rt.print(f"[rloo] {line}"))
     if mixed:
         terms = [f"{c.weight:g} x {c.name} ({c.backend})" for c in r.rewards]
         rt.print(f"[rloo] reward = {' + '.join(terms)} (each logged as reward/<name>)")

@@ -17,13 +17,19 @@ from tiller.score_head import ScoreHead, score_sequences
 
 
 class ClassifierReward:
-    def __init__(self, path: str, cfg: RewardBackendConfig, device: str = "cpu", model_cfg: ModelConfig | None = None):
+    """`scorer` (ids, mask -> scores) replaces the model loaded from `path`: a reward adapter on
+    the policy's own base (`tiller.rewards.shared_base`); the tokenizer still comes from `path`."""
+
+    def __init__(self, path: str, cfg: RewardBackendConfig, device: str = "cpu", model_cfg: ModelConfig | None = None,
+                 scorer=None):
         self.cfg = cfg
         self.device = device
         self.tokenizer = load_tokenizer(path, model_cfg)
-        model = load_reward_model(path, model_cfg, device=device, pad_token_id=self.tokenizer.pad_token_id)
-        model.eval()
-        self.scorer = ScoreHead(model)
+        if scorer is None:
+            model = load_reward_model(path, model_cfg, device=device, pad_token_id=self.tokenizer.pad_token_id)
+            model.eval()
+            scorer = ScoreHead(model)
+        self.scorer = scorer
         self.skipped_too_long = 0
         # Padded batches: packing into one row was measured no faster here (bench/README.md).
         self.packed = False
@@ -53,4 +59,6 @@ class ClassifierReward:
         return run_in_length_batches([len(ids) for ids in encoded], self.cfg.batch_size, score_batch)
 
     def close(self) -> None:
-        pass
+        """A reward adapter on the policy's base leaves it (the policy is saved without it)."""
+        if hasattr(self.scorer, "detach_adapter"):
+            self.scorer.detach_adapter()

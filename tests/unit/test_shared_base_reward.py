@@ -1,0 +1,125 @@
+"""A LoRA reward model scored on the policy's own base (tiller.rewards.shared_base): the same
+scores as the separate merged reward model, the policy untouched, and the fallbacks named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiller.config import LoraConfig, ModelConfig, RewardBackendConfig, RlooConfig
+from tiller.models import apply_lora, load_policy, load_reward_model, load_tokenizer, save_model
+from tiller.rewards.classifier import ClassifierReward
+from tiller.rewards.shared_base import active_adapter, attach_reward_adapter, why_not_shared
+from tiller.rl_rollout import make_reward_backends
+
+PROMPTS = [[{"role": "user", "content": "What boils at one hundred degrees?"}],
+           [{"role": "user", "content": "Name a fox."}],
+           [{"role": "user", "content": "hi"}]]
+ANSWERS = ["Water at sea level.", "The quick brown fox jumps over the lazy dog, twice.", ""]
+
+
+def _reward_adapter(tmp_path, base, last_n_layers=1, seed=0):
+    """A 'trained' reward adapter folder on `base`: random LoRA B and score head, saved unmerged."""
+    torch.manual_seed(seed)
+    model = apply_lora(load_reward_model(str(base), pad_token_id=0),
+                       LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=last_n_layers), "SEQ_CLS")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or "score" in n:
+                p.normal_(0.0, 0.3)
+    return save_model(model, load_tokenizer(str(base)), tmp_path / "reward", merge_lora=False)
+
+
+def _policy(base, seed=1):
+    torch.manual_seed(seed)
+    policy, _ = load_policy(str(base), ModelConfig(), LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=1))
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.3)  # a policy that has moved: its adapter is not the reward's
+    return policy
+
+
+def test_shared_base_scores_equal_the_separate_merged_reward_model(tmp_path, tiny_llama):
+    """Tolerance 1e-5 in float32: the adapter adds B·A·x to each targeted layer where the merged
+    model holds W + B·A; the two differ by rounding only."""
+    path = _reward_adapter(tmp_path, tiny_llama)
+    cfg = RewardBackendConfig(batch_size=2)
+    separate = ClassifierReward(str(path), cfg).score(PROMPTS, ANSWERS)
+    policy = _policy(tiny_llama)
+    shared = ClassifierReward(str(path), cfg, scorer=attach_reward_adapter(policy, path)).score(PROMPTS, ANSWERS)
+    assert max(abs(a - b) for a, b in zip(shared, separate)) < 1e-5
+    assert max(separate) - min(separate) > 0.1  # the scores differ between answers: a real comparison
+
+
+def test_attaching_and_scoring_leave_the_policy_as_it_was(tmp_path, tiny_llama):
+    path = _reward_adapter(tmp_path, tiny_llama)
+    policy = _policy(tiny_llama).train()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        before = policy(input_ids=ids).logits
+    trainable_before = {n for n, p in policy.named_parameters() if p.requires_grad}
+    reward = ClassifierReward(str(path), RewardBackendConfig(), scorer=attach_reward_adapter(policy, path))
+    reward.score(PROMPTS, ANSWERS)
+    assert {n for n, p in policy.named_parameters() if p.requires_grad} == trainable_before
+    assert not any(".reward." in n for n in trainable_before)
+    assert policy.active_adapter == "default" and policy.training
+    with torch.no_grad():
+        torch.testing.assert_close(policy(input_ids=ids).logits, before, rtol=0, atol=0)
+        with active_adapter(policy, "reward"):  # the reward adapter does change the base's output
+            assert (policy(input_ids=ids).logits - before).abs().max() > 1e-3
+    reward.close()  # the policy is saved without the reward adapter
+    saved = save_model(policy, load_tokenizer(str(tiny_llama)), tmp_path / "policy", merge_lora=False)
+    assert "reward" not in policy.peft_config
+    assert not any("reward" in k for k in load_file(str(saved / "adapter_model.safetensors")))
+    assert sorted(p.name for p in saved.iterdir() if p.is_dir()) == []
+
+
+def test_why_not_shared_names_each_fallback(tmp_path, tiny_llama, tiny_qwen3):
+    adapter = _reward_adapter(tmp_path, tiny_llama)
+    policy = _policy(tiny_llama)
+    assert why_not_shared(adapter, policy, str(tiny_llama), sharded=False) is None
+    assert "FSDP2 / ZeRO-3" in why_not_shared(adapter, policy, str(tiny_llama), sharded=True)
+    assert "not the policy's starting weights" in why_not_shared(adapter, policy, str(tiny_qwen3), sharded=False)
+    full_ft, _ = load_policy(str(tiny_llama), ModelConfig(), None)
+    assert "fully fine-tuned" in why_not_shared(adapter, full_ft, str(tiny_llama), sharded=False)
+    merged = save_model(apply_lora(load_reward_model(str(tiny_llama), pad_token_id=0), LoraConfig(r=4, alpha=8),
+                                   "SEQ_CLS"), load_tokenizer(str(tiny_llama)), tmp_path / "merged", merge_lora=True)
+    assert "not a LoRA adapter" in why_not_shared(merged, policy, str(tiny_llama), sharded=False)
+
+
+def test_make_reward_backends_shares_the_base_and_says_so(tmp_path, tiny_llama):
+    """The RL recipes' entry point: shared by default, separate with share_base false, each
+    choice printed; the mixed form gives each classifier its own adapter."""
+    path = _reward_adapter(tmp_path, tiny_llama)
+    lines = []
+    section = RlooConfig(reward=RewardBackendConfig(path=str(path)))
+    policy = _policy(tiny_llama)
+    (_, _, shared), = make_reward_backends(section, tmp_path, "cpu", policy=policy, policy_start=str(tiny_llama),
+                                           log=lines.append)[0]
+    assert "on the policy's own base" in lines[-1] and "reward_0" in policy.peft_config
+    section.reward.share_base = False
+    (_, _, separate), = make_reward_backends(section, tmp_path, "cpu", policy=policy, policy_start=str(tiny_llama),
+                                             log=lines.append)[0]
+    assert "separate model (share_base: false)" in lines[-1]
+    a, b = shared.score(PROMPTS, ANSWERS), separate.score(PROMPTS, ANSWERS)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    shared.close()
+    assert "reward_0" not in policy.peft_config
+
+
+def test_an_adapter_for_other_layers_fits_and_a_foreign_one_is_refused(tmp_path, tiny_llama):
+    """The reward adapter may cover other layers than the policy's (here all of them); one
+    trained on a base of another width does not fit (why_not_shared refuses it first in the
+    recipes: its base is not the policy's)."""
+    from tiller.tiny import build_tiny_model
+
+    path = _reward_adapter(tmp_path, tiny_llama, last_n_layers=None)
+    cfg = RewardBackendConfig()
+    separate = ClassifierReward(str(path), cfg).score(PROMPTS, ANSWERS)
+    shared = ClassifierReward(str(path), cfg, scorer=attach_reward_adapter(_policy(tiny_llama), path)).score(PROMPTS, ANSWERS)
+    assert max(abs(a - b) for a, b in zip(shared, separate)) < 1e-5
+    foreign = _reward_adapter(tmp_path / "w", build_tiny_model(tmp_path / "wide", hidden_size=32))
+    with pytest.raises((ValueError, RuntimeError)):
+        attach_reward_adapter(_policy(tiny_llama), foreign)
