@@ -11,7 +11,7 @@ forward and back. Policy (adapter "default"), reference (adapters disabled) and 
 
 What it computes is the separate merged reward model's score up to float rounding: the adapter
 adds B·A·x to each targeted layer instead of having it merged into the weight (tested against
-the merged model; 1e-4 in float32).
+the merged model; 1e-5 in float32).
 
 Conditions (checked by `why_not_shared`, printed by the recipe either way): the reward folder is
 an adapter, the policy is a LoRA model and not sharded (FSDP2 / ZeRO-3 own the base's layers,
