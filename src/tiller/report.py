@@ -320,6 +320,12 @@ def _reward_models(run_dir: Path, shown: list[str]) -> str:
     return "\n".join(out)
 
 
+def _step_label(stage: str) -> str:
+    """What a logged step of `stage` is: a PPO step is one rollout followed by ppo_epochs x
+    num_mini_batches optimizer steps; every other stage logs one optimizer step per step."""
+    return "rollout step" if stage == "ppo" else "optimizer step"
+
+
 def _policy_optimization(run_dir: Path, stage: str) -> str:
     """The section of an RL stage: rloo (RLOO and the GRPO family) or ppo (PPO with a value
     model, which adds its value loss and values to the plots)."""
@@ -349,27 +355,28 @@ def _policy_optimization(run_dir: Path, stage: str) -> str:
                ("val/num_eos_tokens", "completions ending in EOS"), ("loss/value_avg", "value loss"),
                ("value/mean", "mean value"))
     loss_kind = "clipped PPO" if stage == "ppo" else "REINFORCE"
+    xlabel = _step_label(stage)
     plots = [
         line_plot(f"Reward during {stage.upper()}", "reward (reward-model score)",
                    [("score", *series(rows, "objective/scores")),
-                    ("RLHF reward (score − β·KL − EOS penalty)", *series(rows, "objective/rlhf_reward"))]),
-        line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *series(rows, "objective/kl"))]),
-        line_plot("Policy loss", f"loss ({loss_kind}, per token)", [("policy loss", *series(rows, "loss/policy_avg"))]),
+                    ("RLHF reward (score − β·KL − EOS penalty)", *series(rows, "objective/rlhf_reward"))], xlabel),
+        line_plot("KL from the reference policy", "KL (nats per sequence)", [("KL", *series(rows, "objective/kl"))], xlabel),
+        line_plot("Policy loss", f"loss ({loss_kind}, per token)", [("policy loss", *series(rows, "loss/policy_avg"))], xlabel),
         panel_plot([
             ("Value loss", "clipped value loss (per token)", [("value loss", *series(rows, "loss/value_avg"))]),
             ("Values and returns", "mean per token", [("value", *series(rows, "value/mean")),
                                                       ("return", *series(rows, "value/returns_mean"))]),
-        ]) if stage == "ppo" else "",
+        ], xlabel) if stage == "ppo" else "",
         panel_plot([
             ("Entropy per sequence", "entropy (nats per sequence)", [("sequence", *series(rows, "objective/entropy"))]),
             ("Entropy per token", "entropy (nats per token)", [("token", *series(rows, "policy/entropy_avg"))]),
-        ]),
-        length_band_plot(rows),
-        time_plot(rows),
+        ], xlabel),
+        length_band_plot(rows, xlabel),
+        time_plot(rows, xlabel),
         panel_plot([
             ("Importance ratio", "π / π_old (mean)", [("ratio", *series(rows, "val/ratio"))]),
             ("Completions ending in EOS", "completions per step (per process)", [("with EOS", *series(rows, "val/num_eos_tokens"))]),
-        ]),
+        ], xlabel),
     ]
     out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
     out.append(_flat_series_note(rows, plotted))
@@ -789,7 +796,7 @@ def _curve(run_dir: Path) -> str:
                    + _note(f"{_fmt(first.get('n'))} held-out prompts; reference <code>{esc(first.get('reference'))}"
                            f"</code>, judge <code>{esc(first.get('judge'))}</code>."))
         plots = [curve_plot(stage, rows, "kl_mean", "KL(π ‖ π_ref), nats per answer"),
-                 curve_plot(stage, rows, "step", "optimizer step")]
+                 curve_plot(stage, rows, "step", _step_label(stage))]
         out.append("<div class=plots>" + "".join(p for p in plots if p) + "</div>")
     out.append(_note("Each row is one model of the stage: its starting model (step 0: the reference itself, so KL 0 and "
                      "every verdict a tie), each checkpoint kept, and the final model, all answering the same held-out "

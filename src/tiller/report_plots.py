@@ -131,7 +131,7 @@ def panel_plot(panels: list[tuple], xlabel: str = "optimizer step") -> str:
     return png_img(fig, wide=True)
 
 
-def length_band_plot(rows: list[dict]) -> str:
+def length_band_plot(rows: list[dict], xlabel: str = "optimizer step") -> str:
     xs, mean = series(rows, "completions/mean_length")
     if not is_informative(mean):
         return ""
@@ -141,7 +141,6 @@ def length_band_plot(rows: list[dict]) -> str:
     if lo_x and lo_x == hi_x:
         ax.fill_between(lo_x, lo, hi, color="C0", alpha=0.15, label="min to max in the step")
     window = smoothing_window(len(xs))
-    xlabel = "optimizer step"
     if window:
         ax.plot(xs, mean, color="C0", alpha=0.3, linewidth=0.9)
         ax.plot(xs, rolling_mean(mean, window), color="C0", linewidth=1.8, label="mean")
@@ -155,7 +154,7 @@ def length_band_plot(rows: list[dict]) -> str:
     return png_img(fig)
 
 
-def time_plot(rows: list[dict]) -> str:
+def time_plot(rows: list[dict], xlabel: str = "optimizer step") -> str:
     parts = [(label, series(rows, f"time/{key}")) for key, label in TIME_PARTS]
     parts = [(label, xs, ys) for label, (xs, ys) in parts if xs]
     if not parts:
@@ -178,7 +177,7 @@ def time_plot(rows: list[dict]) -> str:
     top = max(sum(col) for col in zip(*values))
     ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # room for the legend above the stack
     ax.set_title("Time per step, by phase", fontsize=11)
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("seconds")
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.grid(True, alpha=0.3)

@@ -536,3 +536,32 @@ def test_a_ppo_run_gets_its_own_section_with_the_value_model(tmp_path):
     rloo = write_report(rloo_run).read_text()
     rloo = rloo[rloo.index("<h2>RLOO training</h2>"):]
     assert rloo[:rloo.index("</section>")].count("<img") == 7  # no value panels
+
+
+def test_a_ppo_run_plots_against_rollout_steps(tmp_path, monkeypatch):
+    """A PPO step is one rollout and ppo_epochs x num_mini_batches optimizer steps, so every plot
+    of a PPO section is drawn against "rollout step"; an RLOO section's against "optimizer step"
+    (one update per step). The x labels are read off each figure as it is rendered."""
+    from tiller import report_plots
+
+    labels = []
+    rendered = report_plots.png_img
+
+    def record(fig, wide=False):
+        labels.extend(ax.get_xlabel().split("\n")[0] for ax in fig.axes)
+        return rendered(fig, wide)
+
+    monkeypatch.setattr(report_plots, "png_img", record)
+    run = tmp_path / "run"
+    write_rloo(run, random.Random(0))
+    (run / "rloo").rename(run / "ppo")
+    (run / "ppo" / "config.yaml").write_text(CONFIG.format(run=run) + "pipeline:\n  stages: [ppo]\nstage: ppo\n")
+    from tiller.report import _policy_optimization
+
+    _policy_optimization(run, "ppo")
+    assert len(labels) >= 7 and set(labels) == {"rollout step"}, labels
+    labels.clear()
+    rloo_run = tmp_path / "rloo-run"
+    write_rloo(rloo_run, random.Random(0))
+    _policy_optimization(rloo_run, "rloo")
+    assert len(labels) >= 7 and set(labels) == {"optimizer step"}, labels
