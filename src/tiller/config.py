@@ -162,6 +162,14 @@ class RewardConfig:
     # log-likelihood of each answer, a baseline the reward model should beat; one forward of that
     # model over the pairs. The length baselines are always shown (they cost nothing).
     likelihood_baseline: bool = True
+    # The reward stage (not the judge) also trains on this many extra pairs per training pair:
+    # the pair's chosen answer against a degenerate rewrite of it (`tiller.degeneration.
+    # degenerate_rewrite`: counters, loops, runs), so the policy's reward model learns that such
+    # answers are worse. A reward model trained only on human pairs has never seen one and may
+    # score `1. 1. 1. ...` above real answers (issue 18). The judge never gets them: what it
+    # scores stays an independent check. Both models report how often they rank a validation
+    # answer above its degenerate rewrite ("degenerate check").
+    degenerate_negatives: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
 
 @dataclass

@@ -169,3 +169,48 @@ def guarded_win_rate(policy_scores: Sequence[float], reference_scores: Sequence[
         guarded_policy.append(p)
         guarded_reference.append(r)
     return {**losses.win_rate(guarded_policy, guarded_reference), "overruled": float(overruled)}
+
+
+# ---- degenerate answers made on purpose: negatives for a reward model -------------------------
+
+REWRITE_KINDS = ("counter", "loop", "run", "answer_then_loop")
+
+
+def degenerate_rewrite(answer: str, kind: str, rng) -> str:
+    """A degenerate answer of `kind` (one of REWRITE_KINDS) built from `answer`, flagged by the
+    rule above (checked; more repetitions are added until it is):
+
+    - counter:          bare numbered items, ``1. 1. 1. 2. 3. 4.`` (12 to 40 of them), the demo's hack;
+    - loop:             the answer's first 2 to 6 words said over and over;
+    - run:              one short unit from the answer repeated without spaces (``Yes.Yes.Yes.``);
+    - answer_then_loop: the answer's first sentence, then its last 3 words in a loop (a plausible
+                        start that falls into repetition, as sampled text often does).
+
+    `rng` is a `random.Random`; an answer with too few words for a kind gets a counter instead."""
+    if kind not in REWRITE_KINDS:
+        raise ValueError(f"unknown degenerate kind {kind!r}; one of {REWRITE_KINDS}")
+    tokens = answer.split()
+    if kind != "counter" and len(tokens) < 3:
+        kind = "counter"
+    if kind == "counter":
+        ones = rng.randint(0, 4)
+        count = rng.randint(12, 40)
+        numbers = [1] * ones + list(range(1, count - ones + 1))
+        sep = rng.choice([" ", "", "\n"])
+        pieces, step = [f"{n}." for n in numbers], "1."
+    elif kind == "loop":
+        unit = " ".join(tokens[:rng.randint(2, min(6, len(tokens)))])
+        pieces, step, sep = [unit] * rng.randint(4, 10), unit, " "
+    elif kind == "run":
+        unit = tokens[0].strip()[:12] or "1."
+        pieces, step, sep = [unit] * rng.randint(8, 20), unit, ""
+    else:
+        sentence = re.split(r"(?<=[.!?])\s", answer.strip(), maxsplit=1)[0].split()[:20]
+        tail = " ".join(sentence[-3:])
+        pieces, step, sep = [" ".join(sentence)] + [tail] * rng.randint(6, 12), tail, " "
+    text = sep.join(pieces)
+    for _ in range(400):
+        if is_degenerate(text):
+            return text
+        text = text + sep + step
+    raise AssertionError(f"could not make a degenerate {kind} answer from {answer[:60]!r}")

@@ -93,3 +93,41 @@ class FrozenPrefix:
     def tail_only(self):
         """Inside: the model's forward runs only the layers after the prefix (pass `inputs_embeds`)."""
         return self._swapped(torch.nn.ModuleList(self.decoder.layers[self.layers:]))
+
+
+# ---- the reward model's pass over the same frozen layers -----------------------------------------
+#
+# A reward adapter on the policy's base (tiller.rewards.shared_base) on the last layers too sees,
+# below them, the same frozen layers. Its token ids are the policy's row (prompt + completion)
+# re-rendered through the chat template: usually the same ids followed by a few more (the end of
+# turn). Causal attention makes the frozen layers' output at a position depend only on the tokens
+# up to it, so one frozen pass over the rows extended by those suffixes serves all three: the
+# policy and the reference read its first columns, the reward adapter all of it.
+
+
+def reward_suffix(policy_row: list[int], reward_row: list[int]) -> list[int] | None:
+    """The reward row's tokens after the policy row when the policy row is a prefix of it; None
+    when it is not (a sampled token sequence that re-tokenizes differently, a cut prompt, a
+    stripped thinking block): then that row needs the reward model's own pass."""
+    if len(reward_row) < len(policy_row) or reward_row[:len(policy_row)] != policy_row:
+        return None
+    return reward_row[len(policy_row):]
+
+
+def extend_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, suffixes: list[list[int]],
+                pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with each row's suffix written right after its last real token (columns added
+    on the right as needed) and unmasked. Every real token of the original batch keeps its column
+    and position, so a causal model's output there is unchanged; the original mask still marks
+    exactly the policy's tokens."""
+    extra = max((len(s) for s in suffixes), default=0)
+    ids = torch.nn.functional.pad(input_ids, (0, extra), value=pad_id)
+    mask = torch.nn.functional.pad(attention_mask, (0, extra), value=0)
+    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    ends = (columns * attention_mask.long()).argmax(dim=1) + 1  # one past each row's last real token
+    for row, suffix in enumerate(suffixes):
+        if suffix:
+            end = int(ends[row])
+            ids[row, end:end + len(suffix)] = torch.tensor(suffix, dtype=ids.dtype, device=ids.device)
+            mask[row, end:end + len(suffix)] = 1
+    return ids, mask

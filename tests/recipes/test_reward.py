@@ -160,3 +160,34 @@ def test_packed_scores_equal_padded_scores(arch, request):
         alone = torch.cat([score_sequences(scorer, [s], 0, "cpu", packed=False) for s in seqs])
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
     assert packing_is_exact(scorer, seqs, 0, "cpu")
+
+
+def test_degenerate_negatives_go_to_the_reward_model_only_and_teach_it(tmp_path, tiny_llama):
+    """reward.degenerate_negatives adds chosen-vs-degenerate-rewrite pairs to the reward stage's
+    training set (not the judge's); the degenerate check then ranks more chosen answers above
+    their rewrites than the same training without them."""
+    from tiller.data.records import PreferencePair
+    from tiller.degeneration import is_degenerate
+
+    pairs = [PreferencePair.from_dict(p) for p in toy_pairs(20)]
+    added = reward.degenerate_pairs(pairs, 0.5, seed=3)
+    assert len(added) == 10 and added == reward.degenerate_pairs(pairs, 0.5, seed=3)
+    by_prompt = {p.prompt[0]["content"]: p for p in pairs}
+    for a in added:
+        assert a.chosen == by_prompt[a.prompt[0]["content"]].chosen and is_degenerate(a.rejected) and a.margin == 3.0
+
+    checks = {}
+    for share in (0.0, 1.0):
+        run_dir = tmp_path / f"share-{share}"
+        write_pairs(run_dir, toy_pairs(64), toy_pairs(16, offset=500))
+        cfg = reward_config(run_dir, tiny_llama, epochs=2, max_length=320)
+        cfg["reward"]["degenerate_negatives"] = share
+        report = json.loads((reward.run(config_from_dict(cfg)) / "eval.json").read_text())
+        assert report["degenerate_negatives"] == round(share * 32) and report["train_pairs"] == 32 + round(share * 32)
+        assert report["degenerate_check"]["n"] == 16
+        checks[share] = report["degenerate_check"]
+        if share:
+            judge = json.loads((reward.run(config_from_dict(cfg), stage="judge") / "eval.json").read_text())
+            assert judge["degenerate_negatives"] == 0 and judge["train_pairs"] == 32
+    assert checks[1.0]["mean_margin"] > checks[0.0]["mean_margin"] + 0.5, checks
+    assert checks[1.0]["accuracy"] == 1.0, checks

@@ -178,3 +178,28 @@ def test_guarded_win_rate_by_hand():
     assert (g["wins"], g["ties"], g["losses"], g["overruled"]) == (2.0, 1.0, 1.0, 0.0)
     with pytest.raises(ValueError):
         guarded_win_rate(policy, reference, clean[:3], clean)
+
+
+def test_degenerate_rewrites_are_flagged_repeatable_and_built_from_the_answer():
+    import random
+
+    from tiller.degeneration import REWRITE_KINDS, degenerate_rewrite
+
+    answers = ["Soak the whetstone in water for ten minutes. Hold the blade at fifteen degrees.",
+               "Paris is the capital of France.", "Yes.", ""]
+    for answer in answers:
+        for kind in REWRITE_KINDS:
+            text = degenerate_rewrite(answer, kind, random.Random(7))
+            assert measure(text)["degenerate"], (kind, text)
+            assert text == degenerate_rewrite(answer, kind, random.Random(7))  # the seed alone decides
+    first = answers[0]
+    assert degenerate_rewrite(first, "loop", random.Random(1)).startswith("Soak the")
+    assert degenerate_rewrite(first, "answer_then_loop", random.Random(1)).startswith(
+        "Soak the whetstone in water for ten minutes. for ten minutes. for ten minutes.")
+    assert set(words(degenerate_rewrite(first, "counter", random.Random(1)))) <= set(map(str, range(41)))
+    assert degenerate_rewrite(first, "run", random.Random(1)).startswith("SoakSoakSoak")
+    # Too few words for a loop: a counter instead.
+    assert measure(degenerate_rewrite("Yes.", "loop", random.Random(1)))["reasons"] != [] and \
+        set(words(degenerate_rewrite("Yes.", "loop", random.Random(1)))) <= set(map(str, range(41)))
+    with pytest.raises(ValueError, match="unknown degenerate kind"):
+        degenerate_rewrite(first, "babble", random.Random(1))

@@ -55,3 +55,70 @@ def test_prefix_then_tail_equals_the_full_forward(four_layer_model):
     with prefix.tail_only():
         model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions).logits.sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_reward_suffix_by_hand():
+    from tiller.frozen_prefix import reward_suffix
+
+    assert reward_suffix([1, 2, 3], [1, 2, 3, 9, 10]) == [9, 10] and reward_suffix([4], [4]) == []
+    assert reward_suffix([1, 2, 3], [1, 2, 7, 9]) is None  # a token differs
+    assert reward_suffix([1, 2, 3], [1, 2]) is None  # the reward row is shorter (cut)
+
+
+def test_extend_rows_writes_each_suffix_after_its_last_real_token():
+    from tiller.frozen_prefix import extend_rows
+
+    # [left-padded prompt | right-padded completion], pad 0
+    ids = torch.tensor([[0, 5, 6, 7, 0], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    ext_ids, ext_mask = extend_rows(ids, mask, [[20, 21], [22]], pad_id=0)
+    assert ext_ids.tolist() == [[0, 5, 6, 7, 20, 21, 0], [8, 9, 10, 11, 12, 22, 0]]
+    assert ext_mask.tolist() == [[0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0]]
+    same_ids, same_mask = extend_rows(ids, mask, [[], []], pad_id=0)
+    assert torch.equal(same_ids, ids) and torch.equal(same_mask, mask)
+
+
+def test_a_reward_adapter_scores_the_same_from_the_shared_frozen_layers(tmp_path, four_layer_model):
+    """AdapterScoreHead.score_hidden on the frozen layers' output of the extended rows equals the
+    reward adapter's own full pass on the reward rows alone (right-padded, as the reward backend
+    pads them), and the policy's log-probs from the first columns equal its own full forward."""
+    from tiller.batching import mask_positions, pad_batch
+    from tiller.frozen_prefix import extend_rows, reward_suffix
+    from tiller.logprobs import build_batch, completion_logprobs
+    from tiller.models import load_policy, load_reward_model, load_tokenizer, save_model
+    from tiller.config import ModelConfig
+    from tiller.rewards.shared_base import attach_reward_adapter
+
+    torch.manual_seed(0)
+    reward = apply_lora(load_reward_model(str(four_layer_model), pad_token_id=0),
+                        LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=2), "SEQ_CLS")
+    with torch.no_grad():
+        for n, p in reward.named_parameters():
+            if "lora_B" in n or "score" in n:
+                p.normal_(0.0, 0.3)
+    folder = save_model(reward, load_tokenizer(str(four_layer_model)), tmp_path / "reward", merge_lora=False)
+    policy, _ = load_policy(str(four_layer_model), ModelConfig(), LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=2))
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.3)
+    head = attach_reward_adapter(policy, folder)
+    prefix = FrozenPrefix.of(policy)
+    assert prefix is not None and prefix.layers == 2  # both adapters on the last 2 layers
+
+    prompts, completions = [[3, 4, 5], [6, 7]], [[8, 9], [10, 11, 12, 13]]
+    suffixes = [[14, 15], [16]]
+    reward_rows = [p + c + s for p, c, s in zip(prompts, completions, suffixes)]
+    assert [reward_suffix(p + c, r) for p, c, r in zip(prompts, completions, reward_rows)] == suffixes
+    ids, mask, cmask, plen = build_batch(prompts, completions, 1, pad_id=0)
+    ext_ids, ext_mask = extend_rows(ids, mask, suffixes, pad_id=0)
+    hidden = prefix.hidden(ext_ids, ext_mask)
+    shared = head.score_hidden(hidden, ext_mask, prefix)
+    own_ids, own_mask = pad_batch(reward_rows, 0)
+    own = head(own_ids, own_mask)
+    assert torch.allclose(shared, own, atol=1e-5) and (own[0] - own[1]).abs() > 1e-3
+    full = completion_logprobs(policy, ids, mask, plen, 1.0)[0]
+    from_shared = completion_logprobs(policy, ids, mask, plen, 1.0, False, prefix, hidden[:, :ids.shape[1]])[0]
+    # Equal at every completion token; the padding columns (masked out everywhere) see the suffix.
+    assert torch.allclose(full[cmask.bool()], from_shared[cmask.bool()], atol=1e-5)
+    assert mask_positions(ext_mask)[:, :ids.shape[1]][mask.bool()].tolist() == mask_positions(mask)[mask.bool()].tolist()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from tiller import losses
 from tiller.chat import render_conversation
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
+from tiller.data.records import PreferencePair
 from tiller.data.run_files import load_pairs
+from tiller.degeneration import REWRITE_KINDS, degenerate_rewrite
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
@@ -86,6 +89,20 @@ def encode_pairs(pairs, tokenizer, max_length: int, truncation: str, enable_thin
     return encoded, dropped
 
 
+def degenerate_pairs(pairs: list[PreferencePair], share: float, seed: int) -> list[PreferencePair]:
+    """round(share x len(pairs)) pairs, each one pair's prompt and chosen answer against a
+    degenerate rewrite of that answer (the kinds in turn), margin 3.0 (HelpSteer3's strongest
+    preference). Which pairs, and the rewrites, depend only on `seed`."""
+    rng = random.Random(seed)
+    picked = sorted(rng.sample(range(len(pairs)), round(share * len(pairs))))
+    kinds = REWRITE_KINDS
+    return [PreferencePair(prompt=pairs[i].prompt, chosen=pairs[i].chosen,
+                           rejected=degenerate_rewrite(pairs[i].chosen, kinds[n % len(kinds)], rng),
+                           margin=3.0, domain=pairs[i].domain, language=pairs[i].language,
+                           source_row=pairs[i].source_row)
+            for n, i in enumerate(picked)]
+
+
 def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
                 packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One concatenated forward: sequences [0, n) are chosen, [n, 2n) rejected."""
@@ -95,8 +112,9 @@ def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, 
 
 @torch.no_grad()
 def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, batch_size: int = 8, num_samples: int = 4,
-                   packed: bool = False) -> dict:
-    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength.
+                   packed: bool = False, keep_scores: bool = False) -> dict:
+    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength
+    (and, with `keep_scores`, every pair's [chosen, rejected] scores under "scores").
 
     The pairs are shared out between the processes (every process returns the same report)."""
     if not pairs:
@@ -135,7 +153,46 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
             "prompt": p.prompt[-1]["content"], "chosen": p.chosen_text, "rejected": p.rejected_text,
             "chosen_score": float(c[i]), "rejected_score": float(r[i]),
         })
+    if keep_scores:
+        report["scores"] = scores.tolist()
     return report
+
+
+@torch.no_grad()
+def degenerate_check(scorer, val: list[EncodedPair], chosen_scores: list[float], tokenizer, cfg: Config, rt: Runtime,
+                     packed: bool) -> dict:
+    """How often the model scores a validation pair's chosen answer (`chosen_scores`, already
+    computed by `evaluate_pairs`) above a degenerate rewrite of it: one rewrite per pair, the
+    kinds in turn, seed 0, so every model meets the same rewrites. Only the rewrites are scored."""
+    if not val:
+        return {"n": 0}
+    t = cfg.reward.train
+    rng = random.Random(0)
+    rewrites = []
+    for n, p in enumerate(val):
+        text = degenerate_rewrite(p.chosen_text, REWRITE_KINDS[n % len(REWRITE_KINDS)], rng)
+        _, rendered = render_conversation(tokenizer, p.prompt, text, cfg.model.enable_thinking)
+        rewrites.append(tokenizer(rendered, add_special_tokens=False)["input_ids"][-t.max_length:])
+    was_training = scorer.training
+    scorer.eval()
+    scores = map_over_ranks(rt, len(rewrites), t.micro_batch_per_device * 2,
+                            lambda ids: score_sequences(scorer, [rewrites[i] for i in ids], tokenizer.pad_token_id,
+                                                        rt.device, packed).float(),
+                            lengths=[len(r) for r in rewrites])[:, 0].cpu()
+    scorer.train(was_training)
+    chosen = torch.tensor(chosen_scores, dtype=torch.float64)
+    correct = (chosen > scores).double() + 0.5 * (chosen == scores).double()
+    low, high = losses.accuracy_interval(float(correct.sum()), len(val))
+    return {"n": len(val), "accuracy": float(correct.mean()), "accuracy_ci95": [low, high],
+            "mean_margin": float((chosen - scores).mean())}
+
+
+def format_degenerate_check(check: dict, prefix: str) -> str:
+    if not check.get("n"):
+        return f"{prefix} degenerate check: no validation pairs"
+    lo, hi = check["accuracy_ci95"]
+    return (f"{prefix} degenerate check: chosen answer above a degenerate rewrite of it in {check['accuracy']:.3f} "
+            f"(95% CI {lo:.3f}-{hi:.3f}) of {check['n']} validation pairs, mean margin {check['mean_margin']:.3f}")
 
 
 def format_eval(report: dict, title: str) -> str:
@@ -178,6 +235,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     tokenizer = load_tokenizer(name, cfg.model)
     train_pairs = subset(load_pairs(cfg.run_dir, "train"), which)
     val_pairs = load_pairs(cfg.run_dir, "validation")
+    added = degenerate_pairs(train_pairs, rcfg.degenerate_negatives, cfg.seed) if stage == "reward" else []
+    train_pairs = train_pairs + added
     train, dropped_train = encode_pairs(train_pairs, tokenizer, rcfg.train.max_length, rcfg.train.truncation, cfg.model.enable_thinking)
     val, dropped_val = encode_pairs(val_pairs, tokenizer, rcfg.train.max_length, rcfg.train.truncation, cfg.model.enable_thinking)
 
@@ -190,6 +249,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     rt.print(
         f"[{stage}] model {name} | pairs: train {len(train)} ({which}; {dropped_train} dropped > {t.max_length} tokens), "
         f"validation {len(val)} ({dropped_val} dropped)\n"
+        + (f"[{stage}] train pairs include {len(added)} degenerate negatives (reward.degenerate_negatives "
+           f"{rcfg.degenerate_negatives}): a chosen answer against a degenerate rewrite of it\n" if added else "") +
         f"[{stage}] {t.pairs_per_step} pairs/step = {t.micro_batch_per_device} per micro-batch x {accum} accumulation "
         f"x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, {total_steps} steps"
     )
@@ -257,10 +318,15 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         return out
 
     elapsed = time.time() - started
-    report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, packed)
-    report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which})
+    report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, packed,
+                            keep_scores=True)
+    chosen_scores = [c for c, _ in report.pop("scores", [])]
+    report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which,
+                   "degenerate_negatives": len(added)})
+    report["degenerate_check"] = degenerate_check(unwrapped, val, chosen_scores, tokenizer, cfg, rt, packed)
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
     rt.print(format_eval(report, f"[{stage}] validation"))
+    rt.print(format_degenerate_check(report["degenerate_check"], f"[{stage}]"))
     rt.print(f"[{stage}] trained in {elapsed:.0f} s")
     rt.print(f"[{stage}] {updates.describe()}")
     save_trained_model(rt, scorer, unwrapped, tokenizer, out / "model", rcfg.lora.merge_on_save,
@@ -290,13 +356,16 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     probe = [s for p in val[: cfg.reward.train.micro_batch_per_device] for s in (p.chosen, p.rejected)]
     packed = cfg.reward.packing and packing_is_exact(scorer, probe, tokenizer.pad_token_id, device)
     report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
-                            cfg.reward.num_eval_samples, packed)
+                            cfg.reward.num_eval_samples, packed, keep_scores=True)
     report["dropped_too_long"] = dropped
+    report["degenerate_check"] = degenerate_check(scorer, val, [c for c, _ in report.pop("scores", [])], tokenizer,
+                                                  cfg, rt, packed)
     del model, scorer  # the likelihood baseline loads the starting model next
     report["baselines"] = length_baselines([len(p.chosen) for p in val], [len(p.rejected) for p in val])
     if cfg.reward.likelihood_baseline and val:
         report["baselines"].update(_likelihood_baselines(cfg, val, rt))
     print(format_eval(report, f"reward model {path}"))
+    print(format_degenerate_check(report["degenerate_check"], " "))
     print("  baselines on the same pairs (no training):")
     print("\n".join(format_baselines(report["baselines"])))
     for s in report.get("samples", []):

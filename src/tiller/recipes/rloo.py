@@ -5,8 +5,10 @@
 One step, top to bottom:
   1. take `prompts_per_step` prompts (each process its own whole prompts);
   2. sample k = `completions_per_prompt` completions per prompt with the rollout engine;
-  3. score them with the reward backend, or the weighted sum of several (no gradients, batched);
-  4. reference log-probs: the base with the LoRA adapter disabled (or a frozen copy);
+  3. reference log-probs: the base with the LoRA adapter disabled (or a frozen copy); with LoRA
+     on the last layers only, the frozen layers below run once for the reference, the policy and
+     a reward adapter on the same base (tiller.frozen_prefix);
+  4. score them with the reward backend, or the weighted sum of several (no gradients, batched);
   5. per sequence R = score - missing_eos_penalty*[no EOS] - beta*KL, leave-one-out
      advantages, and the REINFORCE (or clipped-ratio) loss, reduced over the global batch.
      The estimator (rloo, grpo, dr_grpo, reinforce_pp), the KL's place (reward or loss), the
@@ -28,7 +30,7 @@ from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
-from tiller.frozen_prefix import FrozenPrefix
+from tiller.frozen_prefix import FrozenPrefix, extend_rows, reward_suffix
 from tiller.logprobs import build_batch, completion_logprobs
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
@@ -141,6 +143,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     if reference is None and not rt.sharded:
         prefix = FrozenPrefix.of(unwrapped)
     prefix_checked = prefix is None
+    # A reward adapter on the policy's base (and the only reward) runs its forward from the
+    # frozen layers' output too, where its token ids extend the policy's (checked every step).
+    shared_backend = reward_backends[0][2] if len(reward_backends) == 1 else None
+    shared_reward = (prefix is not None and shared_backend is not None
+                     and hasattr(getattr(shared_backend, "scorer", None), "score_hidden"))
+    reward_sharing_checked = False
 
     seed_per_rank(rt, cfg.seed)  # models built: each process its own stream (sampling has per-prompt seeds)
     start_step = 0
@@ -174,12 +182,63 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         gen = engine.generate(prompt_ids, k, sampling, [sampling_seed(cfg.seed, step, i) for i in mine])
         timings["generate"] = time.perf_counter() - t0
 
-        # ---- 3. reward
-        t0 = time.perf_counter()
+        # Each micro-batch is padded to its own longest prompt and completion, not the step's
+        # (prompts of one group share their length: with whole groups per micro-batch, no prompt padding).
         texts = tokenizer.batch_decode(gen.completions, skip_special_tokens=True)
         row_messages = [m for m in messages for _ in range(k)]
         row_records = [extras[i] for i in mine for _ in range(k)]
-        scores, parts = score_completions(reward_backends, row_messages, texts, k, row_records, rt.device)
+        row_prompts = [p for p in prompt_ids for _ in range(k)]
+        mb = r.micro_batch_per_device
+        micro_slices = [slice(i * mb, (i + 1) * mb) for i in range(accum)]
+        micro = []
+        for s in micro_slices:
+            ids, mask, cmask, plen = build_batch(row_prompts[s], gen.completions[s], 1, tokenizer.pad_token_id)
+            micro.append((ids.to(rt.device), mask.to(rt.device), cmask.to(rt.device).float(), plen))
+        has_eos = torch.tensor(gen.has_eos, device=rt.device)
+        temperature = r.rollout.temperature
+
+        # ---- 3. the frozen layers' output, once for the reference, the policy and (when its
+        # token ids extend the policy's) a reward adapter on the same base; reference log-probs
+        t0 = time.perf_counter()
+        if not prefix_checked:
+            ids, mask, _, plen = micro[0]
+            prefix = _checked_prefix(rt, unwrapped, prefix, ids, mask, plen, temperature)
+            prefix_checked = True
+            shared_reward = shared_reward and prefix is not None
+        extended, suffixes = None, []
+        if shared_reward:  # per row: do the reward model's ids extend the policy's?
+            suffixes = [reward_suffix(row_prompts[i] + gen.completions[i], shared_backend.encode(row_messages[i], texts[i]))
+                        for i in range(len(texts))]
+            if any(x is not None for x in suffixes):
+                extended = [extend_rows(ids, mask, [x or [] for x in suffixes[s]], tokenizer.pad_token_id)
+                            for (ids, mask, _, _), s in zip(micro, micro_slices)]
+        if extended is not None:
+            full_hiddens = [prefix.hidden(ids, mask) for ids, mask in extended]
+            hiddens = [h[:, :ids.shape[1]] for h, (ids, _, _, _) in zip(full_hiddens, micro)]
+        else:
+            hiddens = [prefix.hidden(ids, mask) if prefix else None for ids, mask, _, _ in micro]
+        with torch.no_grad():
+            ref_logps = [reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
+                         for (ids, mask, _, plen), h in zip(micro, hiddens)]
+        timings["reference"] = time.perf_counter() - t0
+
+        # ---- 4. reward
+        t0 = time.perf_counter()
+        if extended is not None:
+            scores = torch.cat([shared_backend.scorer.score_hidden(h, mask, prefix).float()
+                                for h, (_, mask) in zip(full_hiddens, extended)]).to(rt.device)
+            own_rows = [i for i, x in enumerate(suffixes) if x is None]  # re-tokenized differently
+            if own_rows:
+                own, _ = score_completions(reward_backends, [row_messages[i] for i in own_rows],
+                                           [texts[i] for i in own_rows], k, [row_records[i] for i in own_rows], rt.device)
+                scores[own_rows] = own
+            if not reward_sharing_checked:  # once: the same scores as the reward model's own pass
+                shared_reward = _checked_shared_reward(rt, scores, score_completions(
+                    reward_backends, row_messages, texts, k, row_records, rt.device)[0], next(unwrapped.parameters()).dtype)
+                reward_sharing_checked = True
+            parts = {reward_backends[0][0]: scores}
+        else:
+            scores, parts = score_completions(reward_backends, row_messages, texts, k, row_records, rt.device)
         timings["reward"] = time.perf_counter() - t0
         if not updates.finite_everywhere(scores):  # the guard: no update from a NaN / inf reward
             reason = non_finite_reason(parts, scores, mixed, r.reward.backend)
@@ -192,30 +251,6 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         degenerate = torch.tensor([float(is_degenerate(t)) for t in texts], device=rt.device)
         penalized = scores - r.degeneration_penalty * degenerate if r.degeneration_penalty else scores
 
-        # Each micro-batch is padded to its own longest prompt and completion, not the step's
-        # (prompts of one group share their length: with whole groups per micro-batch, no prompt padding).
-        row_prompts = [p for p in prompt_ids for _ in range(k)]
-        mb = r.micro_batch_per_device
-        micro_slices = [slice(i * mb, (i + 1) * mb) for i in range(accum)]
-        micro = []
-        for s in micro_slices:
-            ids, mask, cmask, plen = build_batch(row_prompts[s], gen.completions[s], 1, tokenizer.pad_token_id)
-            micro.append((ids.to(rt.device), mask.to(rt.device), cmask.to(rt.device).float(), plen))
-        has_eos = torch.tensor(gen.has_eos, device=rt.device)
-        temperature = r.rollout.temperature
-
-        # ---- 4. reference log-probs (and the shared frozen layers' output, when there are some)
-        t0 = time.perf_counter()
-        if not prefix_checked:
-            ids, mask, _, plen = micro[0]
-            prefix = _checked_prefix(rt, unwrapped, prefix, ids, mask, plen, temperature)
-            prefix_checked = True
-        hiddens = [prefix.hidden(ids, mask) if prefix else None for ids, mask, _, _ in micro]
-        with torch.no_grad():
-            ref_logps = [reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
-                         for (ids, mask, _, plen), h in zip(micro, hiddens)]
-        timings["reference"] = time.perf_counter() - t0
-
         # ---- 5. loss and update; normalize by the global token (or sequence) count
         t0 = time.perf_counter()
         if r.aggregation == "token_mean":
@@ -225,6 +260,9 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             local_norm = torch.tensor(float(len(texts) * per_sequence), device=rt.device)
         global_norm = rt.accelerator.reduce(local_norm.clone(), reduction="sum") if rt.world_size > 1 else local_norm
         m = StepMetrics()  # each metric combined over micro-batches and processes by what it is
+        if shared_reward:  # share of rows scored from the shared frozen layers
+            shared_rows = sum(x is not None for x in suffixes) / len(texts) if extended is not None else 0.0
+            m.mean("reward/shared_rows", torch.tensor(shared_rows, device=rt.device), len(texts))
         reward_beta = r.beta if r.kl_in == "reward" else 0.0  # the KL is counted once: reward or loss
         loss_options = dict(clip_eps_low=r.clip_eps_low, clip_eps_high=r.clip_eps_high,
                             max_length=r.rollout.max_new_tokens)
@@ -357,6 +395,21 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
     rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {(full - shared).abs().max():.1e}): "
              "running full forwards")
     return None
+
+
+def _checked_shared_reward(rt, shared: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the scores from the shared frozen layers equal the reward model's own full pass
+    (`own`, the same rows) on the first step; printed either way."""
+    diff = float((shared - own).abs().max())
+    # Every process decides alike (a metric and the passes it runs depend on it).
+    if not rt.any_rank(diff > (1e-4 if dtype == torch.float32 else 2e-2) * max(1.0, float(own.abs().max()))):
+        rt.print(f"[rloo] the reward adapter also runs only the layers above the shared frozen ones, on every row "
+                 f"whose reward token ids extend the policy's (checked equal to its own full pass on the first step, "
+                 f"max diff {diff:.1e}; rows that re-tokenize differently get its own pass: reward/shared_rows)")
+        return True
+    rt.print(f"[rloo] the reward adapter's scores from the shared frozen layers differ from its own pass "
+             f"(max diff {diff:.1e}): it keeps its own full pass")
+    return False
 
 
 def _collect(m: StepMetrics, logps, entropy, mask, kl, rewards, advantages, scores) -> None:

@@ -98,6 +98,24 @@ class AdapterScoreHead:
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
 
+    @torch.no_grad()
+    def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix) -> torch.Tensor:
+        """The same scores from `hidden`, the output of the policy's frozen layers (`prefix`, a
+        `tiller.frozen_prefix.FrozenPrefix` of this policy) for these rows: only the layers after
+        them run, with the reward adapter."""
+        hf = base_hf_model(self.policy)
+        body = getattr(hf, hf.base_model_prefix)
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with active_adapter(self.policy, self.adapter_name), prefix.tail_only():
+                out = body(inputs_embeds=hidden, attention_mask=attention_mask,
+                           position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
+        finally:
+            self.policy.train(was_training)
+        picked = out[torch.arange(out.shape[0], device=out.device), last_token_index(attention_mask)]
+        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+
     def detach_adapter(self) -> None:
         """Remove the reward adapter from the policy (before the policy is saved: peft saves every
         adapter it holds)."""
