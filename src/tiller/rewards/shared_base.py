@@ -83,37 +83,30 @@ class AdapterScoreHead:
         self.adapter_name = adapter_name
         self.head = head
 
-    @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hf = base_hf_model(self.policy)
-        body = getattr(hf, hf.base_model_prefix)  # the decoder, without the LM head
-        was_training = self.policy.training
-        self.policy.eval()  # no dropout in a score (the policy may be in training mode)
-        try:
-            with active_adapter(self.policy, self.adapter_name):
-                hidden = body(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
-        finally:
-            self.policy.train(was_training)
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+        return self._score(attention_mask, contextlib.nullcontext(), input_ids=input_ids)
 
-    @torch.no_grad()
     def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix) -> torch.Tensor:
         """The same scores from `hidden`, the output of the policy's frozen layers (`prefix`, a
         `tiller.frozen_prefix.FrozenPrefix` of this policy) for these rows: only the layers after
         them run, with the reward adapter."""
+        return self._score(attention_mask, prefix.tail_only(), inputs_embeds=hidden)
+
+    @torch.no_grad()
+    def _score(self, attention_mask: torch.Tensor, layers, **inputs) -> torch.Tensor:
+        """The decoder (without the LM head) under the reward adapter and `layers` (a context:
+        all of them, or the tail after a frozen prefix), the score head at the last real token."""
         hf = base_hf_model(self.policy)
         body = getattr(hf, hf.base_model_prefix)
         was_training = self.policy.training
-        self.policy.eval()
+        self.policy.eval()  # no dropout in a score (the policy may be in training mode)
         try:
-            with active_adapter(self.policy, self.adapter_name), prefix.tail_only():
-                out = body(inputs_embeds=hidden, attention_mask=attention_mask,
-                           position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
+            with active_adapter(self.policy, self.adapter_name), layers:
+                hidden = body(**inputs, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
+                              use_cache=False).last_hidden_state
         finally:
             self.policy.train(was_training)
-        picked = out[torch.arange(out.shape[0], device=out.device), last_token_index(attention_mask)]
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
 
     def detach_adapter(self) -> None:
