@@ -182,7 +182,7 @@ def degenerate_rewrite(answer: str, kind: str, rng) -> str:
 
     - counter:          bare numbered items, ``1. 1. 1. 2. 3. 4.`` (12 to 40 of them), the demo's hack;
     - loop:             the answer's first 2 to 6 words said over and over;
-    - run:              one short unit from the answer repeated without spaces (``Yes.Yes.Yes.``);
+    - run:              the answer's first word repeated without spaces (``SureSureSure``);
     - answer_then_loop: the answer's first sentence, then its last 3 words in a loop (a plausible
                         start that falls into repetition, as sampled text often does).
 
@@ -214,3 +214,9 @@ def degenerate_rewrite(answer: str, kind: str, rng) -> str:
             return text
         text = text + sep + step
     raise AssertionError(f"could not make a degenerate {kind} answer from {answer[:60]!r}")
+
+
+def degenerate_rewrites(answers: Sequence[str], rng) -> list[str]:
+    """One `degenerate_rewrite` of each answer, the kinds of REWRITE_KINDS in turn, all drawn
+    from `rng` in order (the same rng state gives the same rewrites)."""
+    return [degenerate_rewrite(a, REWRITE_KINDS[n % len(REWRITE_KINDS)], rng) for n, a in enumerate(answers)]

@@ -26,6 +26,7 @@ import torch
 
 from tiller.batching import mask_positions
 from tiller.models import base_hf_model
+from tiller.score_head import last_token_index
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -123,8 +124,7 @@ def extend_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, suffixes:
     extra = max((len(s) for s in suffixes), default=0)
     ids = torch.nn.functional.pad(input_ids, (0, extra), value=pad_id)
     mask = torch.nn.functional.pad(attention_mask, (0, extra), value=0)
-    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    ends = (columns * attention_mask.long()).argmax(dim=1) + 1  # one past each row's last real token
+    ends = last_token_index(attention_mask) + 1  # one past each row's last real token
     for row, suffix in enumerate(suffixes):
         if suffix:
             end = int(ends[row])

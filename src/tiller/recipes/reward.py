@@ -28,7 +28,7 @@ from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.data.records import PreferencePair
 from tiller.data.run_files import load_pairs
-from tiller.degeneration import REWRITE_KINDS, degenerate_rewrite
+from tiller.degeneration import degenerate_rewrites
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
@@ -95,12 +95,10 @@ def degenerate_pairs(pairs: list[PreferencePair], share: float, seed: int) -> li
     preference). Which pairs, and the rewrites, depend only on `seed`."""
     rng = random.Random(seed)
     picked = sorted(rng.sample(range(len(pairs)), round(share * len(pairs))))
-    kinds = REWRITE_KINDS
-    return [PreferencePair(prompt=pairs[i].prompt, chosen=pairs[i].chosen,
-                           rejected=degenerate_rewrite(pairs[i].chosen, kinds[n % len(kinds)], rng),
-                           margin=3.0, domain=pairs[i].domain, language=pairs[i].language,
-                           source_row=pairs[i].source_row)
-            for n, i in enumerate(picked)]
+    rewrites = degenerate_rewrites([pairs[i].chosen for i in picked], rng)
+    return [PreferencePair(prompt=pairs[i].prompt, chosen=pairs[i].chosen, rejected=rewrite, margin=3.0,
+                           domain=pairs[i].domain, language=pairs[i].language, source_row=pairs[i].source_row)
+            for i, rewrite in zip(picked, rewrites)]
 
 
 def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
@@ -167,10 +165,8 @@ def degenerate_check(scorer, val: list[EncodedPair], chosen_scores: list[float],
     if not val:
         return {"n": 0}
     t = cfg.reward.train
-    rng = random.Random(0)
     rewrites = []
-    for n, p in enumerate(val):
-        text = degenerate_rewrite(p.chosen_text, REWRITE_KINDS[n % len(REWRITE_KINDS)], rng)
+    for p, text in zip(val, degenerate_rewrites([p.chosen_text for p in val], random.Random(0))):
         _, rendered = render_conversation(tokenizer, p.prompt, text, cfg.model.enable_thinking)
         rewrites.append(tokenizer(rendered, add_special_tokens=False)["input_ids"][-t.max_length:])
     was_training = scorer.training
