@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, write_prompts
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.reward_adapter import reward_adapter_folder
 from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
 from tiller.recipes import ppo
@@ -90,6 +91,39 @@ def test_ppo_lora_saves_the_policy_alone_and_starts_at_kl_zero(tmp_path, tiny_ll
     names = load_file(str(saved / "adapter_model.safetensors")).keys()
     assert names and not any("value" in n for n in names)  # the value model is not part of the policy
     assert not (saved / "value").exists()  # peft would save a second adapter in a subfolder
+
+
+def test_ppo_scores_with_a_lora_reward_model_on_the_policys_base(tmp_path, tiny_llama, capsys):
+    """PPO under LoRA with the shared value adapter: a reward model saved as a LoRA adapter on the
+    policy's starting weights scores as a third adapter on the policy's base (one copy of the base)
+    and gives the run of the same reward model loaded separately and merged (scores, KL, losses
+    and grad norm to 1e-4 relative: float rounding of B·A·x against merged weights); the saved
+    policy holds its own adapter only. Saved weights agree to 1e-3 after 12 Adam updates at lr
+    1e-2 (3 steps x 2 epochs x 2 mini-batches): Adam divides by the gradient's own scale, so an
+    element whose gradient is near zero turns a rounding difference into a step of up to lr
+    (measured: 2.1e-4)."""
+    reward_dir = reward_adapter_folder(tmp_path / "reward", tiny_llama)
+
+    def run(folder: Path, share: bool) -> list[dict]:
+        write_prompts(folder)
+        ppo.run(config_from_dict(ppo_config(
+            folder, tiny_llama, max_steps=3, beta=0.1, optim={"lr": 1e-2, "scheduler": "constant"},
+            lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+            reward={"backend": "classifier", "path": str(reward_dir), "share_base": share})))
+        return read_metrics(folder / "ppo" / "metrics.jsonl")
+
+    shared = run(tmp_path / "shared", True)
+    assert "[ppo] reward model" in (out := capsys.readouterr().out) and "on the policy's own base" in out, out[-2000:]
+    separate = run(tmp_path / "separate", False)
+    assert "loaded as a separate model (share_base: false)" in capsys.readouterr().out
+    assert len(shared) == len(separate) == 3
+    assert len({round(r["objective/scores"], 6) for r in shared}) > 1  # the classifier's scores vary
+    for a, b in zip(shared, separate):
+        for key in ("objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg", "train/grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    wa, wb = saved_weights(tmp_path / "shared" / "ppo" / "model"), saved_weights(tmp_path / "separate" / "ppo" / "model")
+    assert wa.keys() == wb.keys() and not any("reward" in k or "value" in k for k in wa)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-3
 
 
 @pytest.mark.parametrize("merge", [False, True])

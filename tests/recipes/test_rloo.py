@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import accelerate_launch, write_prompts
 from tests.helpers.metrics import assert_same_metrics
+from tests.helpers.reward_adapter import reward_adapter_folder
 from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
 from tiller.models import adapter_base
@@ -278,29 +279,13 @@ def test_a_non_finite_component_skips_the_update_and_is_named(tmp_path, tiny_lla
     assert rows[-1]["guard/skipped_updates"] == 1
 
 
-def _reward_adapter_folder(folder: Path, base: Path, last_n_layers: int = 0) -> Path:
-    """A reward stage's output as the flagship recipe saves it: a LoRA adapter with its trained
-    score head on the policy's base (random non-zero B and head standing in for training)."""
-    from tiller.config import LoraConfig
-    from tiller.models import apply_lora, load_reward_model, load_tokenizer, save_model
-
-    torch.manual_seed(0)
-    model = apply_lora(load_reward_model(str(base), pad_token_id=0),
-                       LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=last_n_layers), "SEQ_CLS")
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n or "score" in n:
-                p.normal_(0.0, 0.3)
-    return save_model(model, load_tokenizer(str(base)), folder, merge_lora=False)
-
-
 def test_a_lora_reward_model_on_the_policys_base_gives_the_separate_models_run(tmp_path, tiny_llama, capsys):
     """The reward adapter scores on the policy's own base (one copy of the base): the run's
     scores, KL and saved weights are those of the run with the reward model loaded separately
     and merged (tolerances: scores 1e-4 relative, weights 1e-5, float rounding of B·A·x against
     merged weights), the saved policy holds its own adapter only, and a resumed run with the
     shared reward gives the uninterrupted one's losses exactly."""
-    reward_dir = _reward_adapter_folder(tmp_path / "reward", tiny_llama)
+    reward_dir = reward_adapter_folder(tmp_path / "reward", tiny_llama)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1}
 
     def config(folder: Path, share: bool) -> dict:
@@ -340,7 +325,7 @@ def test_a_reward_adapter_on_the_last_layers_shares_the_frozen_layers_and_gives_
     reference, policy and reward (the reward rows extend the policy's), checked on the first
     step and printed; the run's figures and weights are those of the separate merged reward
     model's run (the same tolerances as above)."""
-    reward_dir = _reward_adapter_folder(tmp_path / "reward", tiny_llama, last_n_layers=1)
+    reward_dir = reward_adapter_folder(tmp_path / "reward", tiny_llama, last_n_layers=1)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1}
 
     def config(folder: Path, share: bool) -> dict:
@@ -377,7 +362,7 @@ def test_a_reward_adapter_on_the_last_layers_shares_the_frozen_layers_and_gives_
 def test_two_processes_match_one_with_the_reward_on_the_policys_base(tmp_path, tiny_llama):
     """Under DDP the frozen reward adapter sits in the wrapped policy without taking part in
     its gradients; 2 processes still give the 1-process update."""
-    reward_dir = _reward_adapter_folder(tmp_path / "reward", tiny_llama)
+    reward_dir = reward_adapter_folder(tmp_path / "reward", tiny_llama)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1, "merge_on_save": True}
     optim = {"lr": 0.1, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
     reward = {"backend": "classifier", "path": str(reward_dir)}

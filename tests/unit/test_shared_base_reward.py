@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers.reward_adapter import reward_adapter_folder
 from tiller.config import LoraConfig, ModelConfig, RewardBackendConfig, RlooConfig
 from tiller.models import apply_lora, load_policy, load_reward_model, load_tokenizer, save_model
 from tiller.rewards.classifier import ClassifierReward
@@ -19,16 +20,9 @@ PROMPTS = [[{"role": "user", "content": "What boils at one hundred degrees?"}],
 ANSWERS = ["Water at sea level.", "The quick brown fox jumps over the lazy dog, twice.", ""]
 
 
-def _reward_adapter(tmp_path, base, last_n_layers=1, seed=0):
+def _reward_adapter(tmp_path, base, last_n_layers=1):
     """A 'trained' reward adapter folder on `base`: random LoRA B and score head, saved unmerged."""
-    torch.manual_seed(seed)
-    model = apply_lora(load_reward_model(str(base), pad_token_id=0),
-                       LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=last_n_layers), "SEQ_CLS")
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n or "score" in n:
-                p.normal_(0.0, 0.3)
-    return save_model(model, load_tokenizer(str(base)), tmp_path / "reward", merge_lora=False)
+    return reward_adapter_folder(tmp_path / "reward", base, last_n_layers)
 
 
 def _policy(base, seed=1):

@@ -119,8 +119,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     trainable, total = trainable_parameter_count(model_bundle)
     rt.print(f"[ppo] trainable parameters {trainable:,} of {total:,} (policy and value model, "
              f"{'LoRA' if p.lora.enabled else 'full'}; value model: {_VALUE_MODELS[value_model_kind(p)]})")
+    # A LoRA reward model on the policy's starting weights scores on the policy's own base (a third
+    # adapter beside the policy's and the value model's), as in rloo.
     with rt.unsharded_construction():
-        reward_backends, mixed = make_reward_backends(p, cfg.run_dir, rt.device)
+        reward_backends, mixed = make_reward_backends(
+            p, cfg.run_dir, rt.device, policy=model_bundle.policy, policy_start=name,
+            sharded=rt.sharded, log=lambda line: rt.print(f"[ppo] {line}"))
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
         rt, model_bundle, p.optim, total_steps * updates_per_step, accum, p.micro_batch_per_device, "ppo")
     # Generation and the reference call the policy alone; under FSDP2 through the bundle's forward.
