@@ -2,9 +2,10 @@
 
 Left or right padding with an attention mask (`pad_batch`) and the position ids that count real
 tokens only (`mask_positions`); all sequences in one row without padding (`pack_sequences`);
-and running work in batches of similar length with the results put back in the callers' order
+running work in batches of similar length with the results put back in the callers' order
 (`run_in_length_batches`), which generation, evaluation KL, classifier scoring and reward-pair
-validation all use.
+validation all use; and a training epoch's shuffled items regrouped into steps of similar length
+(`length_grouped_order`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from typing import TypeVar
 import torch
 
 T = TypeVar("T")
+
+# A training step's items of similar length are cut from windows of this many steps of a shuffled
+# epoch (Hugging Face's LengthGroupedSampler takes 50 batches too): wide enough that a step pads
+# little, narrow enough that a large dataset's steps still draw from all over it.
+LENGTH_GROUP_STEPS = 50
 
 
 def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -60,3 +66,19 @@ def run_in_length_batches(lengths: list[int], batch_size: int, run_batch: Callab
         for i, result in zip(batch, run_batch(batch), strict=True):
             results[i] = result
     return results  # type: ignore[return-value]  # every index is in exactly one batch
+
+
+def length_grouped_order(order: list[int], lengths: list[int], per_step: int, rng) -> list[int]:
+    """A shuffled epoch (`order`, a whole number of steps of `per_step` items) regrouped so that
+    each step holds items of similar length: windows of `LENGTH_GROUP_STEPS` steps are sorted by
+    `lengths` (longest first), cut into steps, and the steps shuffled with `rng`, so that the run
+    does not go from long items to short ones. Same items, each once; only the grouping changes."""
+    if len(order) % per_step:
+        raise ValueError(f"{len(order)} items are not a whole number of steps of {per_step}")
+    window = per_step * LENGTH_GROUP_STEPS
+    steps = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i], reverse=True)
+        steps += [chunk[s:s + per_step] for s in range(0, len(chunk), per_step)]
+    rng.shuffle(steps)
+    return [i for step in steps for i in step]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tiller.batching import length_grouped_order
 from tiller.config import ModelConfig, OptimConfig
 
 
@@ -384,16 +385,22 @@ def save_trained_model(rt: Runtime, model, unwrapped, tokenizer, out_dir, merge_
     rt.barrier()
 
 
-def step_indices(num_items: int, per_step: int, step: int, seed: int, rank: int, world_size: int) -> list[int]:
+def step_indices(num_items: int, per_step: int, step: int, seed: int, rank: int, world_size: int,
+                 lengths: list[int] | None = None) -> list[int]:
     """The items (by index) this process trains on at `step`.
 
     An epoch's order depends only on (seed, epoch), so a resumed run sees exactly the items an
     uninterrupted one would; the step's `per_step` items are split into equal contiguous
-    shares, one per process, so 1 process and N processes see the same global batch."""
+    shares, one per process, so 1 process and N processes see the same global batch. With
+    `lengths` (one per item), each step holds items of similar length
+    (`tiller.batching.length_grouped_order`): padded batches then carry less padding."""
     steps_per_epoch = num_items // per_step
     epoch, index = divmod(step, steps_per_epoch)
     order = list(range(num_items))
-    random.Random(seed * 100_003 + epoch).shuffle(order)
+    rng = random.Random(seed * 100_003 + epoch)
+    rng.shuffle(order)
+    if lengths is not None:
+        order = length_grouped_order(order[:steps_per_epoch * per_step], lengths, per_step, rng)
     batch = order[index * per_step:(index + 1) * per_step]
     share = per_step // world_size
     return batch[rank * share:(rank + 1) * share]

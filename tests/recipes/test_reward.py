@@ -109,12 +109,18 @@ def test_judge_trains_on_the_other_half(tmp_path, tiny_llama):
         reward.judge_subset("all")
 
 
-def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama):
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
+def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama, grouped, capsys):
+    """A killed run resumes to the uninterrupted run's losses, with plain steps and with steps of
+    pairs of similar length (train.group_by_length), which still learn the toy preference."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     for run_dir in (full, killed):
         write_pairs(run_dir, toy_pairs(48), toy_pairs(8, offset=500))
-    cfg = lambda d: config_from_dict(reward_config(d, tiny_llama, epochs=2, save_every=2))  # noqa: E731
+    cfg = lambda d: config_from_dict(reward_config(d, tiny_llama, epochs=2, save_every=2,  # noqa: E731
+                                                   group_by_length=grouped))
     reward.run(cfg(full))
+    assert ("each of pairs of similar length" in capsys.readouterr().out) == grouped
+    assert json.loads((full / "reward" / "eval.json").read_text())["accuracy"] >= 0.9
     reward.run(cfg(killed), stop_after=3)
     assert not (killed / "reward" / "model").exists()
     reward.run(cfg(killed), resume=True)

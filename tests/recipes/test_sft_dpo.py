@@ -104,12 +104,14 @@ def test_sft_loss_goes_down(tmp_path, tiny_llama):
         assert (out / name).is_file(), name
 
 
-def test_sft_resume_gives_identical_losses(tmp_path, tiny_llama):
-    """Multi-turn conversations, LoRA with dropout (RNG state matters) and packing."""
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
+def test_sft_resume_gives_identical_losses(tmp_path, tiny_llama, grouped):
+    """Multi-turn conversations, LoRA with dropout (RNG state matters) and packing; plain steps
+    and steps of examples of similar length (train.group_by_length)."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     overrides = dict(source="messages", packing=True, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1},
                      optim={"lr": 1e-2, "scheduler": "linear", "warmup_ratio": 0.2},
-                     train={"max_steps": 6, "save_every": 2})
+                     train={"max_steps": 6, "save_every": 2, "group_by_length": grouped})
     for run_dir in (full, killed):
         write_run_folder(run_dir)
     sft.run(config_from_dict(stage_config(full, tiny_llama, "sft", **overrides)))
@@ -170,11 +172,12 @@ def test_packed_row_gives_the_same_per_token_losses(tiny_llama, attn):
 # ----------------------------------------------------------------------------- DPO
 
 
-def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama):
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
+def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama, grouped):
     write_run_folder(tmp_path)
     cfg = stage_config(tmp_path, tiny_llama, "dpo", beta=0.1, lora={"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0},
                        optim={"lr": 1e-2, "scheduler": "constant", "warmup_ratio": 0.0},
-                       train={"max_steps": 6, "eval_every": 3})
+                       train={"max_steps": 6, "eval_every": 3, "group_by_length": grouped})
     out = dpo.run(config_from_dict(cfg))
     report = json.loads((out / "eval.json").read_text())
     assert report["n"] == len(VAL_QA)
@@ -191,11 +194,12 @@ def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama):
     assert (out / "DONE").is_file()
 
 
-def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama):
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
+def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama, grouped):
     full, killed = tmp_path / "full", tmp_path / "killed"
     overrides = dict(lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1},
                      optim={"lr": 1e-2, "scheduler": "cosine", "warmup_ratio": 0.2},
-                     train={"max_steps": 6, "save_every": 2, "epochs": 1})
+                     train={"max_steps": 6, "save_every": 2, "epochs": 1, "group_by_length": grouped})
     for run_dir in (full, killed):
         write_run_folder(run_dir)
     dpo.run(config_from_dict(stage_config(full, tiny_llama, "dpo", **overrides)))

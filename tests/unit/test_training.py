@@ -65,3 +65,49 @@ def test_config_changes_split_trajectory_from_harmless_and_ignore_new_defaults()
     # a field added since, set away from its default, is a change
     new["reward"]["optim"]["new_field"] = 4
     assert "reward.optim.new_field: '<unset>' -> 4" in config_changes(old, new, "reward", defaults)[0]
+
+
+def test_length_grouped_steps_hold_items_of_similar_length_and_keep_the_epoch():
+    """8 items, 2 per step, lengths 10..80 (item i has length 10*(i+1)): the epoch's items are
+    the ones a plain shuffle trains on, each once, and each step pairs neighbours in length, so
+    the 4 steps pad to 20+40+60+80 = 200 tokens per sequence against a plain shuffle's more."""
+    lengths = [10 * (i + 1) for i in range(8)]
+    grouped = [step_indices(8, 2, s, seed=5, rank=0, world_size=1, lengths=lengths) for s in range(4)]
+    plain = [step_indices(8, 2, s, seed=5, rank=0, world_size=1) for s in range(4)]
+    assert sorted(i for step in grouped for i in step) == list(range(8))
+    assert sorted(sorted(step) for step in grouped) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert sum(max(lengths[i] for i in step) for step in grouped) == 200
+    assert sum(max(lengths[i] for i in step) for step in plain) > 200
+    # resumable (a function of seed and epoch), and 2 processes split the same global step
+    assert grouped[1] == step_indices(8, 2, 1, 5, 0, 1, lengths)
+    for s in range(4):
+        assert step_indices(8, 2, s, 5, 0, 2, lengths) + step_indices(8, 2, s, 5, 1, 2, lengths) == grouped[s]
+
+
+def test_length_grouping_keeps_the_plain_shuffles_epoch_items_and_shuffles_the_steps():
+    """10 items at 4 per step: both orders train on the same 8 items in epoch 0 (the same 2 are
+    left over); over many seeds the longest step comes first in some runs and last in others."""
+    lengths = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    for seed in range(20):
+        grouped = step_indices(10, 4, 0, seed, 0, 1, lengths) + step_indices(10, 4, 1, seed, 0, 1, lengths)
+        plain = step_indices(10, 4, 0, seed, 0, 1) + step_indices(10, 4, 1, seed, 0, 1)
+        assert sorted(grouped) == sorted(plain)
+    firsts = {max(lengths[i] for i in step_indices(10, 4, 0, seed, 0, 1, lengths)) for seed in range(20)}
+    assert len(firsts) > 1
+
+
+def test_length_grouped_order_windows_and_errors():
+    """With a window of 2 steps (LENGTH_GROUP_STEPS patched), items sort only within their window."""
+    import random
+
+    from tiller import batching
+
+    lengths = [1, 8, 2, 7, 3, 6, 4, 5]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batching, "LENGTH_GROUP_STEPS", 2)
+        out = batching.length_grouped_order(list(range(8)), lengths, 2, random.Random(0))
+    steps = {tuple(out[i:i + 2]) for i in range(0, 8, 2)}
+    # window [0,1,2,3] sorted longest first: 1,3,2,0; window [4,5,6,7]: 5,7,6,4
+    assert steps == {(1, 3), (2, 0), (5, 7), (6, 4)}
+    with pytest.raises(ValueError, match="whole number of steps"):
+        batching.length_grouped_order([0, 1, 2], [1, 2, 3], 2, random.Random(0))

@@ -146,7 +146,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         f"validation {len(val)} ({dropped_val} dropped)\n"
         f"[dpo] {t.pairs_per_step} pairs/step = {t.micro_batch_per_device} per micro-batch (x2 sequences: chosen + "
         f"rejected in one forward) x {accum} accumulation x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, "
-        f"{total_steps} steps\n"
+        f"{total_steps} steps{', each of pairs of similar length' if t.group_by_length else ''}\n"
         f"[dpo] loss {d.loss_type}, beta {d.beta}, label smoothing {d.label_smoothing}; reference: {ref_kind}"
     )
 
@@ -215,6 +215,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
                          "eval/loss": before["loss"]}, 0)
             rt.print(f"[dpo] validation implicit-reward accuracy before training {before['accuracy']:.3f} on {len(val)} pairs")
 
+    lengths = [max(len(p.chosen_ids), len(p.rejected_ids)) for p in train] if t.group_by_length else None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc="dpo", disable=not (rt.is_main and show_progress()))
@@ -224,7 +225,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         if stop_after is not None and step >= stop_after:
             break
         t0 = time.perf_counter()
-        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
+        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size, lengths)
         m = StepMetrics()
         for micro in range(accum):
             ids = mine[micro * mb:(micro + 1) * mb]

@@ -249,6 +249,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
            f"{rcfg.degenerate_negatives}): a chosen answer against a degenerate rewrite of it\n" if added else "") +
         f"[{stage}] {t.pairs_per_step} pairs/step = {t.micro_batch_per_device} per micro-batch x {accum} accumulation "
         f"x {rt.world_size} process(es); {steps_per_epoch} steps/epoch, {total_steps} steps"
+        f"{', each of pairs of similar length' if t.group_by_length else ''}"
     )
 
     model = _build_model(cfg, name, tokenizer, rt.device)
@@ -270,6 +271,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     probe = [s for p in train[: t.micro_batch_per_device] for s in (p.chosen, p.rejected)]
     packed = rcfg.packing and packing_is_exact(unwrapped, probe, pad_id, rt.device)
     rt.print(f"[{stage}] sequences per forward: {'packed into one row (checked exact)' if packed else 'padded'}")
+    lengths = [max(len(p.chosen), len(p.rejected)) for p in train] if t.group_by_length else None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc=stage, disable=not (rt.is_main and show_progress()))
@@ -278,7 +280,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     for step in range(start_step, total_steps):
         if stop_after is not None and step >= stop_after:
             break
-        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)
+        mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size, lengths)
         m = StepMetrics()
         for micro in range(accum):
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
@@ -314,6 +316,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         return out
 
     elapsed = time.time() - started
+    evaluation_started = time.time()
     report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, packed,
                             keep_scores=True)
     chosen_scores = [c for c, _ in report.pop("scores", [])]
@@ -323,7 +326,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
     rt.print(format_eval(report, f"[{stage}] validation"))
     rt.print(format_degenerate_check(report["degenerate_check"], f"[{stage}]"))
-    rt.print(f"[{stage}] trained in {elapsed:.0f} s")
+    rt.print(f"[{stage}] trained in {elapsed:.0f} s; validation and degenerate check in "
+             f"{time.time() - evaluation_started:.0f} s")
     rt.print(f"[{stage}] {updates.describe()}")
     save_trained_model(rt, scorer, unwrapped, tokenizer, out / "model", rcfg.lora.merge_on_save,
                        rebuild=lambda: ScoreHead(_build_model(cfg, name, tokenizer, torch.device("cpu"))),

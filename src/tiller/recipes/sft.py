@@ -222,7 +222,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         f"{', packed' if s.packing else ''}\n"
         f"[sft] {t.pairs_per_step} examples/step (sft.train.pairs_per_step counts conversations here) = "
         f"{t.micro_batch_per_device} per micro-batch x {accum} accumulation x {rt.world_size} process(es); "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps; loss = token sum / loss tokens of the whole step"
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps"
+        f"{' of examples of similar length' if t.group_by_length else ''}; loss = token sum / loss tokens of the whole step"
     )
 
     model, origin = _build_model(cfg, name, rt.device)
@@ -259,6 +260,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         tracker.log({"eval/loss": before["loss"]}, 0)
         rt.print(f"[sft] validation loss before training {before['loss']:.4f} ({before['tokens']} tokens)")
 
+    lengths = [len(e.input_ids) for e in train] if t.group_by_length else None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, desc="sft", disable=not (rt.is_main and show_progress()))
@@ -268,7 +270,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         if stop_after is not None and step >= stop_after:
             break
         t0 = time.perf_counter()
-        mine = [train[i] for i in step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size)]
+        mine = [train[i] for i in step_indices(len(train), t.pairs_per_step, step, cfg.seed, rt.rank, rt.world_size, lengths)]
         # Normalizer: loss tokens of the whole step, over all micro-batches and processes.
         local_tokens = torch.tensor(float(sum(e.num_loss_tokens for e in mine)), device=rt.device)
         global_tokens = rt.accelerator.reduce(local_tokens.clone(), reduction="sum") if rt.world_size > 1 else local_tokens

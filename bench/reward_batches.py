@@ -1,0 +1,110 @@
+"""Reward-model training steps: a plain shuffle against steps of pairs of similar length.
+
+The reward stage trains on padded batches: a batch is as long as its longest sequence. With a
+plain shuffle (`reward.train.group_by_length: false`) short pairs share steps with long ones;
+grouped (`true`, the default: `tiller.batching.length_grouped_order`) each step holds pairs of
+similar length. This times the same training steps both ways, side by side, on the demo's reward
+pairs (the data stage on the bundled sample, the first half plus the degenerate negatives, as
+`configs/demo.yaml` has them), with the demo's model (the embedded SmolLM2-135M, LoRA r=16 on
+the last 8 layers, score head), micro-batch and max length:
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/reward_batches.py [--steps N] [--reps 1]
+
+Each of `reps` alternations runs the epoch's steps in each ordering (A B A B, one model, forward
++ backward + AdamW step) after one warm-up step, and prints seconds per step, real and padded
+tokens, and the ratio plain / grouped. By default every step of the epoch is timed, so both
+orderings train on exactly the same pairs; `--steps N` times the first N steps of each (a
+quicker, noisier check: then the two see different pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=0, help="measured steps per ordering (0: the whole epoch)")
+    parser.add_argument("--reps", type=int, default=1, help="alternations (plain, grouped, plain, grouped, ...)")
+    args = parser.parse_args()
+
+    from tiller import losses
+    from tiller.config_loading import load_config
+    from tiller.data.run_files import load_pairs
+    from tiller.data.splits import subset
+    from tiller.models import load_tokenizer
+    from tiller.recipes import data as data_stage
+    from tiller.recipes import reward as reward_stage
+    from tiller.score_head import ScoreHead
+    from tiller.training import step_indices
+
+    cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [])
+    rcfg, t = cfg.reward, cfg.reward.train
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.run_dir = tmp
+        data_stage.run(cfg)
+        pairs = subset(load_pairs(tmp, "train"), rcfg.train_subset)
+    pairs = pairs + reward_stage.degenerate_pairs(pairs, rcfg.degenerate_negatives, cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model)
+    train, _ = reward_stage.encode_pairs(pairs, tokenizer, t.max_length, t.truncation, cfg.model.enable_thinking)
+    lengths = [max(len(p.chosen), len(p.rejected)) for p in train]
+    epoch = len(train) // t.pairs_per_step
+    steps = min(args.steps, epoch) if args.steps else epoch
+    torch.manual_seed(0)
+    scorer = ScoreHead(reward_stage._build_model(cfg, cfg.model.name, tokenizer, torch.device("cpu")))
+    scorer.train()
+    optimizer = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=rcfg.optim.lr)
+    print(f"{len(train)} pairs, {t.pairs_per_step} per step (micro-batch {t.micro_batch_per_device}), "
+          f"max length {t.max_length}; {steps} measured steps per ordering after 1 warm-up, {args.reps} alternation(s); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}",
+          flush=True)
+
+    def run(grouped: bool) -> tuple[list[float], int, int]:
+        times, real, padded = [], 0, 0
+        for step in [epoch] + list(range(steps)):  # a step of the next epoch warms up
+            mine = step_indices(len(train), t.pairs_per_step, step, cfg.seed, 0, 1, lengths if grouped else None)
+            started = time.perf_counter()
+            for start in range(0, len(mine), t.micro_batch_per_device):
+                batch = [train[i] for i in mine[start:start + t.micro_batch_per_device]]
+                chosen, rejected = reward_stage.score_pairs(scorer, batch, tokenizer.pad_token_id, "cpu")
+                loss, _ = losses.bradley_terry_loss(chosen, rejected, torch.tensor([p.margin for p in batch]), 0.0, 0.0)
+                (loss * len(batch) / t.pairs_per_step).backward()
+                if step < epoch:
+                    real += sum(len(p.chosen) + len(p.rejected) for p in batch)
+                    padded += 2 * len(batch) * max(max(len(p.chosen), len(p.rejected)) for p in batch)
+            optimizer.step()
+            optimizer.zero_grad()
+            if step < epoch:
+                times.append(time.perf_counter() - started)
+        return times, real, padded
+
+    results = {False: [], True: []}
+    tokens = {}
+    for rep in range(args.reps):
+        for grouped in (False, True):
+            times, real, padded = run(grouped)
+            results[grouped] += times
+            tokens[grouped] = (real, padded)
+            print(f"  alternation {rep + 1}, {'grouped' if grouped else 'plain  '}: median {statistics.median(times):.2f} s/step "
+                  f"({min(times):.2f}-{max(times):.2f})", flush=True)
+    for grouped in (False, True):
+        real, padded = tokens[grouped]
+        print(f"{'grouped' if grouped else 'plain'}: {sum(results[grouped]) / args.reps:.1f} s per {steps} steps, median "
+              f"{statistics.median(results[grouped]):.2f} s/step; {padded:,} padded tokens for {real:,} real "
+              f"({padded / real:.2f}x)")
+    ratio = sum(results[False]) / sum(results[True])
+    print(f"headline: steps of pairs of similar length at x{ratio:.2f} the speed of a plain shuffle "
+          f"({steps} steps{' (the whole epoch: the same pairs)' if steps == epoch else ''}, side by side)")
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    main()
