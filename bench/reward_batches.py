@@ -76,7 +76,8 @@ def main() -> None:
             for start in range(0, len(mine), t.micro_batch_per_device):
                 batch = [train[i] for i in mine[start:start + t.micro_batch_per_device]]
                 chosen, rejected = reward_stage.score_pairs(scorer, batch, tokenizer.pad_token_id, "cpu")
-                loss, _ = losses.bradley_terry_loss(chosen, rejected, torch.tensor([p.margin for p in batch]), 0.0, 0.0)
+                loss, _ = losses.bradley_terry_loss(chosen, rejected, torch.tensor([p.margin for p in batch]),
+                                                  rcfg.margin_scale, rcfg.center_coef)
                 (loss * len(batch) / t.pairs_per_step).backward()
                 if step < epoch:
                     real += sum(len(p.chosen) + len(p.rejected) for p in batch)
