@@ -198,7 +198,9 @@ class RewardBackendConfig:
     strip_thinking: bool = True
     # classifier, in rloo / ppo: a reward model saved as a LoRA adapter on the policy's starting
     # weights scores on the policy's own base (one copy of the base; tiller.rewards.shared_base).
-    # false loads it as a separate merged model, as a full or merged folder always is.
+    # In eval.judge: a judge and an optimized reward model that are LoRA adapters of one base load
+    # it once and score together. false loads each as a separate merged model, as a full or
+    # merged folder always is.
     share_base: bool = True
     timeout_s: float = field(default=120.0, metadata=_range(0.0, lo_open=True))
     max_retries: int = field(default=4, metadata=_range(0))

@@ -287,3 +287,47 @@ def test_compare_by_hand():
     figures = evaluate.compare(policy, reference, [0.3, 0.0, 0.6])
     assert (figures["optimized_rm_policy_mean"], figures["optimized_rm_reference_mean"],
             figures["optimized_rm_win_rate"]) == (0.5, 0.5, 0.5)
+
+
+def test_a_judge_and_reward_model_on_one_base_give_the_figures_of_two_separate_models(tmp_path, tiny_llama, tiny_qwen3,
+                                                                                       monkeypatch, capsys):
+    """The flagship recipe's judge and optimized reward model are LoRA adapters of one base: the
+    evaluation loads that base once and scores each answer with both, the layer below their
+    adapters once for both. Every figure equals loading them as two merged models one after the
+    other (eval.judge.share_base: false): counts exactly, scores to 1e-5 (float32 rounding:
+    adapter B·A·x against merged W + B·A)."""
+    from tests.helpers.reward_adapter import reward_adapter_folder
+
+    write_prompts(tmp_path, "validation", QUESTIONS[:4])
+    reward_adapter_folder(tmp_path / "judge" / "model", tiny_llama, last_n_layers=1, seed=3)
+    reward_adapter_folder(tmp_path / "reward" / "model", tiny_llama, last_n_layers=1, seed=4)
+    tokenizer = load_tokenizer(str(tiny_llama))
+
+    def fake_generate(model, tokenizer_, prompt_ids, *args, **kwargs):
+        column = 0 if model.config.model_type == "llama" else 1
+        texts = [ANSWERS[i][column] for i in range(len(prompt_ids))]
+        return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], [True] * len(texts)
+
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
+    settings = {"run_dir": str(tmp_path), "model": {"name": str(tiny_llama)},
+                "eval": {"policy": str(tiny_llama), "reference": str(tiny_qwen3), "num_prompts": 4, "batch_size": 4}}
+    together = evaluate.run(config_from_dict(settings), label="together")
+    out = capsys.readouterr().out
+    assert "the judge and the optimized reward model: LoRA adapters of one base" in out
+    assert "the first 1 layers hold no adapter: computed once per batch for all 2 scorers" in out
+    settings["eval"]["judge"] = {"share_base": False}
+    apart = evaluate.run(config_from_dict(settings), label="apart")
+    assert "load one after the other (eval.judge.share_base: false)" in capsys.readouterr().out
+
+    for key in ("wins", "ties", "losses", "guarded_wins", "guarded_losses", "degenerate_policy"):
+        assert together[key] == apart[key], key
+    for key in ("reward_policy_mean", "reward_reference_mean", "reward_improvement", "optimized_rm_policy_mean",
+                "optimized_rm_reference_mean", "optimized_rm_win_rate", "win_rate"):
+        assert together[key] == pytest.approx(apart[key], abs=1e-5), key
+    for kind in ("empty", "refusal", "restatement"):
+        assert together["constant_answers"][kind]["mean_score"] == pytest.approx(
+            apart["constant_answers"][kind]["mean_score"], abs=1e-5)
+    # Two different models: the judge's view and the optimized reward model's are not one number.
+    assert abs(apart["reward_policy_mean"] - apart["optimized_rm_policy_mean"]) > 1e-2
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "together_samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["policy_score"] for r in rows}) > 1

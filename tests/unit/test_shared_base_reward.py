@@ -11,7 +11,8 @@ from tests.helpers.reward_adapter import reward_adapter_folder
 from tiller.config import LoraConfig, ModelConfig, RewardBackendConfig, RlooConfig
 from tiller.models import apply_lora, load_policy, load_reward_model, load_tokenizer, save_model
 from tiller.rewards.classifier import ClassifierReward
-from tiller.rewards.shared_base import active_adapter, attach_reward_adapter, why_not_shared
+from tiller.rewards.shared_base import (ScoresOnOneBase, active_adapter, attach_reward_adapter,
+                                       load_adapters_on_one_base, why_not_one_base, why_not_shared)
 from tiller.rl_rollout import make_reward_backends
 
 PROMPTS = [[{"role": "user", "content": "What boils at one hundred degrees?"}],
@@ -117,3 +118,57 @@ def test_an_adapter_for_other_layers_fits_and_a_foreign_one_is_refused(tmp_path,
     foreign = _reward_adapter(tmp_path / "w", build_tiny_model(tmp_path / "wide", hidden_size=32))
     with pytest.raises((ValueError, RuntimeError)):
         attach_reward_adapter(_policy(tiny_llama), foreign)
+
+
+# ---- the evaluation's judge and optimized reward model: two adapters of one base ----------------
+
+
+def test_two_reward_adapters_on_one_base_score_as_their_separate_merged_models(tmp_path, tiny_llama, capsys):
+    """Both adapters on the last of 2 layers: the first layer runs once per batch for both, checked
+    against their own full passes on the first batch. Tolerance 1e-5 in float32 against the
+    separately loaded merged models (adapter B·A·x against merged W + B·A: rounding only)."""
+    judge_path = reward_adapter_folder(tmp_path / "judge", tiny_llama, last_n_layers=1, seed=0)
+    rm_path = reward_adapter_folder(tmp_path / "rm", tiny_llama, last_n_layers=1, seed=1)
+    assert why_not_one_base([judge_path, rm_path]) is None
+    cfg = RewardBackendConfig(batch_size=2)
+    separate = [ClassifierReward(str(p), cfg).score(PROMPTS, ANSWERS) for p in (judge_path, rm_path)]
+    judge_head, rm_head = load_adapters_on_one_base([judge_path, rm_path])
+    assert judge_head.policy is rm_head.policy  # one copy of the base
+    together = ScoresOnOneBase([ClassifierReward(str(judge_path), cfg, scorer=judge_head),
+                                ClassifierReward(str(rm_path), cfg, scorer=rm_head)])
+    assert together.prefix is not None and together.prefix.layers == 1
+    scores = together.score(PROMPTS, ANSWERS)
+    for k in (0, 1):
+        assert max(abs(row[k] - s) for row, s in zip(scores, separate[k])) < 1e-5
+    assert max(abs(a - b) for a, b in zip(*separate)) > 0.1  # two different reward models: a real comparison
+    assert together.prefix is not None and together.own_rows == 0
+    assert "the first 1 layers hold no adapter: computed once per batch for all 2 scorers" in capsys.readouterr().out
+    assert not any(p.requires_grad for p in judge_head.policy.parameters())
+
+
+def test_answers_one_scorer_renders_differently_get_each_scorers_own_pass(tmp_path, tiny_llama):
+    """The optimized reward model here keeps only the last 32 tokens (max_length): the two longer
+    answers render to other ids than the judge's, and score as each model does alone."""
+    judge_path = reward_adapter_folder(tmp_path / "judge", tiny_llama, last_n_layers=1, seed=0)
+    rm_path = reward_adapter_folder(tmp_path / "rm", tiny_llama, last_n_layers=1, seed=1)
+    judge_cfg, rm_cfg = RewardBackendConfig(batch_size=2), RewardBackendConfig(batch_size=2, max_length=32)
+    lengths = [len(ClassifierReward(str(judge_path), judge_cfg).encode(p, a)) for p, a in zip(PROMPTS, ANSWERS)]
+    assert 1 <= sum(n > 32 for n in lengths) < len(lengths)  # some rows shared, some not
+    separate = [ClassifierReward(str(judge_path), judge_cfg).score(PROMPTS, ANSWERS),
+                ClassifierReward(str(rm_path), rm_cfg).score(PROMPTS, ANSWERS)]
+    heads = load_adapters_on_one_base([judge_path, rm_path])
+    together = ScoresOnOneBase([ClassifierReward(str(judge_path), judge_cfg, scorer=heads[0]),
+                                ClassifierReward(str(rm_path), rm_cfg, scorer=heads[1])])
+    scores = together.score(PROMPTS, ANSWERS)
+    assert together.own_rows == sum(n > 32 for n in lengths)
+    for k in (0, 1):
+        assert max(abs(row[k] - s) for row, s in zip(scores, separate[k])) < 1e-5
+
+
+def test_why_not_one_base_names_each_fallback(tmp_path, tiny_llama, tiny_qwen3):
+    on_llama = reward_adapter_folder(tmp_path / "a", tiny_llama)
+    on_qwen = reward_adapter_folder(tmp_path / "b", tiny_qwen3)
+    assert "different bases" in why_not_one_base([on_llama, on_qwen])
+    merged = save_model(apply_lora(load_reward_model(str(tiny_llama), pad_token_id=0), LoraConfig(r=4, alpha=8),
+                                   "SEQ_CLS"), load_tokenizer(str(tiny_llama)), tmp_path / "merged", merge_lora=True)
+    assert f"{merged} holds a full (or merged) model" in why_not_one_base([on_llama, merged])

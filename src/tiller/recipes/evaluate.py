@@ -14,7 +14,10 @@ the KL of the policy to the reference along the policy's own answers (exact at e
 so never negative). By default the judge is the reward model trained on the half of the pairs
 the RLOO reward model never saw, so the win rate is not measured by the model that was
 optimized against; when that reward model is present too, its scores are
-reported beside the judge's, and a gap between the two is over-optimization.
+reported beside the judge's, and a gap between the two is over-optimization. When both are LoRA
+adapters of one base they are loaded as one base with two adapters and score each answer
+together (`_scorers`, `tiller.rewards.shared_base.ScoresOnOneBase`); otherwise one after the
+other, one model in memory at a time.
 
 Every answer of both models is also measured for degeneration (`tiller.degeneration`: repeated
 word 4-grams, distinct-1/2, zlib compression ratio, longest run of one repeated unit) and
@@ -75,9 +78,11 @@ from tiller.config import Config, RewardBackendConfig, get_key
 from tiller.eval_inputs import eval_prompts, reference_for  # shared with `tiller playground`
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
-from tiller.models import STARTED_FROM, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
+from tiller.models import STARTED_FROM, adapter_base, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
 from tiller.report_data import POLICIES_FILE
 from tiller.rewards import make_reward_backend
+from tiller.rewards.classifier import ClassifierReward
+from tiller.rewards.shared_base import ScoresOnOneBase, load_adapters_on_one_base, why_not_one_base
 from tiller.rollout import Sampling, make_engine
 from tiller.training import show_progress
 from tiller.value_model import POLICY_ADAPTER, build_policy_with_value, use_adapter
@@ -271,9 +276,71 @@ def _optimized_rm(cfg: Config, judge_path: Path | None, device: str):
     judge_cfg = cfg.eval.judge
     train_rm = Path(cfg.run_dir) / "reward" / "model"
     if judge_cfg.backend == "classifier" and train_rm.exists() and Path(str(judge_path)).resolve() != train_rm.resolve():
-        return make_reward_backend(RewardBackendConfig(backend="classifier", max_length=judge_cfg.max_length), train_rm,
-                                   device)
+        return make_reward_backend(_optimized_rm_config(cfg), train_rm, device)
     return None
+
+
+def _optimized_rm_config(cfg: Config) -> RewardBackendConfig:
+    """The optimized reward model reads answers as long as the judge does."""
+    return RewardBackendConfig(backend="classifier", max_length=cfg.eval.judge.max_length)
+
+
+def _judge_and_rm_on_one_base(cfg: Config, judge_path: str | Path | None, device: str) -> ScoresOnOneBase | None:
+    """The judge and the optimized reward model as two adapters of one base, scored together
+    (`tiller.rewards.shared_base.ScoresOnOneBase`), when both are LoRA adapters of the same base
+    (as the flagship recipe and the demo train them) and eval.judge.share_base is on; else None,
+    with the reason printed where there is an optimized reward model to share with."""
+    judge_cfg = cfg.eval.judge
+    train_rm = Path(cfg.run_dir) / "reward" / "model"
+    if (cfg.eval.verifier or judge_cfg.backend != "classifier" or not train_rm.exists()
+            or Path(str(judge_path)).resolve() == train_rm.resolve()):
+        return None
+    reason = why_not_one_base([judge_path, train_rm]) if judge_cfg.share_base else "eval.judge.share_base: false"
+    if reason is not None:
+        print(f"[eval] the judge and the optimized reward model load one after the other ({reason})", flush=True)
+        return None
+    judge_head, rm_head = load_adapters_on_one_base([judge_path, train_rm], device)
+    print(f"[eval] the judge and the optimized reward model: LoRA adapters of one base ({adapter_base(train_rm)}), "
+          "loaded once and scored together", flush=True)
+    return ScoresOnOneBase([ClassifierReward(str(judge_path), judge_cfg, device, scorer=judge_head),
+                            ClassifierReward(str(train_rm), _optimized_rm_config(cfg), device, scorer=rm_head)])
+
+
+def _scorers(cfg: Config, judge_path: str | Path | None, device: str):
+    """The scorers of the evaluation's answers, in turn, each loaded when its turn comes and
+    closed after it (one model in memory at a time): yields (fields, scorer, judge) with the
+    `Answers` fields its scores go to (`_assign`), the scorer, and the judge backend when this
+    scorer holds it (the judge alone scores the constant answers), else None. First the judge,
+    then the optimized reward model when there is one; or both at once, one tuple of scores per
+    answer, when they are adapters of one base (`_judge_and_rm_on_one_base`)."""
+    together = _judge_and_rm_on_one_base(cfg, judge_path, device)
+    if together is not None:
+        yield ("scores", "rm_scores"), together, together.backends[0]
+        together.close()
+        return
+    judge = _make_judge(cfg, judge_path, device)
+    yield ("scores",), judge, judge
+    judge.close()
+    rm = _optimized_rm(cfg, judge_path, device)
+    if rm is not None:
+        yield ("rm_scores",), rm, None
+        rm.close()
+
+
+def _assign(answers: Answers, fields: tuple[str, ...], scores: list) -> None:
+    """A scorer's scores into `answers`: a list of floats for one field, of tuples for several."""
+    if len(fields) == 1:
+        setattr(answers, fields[0], list(scores))
+        return
+    for field, column in zip(fields, zip(*scores) if scores else [()] * len(fields)):
+        setattr(answers, field, list(column))
+
+
+def _scores_of(answers: Answers, fields: tuple[str, ...]) -> list:
+    """What `_assign` put into `answers` for `fields`, as the scorer gave it."""
+    if len(fields) == 1:
+        return getattr(answers, fields[0])
+    return list(zip(*(getattr(answers, field) for field in fields)))
 
 
 def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -> dict:
@@ -305,14 +372,12 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     del policy, reference
 
     judge_path = _judge_path(cfg)
-    judge = _make_judge(cfg, judge_path, device)
-    ours.scores, theirs.scores = _score_both(judge, messages, ours.texts, theirs.texts, records)
-    constant_scores = _score_constant_answers(judge, messages, theirs.texts, theirs.scores, records)
-    judge.close()
-    rm = _optimized_rm(cfg, judge_path, device)
-    if rm is not None:
-        ours.rm_scores, theirs.rm_scores = _score_both(rm, messages, ours.texts, theirs.texts)
-        rm.close()
+    for fields, scorer, judge in _scorers(cfg, judge_path, device):
+        policy_scores, reference_scores = _score_both(scorer, messages, ours.texts, theirs.texts, records)
+        _assign(ours, fields, policy_scores)
+        _assign(theirs, fields, reference_scores)
+        if judge is not None:
+            constant_scores = _score_constant_answers(judge, messages, theirs.texts, theirs.scores, records)
 
     summary = {
         "label": label, "policy": str(policy_path), "reference": str(reference_path), "reference_source": reference_source,
@@ -525,26 +590,20 @@ def run_policies(cfg: Config, stages: list[str]) -> dict:
 
     # Scores after every model is freed, as in the curve: the judge and the reward model need the memory.
     judge_path = _judge_path(cfg)
-    judge = _make_judge(cfg, judge_path, device)
-    t0 = time.time()
-    for seed in seeds:
-        theirs[seed].scores = judge.score(messages, theirs[seed].texts, records=records)
-    constant_scores = _score_constant_answers(judge, messages, theirs[seeds[0]].texts, theirs[seeds[0]].scores, records)
-    seconds["reference"] += time.time() - t0
-    for stage, by_seed in answered.items():
+    for fields, scorer, judge in _scorers(cfg, judge_path, device):
         t0 = time.time()
-        for seed, (ours, _) in by_seed.items():
-            ours.scores = _score_against(judge, messages, ours.texts, theirs[seed].texts, theirs[seed].scores, records)
-        seconds[stage] += time.time() - t0
-    judge.close()
-    rm = _optimized_rm(cfg, judge_path, device)
-    if rm is not None:
         for seed in seeds:
-            theirs[seed].rm_scores = rm.score(messages, theirs[seed].texts)
-            for by_seed in answered.values():
-                ours = by_seed[seed][0]
-                ours.rm_scores = _score_against(rm, messages, ours.texts, theirs[seed].texts, theirs[seed].rm_scores)
-        rm.close()
+            _assign(theirs[seed], fields, scorer.score(messages, theirs[seed].texts, records=records))
+        if judge is not None:
+            constant_scores = _score_constant_answers(judge, messages, theirs[seeds[0]].texts, theirs[seeds[0]].scores,
+                                                      records)
+        seconds["reference"] += time.time() - t0
+        for stage, by_seed in answered.items():
+            t0 = time.time()
+            for seed, (ours, _) in by_seed.items():
+                _assign(ours, fields, _score_against(scorer, messages, ours.texts, theirs[seed].texts,
+                                                     _scores_of(theirs[seed], fields), records))
+            seconds[stage] += time.time() - t0
 
     first = seeds[0]
     constant = _constant_figures(constant_scores, theirs[first].scores)
@@ -807,15 +866,11 @@ def _stage_curve(cfg: Config, stage: str) -> list[dict]:
 
     # Scores after every model is freed: the judge and the reward model need the memory.
     judge_path = _judge_path(cfg)
-    for scorer, field in ((_make_judge(cfg, judge_path, device), "scores"),
-                          (_optimized_rm(cfg, judge_path, device), "rm_scores")):
-        if scorer is None:
-            continue
-        setattr(theirs, field, scorer.score(messages, theirs.texts, records=records))
+    for fields, scorer, _ in _scorers(cfg, judge_path, device):
+        _assign(theirs, fields, scorer.score(messages, theirs.texts, records=records))
         for _, _, _, answers, _ in points:
-            setattr(answers, field, _score_against(scorer, messages, answers.texts, theirs.texts, getattr(theirs, field),
-                                                   records))
-        scorer.close()
+            _assign(answers, fields, _score_against(scorer, messages, answers.texts, theirs.texts,
+                                                    _scores_of(theirs, fields), records))
     judge = _judge_name(cfg, judge_path)
     seconds = time.time() - started
     print(f"[curve] {stage}: {len(points)} models evaluated in {seconds:.0f} s", flush=True)

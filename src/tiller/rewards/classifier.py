@@ -59,6 +59,8 @@ class ClassifierReward:
         return run_in_length_batches([len(ids) for ids in encoded], self.cfg.batch_size, score_batch)
 
     def close(self) -> None:
-        """A reward adapter on the policy's base leaves it (the policy is saved without it)."""
+        """A reward adapter on the policy's base leaves it (the policy is saved without it); a
+        model of its own is let go, so that the next model can have its memory."""
         if hasattr(self.scorer, "detach_adapter"):
             self.scorer.detach_adapter()
+        self.scorer = None

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from tiller.batching import mask_positions
-from tiller.models import adapter_base, base_hf_model, resolve_model_name
-from tiller.score_head import last_token_index
+from tiller.batching import mask_positions, pad_batch, run_in_length_batches
+from tiller.frozen_prefix import FrozenPrefix
+from tiller.models import adapter_base, base_hf_model, load_causal_lm, resolve_model_name
+from tiller.score_head import last_token_index, score_sequences
 
 SCORE_KEYS = ("base_model.model.score.weight", "base_model.model.score.bias")
 
@@ -117,7 +118,8 @@ class AdapterScoreHead:
 
 
 def attach_reward_adapter(policy, reward_path: str | Path, adapter_name: str = "reward") -> AdapterScoreHead:
-    """Load the reward stage's adapter folder onto `policy` (a peft model on the same base) as a
+    """Load the reward stage's adapter folder onto `policy` (a peft model on the same base, or
+    the plain base model, which then becomes a peft model: the returned head's `policy`) as a
     frozen adapter `adapter_name`, and its score head beside it."""
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -138,7 +140,12 @@ def attach_reward_adapter(policy, reward_path: str | Path, adapter_name: str = "
                          f"({SCORE_KEYS[0]}): not a tiller reward adapter")
     score_weight, score_bias = weights.pop(SCORE_KEYS[0]), weights.pop(SCORE_KEYS[1], None)
     flags = [(p, p.requires_grad) for p in policy.parameters()]
-    policy.add_adapter(adapter_name, config)
+    if hasattr(policy, "peft_config"):
+        policy.add_adapter(adapter_name, config)
+    else:  # a plain base (`load_adapters_on_one_base`): this adapter makes it a peft model
+        from peft import get_peft_model
+
+        policy = get_peft_model(policy, config, adapter_name=adapter_name)
     result = set_peft_model_state_dict(policy, weights, adapter_name=adapter_name)
     missing = [k for k in result.missing_keys if f".{adapter_name}." in k]
     if result.unexpected_keys or missing:
@@ -159,3 +166,114 @@ def attach_reward_adapter(policy, reward_path: str | Path, adapter_name: str = "
             head.bias.copy_(score_bias)
     head.requires_grad_(False)
     return AdapterScoreHead(policy, adapter_name, head)
+
+
+# ---- several reward adapters of one base: the evaluation's judge and optimized reward model ------
+#
+# The flagship recipe trains both from the policy's base with LoRA. Loaded the ordinary way they
+# are two merged models, loaded one after the other; here they are one copy of the base with two
+# adapters, and, when the adapters sit on the last layers, one pass of the frozen layers below them
+# per batch of answers serves both (the same reasoning as the policy's frozen prefix).
+
+
+def why_not_one_base(paths: list[str | Path]) -> str | None:
+    """None when every folder in `paths` is a LoRA reward adapter of one full base model; else the reason."""
+    bases = [adapter_base(path) for path in paths]
+    for path, base in zip(paths, bases):
+        if base is None:
+            return f"{path} holds a full (or merged) model, not a LoRA adapter"
+    try:
+        resolved = {_resolved(base) for base in bases}
+    except FileNotFoundError as error:
+        return f"a base is not there ({error})"
+    if len(resolved) > 1:
+        return f"they were trained on different bases ({', '.join(sorted(set(bases)))})"
+    if adapter_base(resolve_model_name(bases[0])) is not None:
+        return f"their base {bases[0]} is itself an adapter folder"
+    return None
+
+
+def load_adapters_on_one_base(paths: list[str | Path], device: str = "cpu", model_cfg=None) -> list[AdapterScoreHead]:
+    """One copy of the base that the reward adapters in `paths` were trained on (check with
+    `why_not_one_base` first), each of them attached to it, frozen, as adapter "scorer_<i>" with
+    its score head: one scorer per path, in order, all borrowing the same model."""
+    model = load_causal_lm(adapter_base(paths[0]), model_cfg, device)
+    model.requires_grad_(False)
+    heads = []
+    for i, path in enumerate(paths):
+        heads.append(attach_reward_adapter(model, path, f"scorer_{i}"))
+        model = heads[-1].policy
+    return heads
+
+
+class ScoresOnOneBase:
+    """`ClassifierReward` backends whose scorers are adapters of one base (`load_adapters_on_one_base`),
+    scored together: `score` gives each answer a tuple of every backend's score. Where every
+    backend renders an answer to the same token ids (the same tokenizer, template and length
+    limit: checked per answer), the layers below all the adapters run once for all of them and
+    each adapter runs only the layers from there; the first such batch is also scored by each
+    backend's own full pass and the shortcut kept only if the scores agree (printed either way).
+    Answers rendered differently get each backend's own pass."""
+
+    def __init__(self, backends: list, label: str = "[eval]"):
+        self.backends = backends
+        self.label = label
+        self.prefix = FrozenPrefix.of(backends[0].scorer.policy)
+        self.checked = self.prefix is None
+        self.own_rows = 0  # answers some backend renders to other ids than the first
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list[tuple[float, ...]]:
+        encoded = [[backend.encode(p, c) for backend in self.backends] for p, c in zip(prompts, completions)]
+        same = [i for i, ids in enumerate(encoded) if all(other == ids[0] for other in ids[1:])]
+        results: list[tuple[float, ...] | None] = [None] * len(encoded)
+        batch_size = self.backends[0].cfg.batch_size
+        together = run_in_length_batches([len(encoded[i][0]) for i in same], batch_size,
+                                         lambda batch: self._score_together([encoded[same[j]][0] for j in batch]))
+        for i, scores in zip(same, together):
+            results[i] = scores
+        differ = [i for i in range(len(encoded)) if results[i] is None]
+        self.own_rows += len(differ)
+        if differ:
+            columns = []
+            for k, backend in enumerate(self.backends):
+                columns.append(run_in_length_batches(
+                    [len(encoded[i][k]) for i in differ], backend.cfg.batch_size,
+                    lambda batch, k=k, backend=backend: score_sequences(
+                        backend.scorer, [encoded[differ[j]][k] for j in batch], backend.tokenizer.pad_token_id,
+                        backend.device, False).float().cpu().tolist()))
+            for row, i in enumerate(differ):
+                results[i] = tuple(column[row] for column in columns)
+        return results  # type: ignore[return-value]  # every row is scored one way or the other
+
+    def close(self) -> None:
+        """Let go of the base and its adapters (nothing else is saved from it)."""
+        for backend in self.backends:
+            backend.scorer = None
+        self.prefix = None
+
+    def _score_together(self, sequences: list[list[int]]) -> list[tuple[float, ...]]:
+        first = self.backends[0]
+        ids, mask = pad_batch(sequences, first.tokenizer.pad_token_id)
+        ids, mask = ids.to(first.device), mask.to(first.device)
+        if self.prefix is None:
+            scores = torch.stack([backend.scorer(ids, mask).float() for backend in self.backends], dim=1)
+            return [tuple(row) for row in scores.cpu().tolist()]
+        hidden = self.prefix.hidden(ids, mask)
+        scores = torch.stack([backend.scorer.score_hidden(hidden, mask, self.prefix).float()
+                              for backend in self.backends], dim=1)
+        if not self.checked:
+            self.checked = True
+            own = torch.stack([backend.scorer(ids, mask).float() for backend in self.backends], dim=1)
+            diff = float((scores - own).abs().max())
+            dtype = next(first.scorer.policy.parameters()).dtype
+            if diff > (1e-4 if dtype == torch.float32 else 2e-2) * max(1.0, float(own.abs().max())):
+                print(f"{self.label} the scorers' shared frozen layers give other scores than their own passes "
+                      f"(max diff {diff:.1e}): each runs its full pass", flush=True)
+                self.prefix = None
+                return [tuple(row) for row in own.cpu().tolist()]
+            print(f"{self.label} the first {self.prefix.layers} layers hold no adapter: computed once per batch for "
+                  f"all {len(self.backends)} scorers (checked equal to their own full passes, max diff {diff:.1e})",
+                  flush=True)
+        return [tuple(row) for row in scores.cpu().tolist()]
