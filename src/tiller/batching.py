@@ -2,6 +2,8 @@
 
 Left or right padding with an attention mask (`pad_batch`) and the position ids that count real
 tokens only (`mask_positions`); all sequences in one row without padding (`pack_sequences`);
+sequences that share a prefix (a prompt and its answers) in one row with the prefix once
+(`shared_prefix_rows`);
 running work in batches of similar length with the results put back in the callers' order
 (`run_in_length_batches`), which generation, evaluation KL, classifier scoring and reward-pair
 validation all use; and a training epoch's shuffled items regrouped into steps of similar length
@@ -49,6 +51,66 @@ def pack_sequences(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tens
     positions = torch.tensor([i for s in sequences for i in range(len(s))], dtype=torch.long)[None]
     ends = torch.tensor([len(s) for s in sequences]).cumsum(0) - 1
     return ids, positions, ends
+
+
+def shared_prefix_rows(groups: list[list[list[int]]], pad_id: int, dtype: torch.dtype = torch.float32
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each group of sequences in one row with their longest common prefix (a reward pair's
+    prompt) once: [prefix | rest of the first | rest of the second | ...], right-padded to the
+    longest row. Returns input_ids [B, T]; position_ids [B, T], each token at the position it has
+    in its own sequence; an additive attention mask [B, 1, T, T] (0 where a token may attend, the
+    dtype's minimum elsewhere) in which a token sees the prefix and the earlier tokens of its own
+    sequence, and padding sees itself only; and, for every sequence in order, its row and the
+    column of its last token (the prefix's last when the sequence is the prefix itself)."""
+    rows_ids, rows_positions, rows_segments, rows, ends = [], [], [], [], []
+    for row, group in enumerate(groups):
+        prefix = 0
+        while all(len(s) > prefix for s in group) and all(s[prefix] == group[0][prefix] for s in group[1:]):
+            prefix += 1
+        ids, positions, segments = list(group[0][:prefix]), list(range(prefix)), [0] * prefix
+        for k, sequence in enumerate(group, start=1):
+            rest = sequence[prefix:]
+            ids += rest
+            positions += range(prefix, len(sequence))
+            segments += [k] * len(rest)
+            rows.append(row)
+            ends.append(len(ids) - 1 if rest else prefix - 1)
+        rows_ids.append(ids)
+        rows_positions.append(positions)
+        rows_segments.append(segments)
+    longest = max(len(ids) for ids in rows_ids)
+    input_ids = torch.full((len(groups), longest), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(groups), longest), dtype=torch.long)
+    segment = torch.full((len(groups), longest), -1, dtype=torch.long)  # -1: padding
+    for row, (ids, positions, segments) in enumerate(zip(rows_ids, rows_positions, rows_segments)):
+        input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        position_ids[row, :len(ids)] = torch.tensor(positions, dtype=torch.long)
+        segment[row, :len(ids)] = torch.tensor(segments, dtype=torch.long)
+    query, key = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+    allowed = causal & (query != -1) & ((key == 0) | (key == query))
+    allowed |= torch.eye(longest, dtype=torch.bool) & (query == -1)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    return input_ids, position_ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(ends, dtype=torch.long)
+
+
+def prompt_group_batches(keys: list, lengths: list[int], max_items: int) -> list[list[list[int]]]:
+    """Indices grouped by equal key (the answers to one prompt: one `shared_prefix_rows` row
+    each), the groups of similar total length in batches of at most `max_items` indices (a
+    larger group is a batch of its own). Each batch is a list of groups of indices."""
+    by_key: dict = {}
+    for i, key in enumerate(keys):
+        by_key.setdefault(key, []).append(i)
+    batches, current, count = [], [], 0
+    for group in sorted(by_key.values(), key=lambda g: sum(lengths[i] for i in g)):
+        if current and count + len(group) > max_items:
+            batches.append(current)
+            current, count = [], 0
+        current.append(group)
+        count += len(group)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

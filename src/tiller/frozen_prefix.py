@@ -85,11 +85,14 @@ class FrozenPrefix:
             decoder.norm = full_norm
 
     @torch.no_grad()
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Output of the frozen layers (what the first trainable layer receives)."""
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Output of the frozen layers (what the first trainable layer receives). `position_ids`
+        go with a 4D mask (`tiller.batching.shared_prefix_rows`); by default the mask's count."""
+        positions = mask_positions(attention_mask) if position_ids is None else position_ids
         with self._swapped(torch.nn.ModuleList(self.decoder.layers[:self.layers]), norm=torch.nn.Identity()):
             return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                                position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
+                                position_ids=positions, use_cache=False).last_hidden_state
 
     def tail_only(self):
         """Inside: the model's forward runs only the layers after the prefix (pass `inputs_embeds`)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tiller.batching import mask_positions, pack_sequences, pad_batch
+from tiller.batching import mask_positions, pack_sequences, pad_batch, shared_prefix_rows
 from tiller.models import base_hf_model
 
 
@@ -34,12 +34,14 @@ class ScoreHead(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
         hf = base_hf_model(self.model)
         body = getattr(hf, hf.base_model_prefix)
-        if ends is not None:  # packed row
-            hidden = body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-            return hf.score(hidden[0, ends]).squeeze(-1)
+        if ends is not None:  # a packed row; or rows of sequences sharing a prefix, with their 4D mask
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+            return hf.score(hidden[torch.zeros_like(ends) if rows is None else rows, ends]).squeeze(-1)
         hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
                       use_cache=False).last_hidden_state
         last = last_token_index(attention_mask)
@@ -55,14 +57,47 @@ def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id:
     return scorer(ids.to(device), mask.to(device))
 
 
-@torch.no_grad()
+def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device) -> torch.Tensor:
+    """The score of every sequence of `groups`, in order, each group in one row with the prefix
+    its sequences share computed once (`tiller.batching.shared_prefix_rows`)."""
+    dtype = getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
+    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, dtype)
+    return scorer(ids.to(device), mask.to(device), position_ids=positions.to(device), ends=ends.to(device),
+                  rows=rows.to(device))
+
+
+def scores_tolerance(scorer) -> float:
+    """How far a shortcut's scores may sit from the padded forward's, relative to the scores'
+    size: float rounding in float32; bf16 / fp16 keep about 3 significant digits."""
+    dtype = getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
+    return 1e-4 if dtype == torch.float32 else 2e-2
+
+
 def packing_is_exact(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float = 1e-3) -> bool:
     """Whether packed scoring equals padded scoring for this model (attention kept per sequence)."""
+    return _same_as_padded(scorer, sequences, pad_id, device, tol,
+                           lambda: score_sequences(scorer, sequences, pad_id, device, packed=True))
+
+
+def shared_prefix_is_exact(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device,
+                           tol: float = 1e-3) -> bool:
+    """Whether scoring groups with their shared prefix once equals padded scoring for this model
+    (an attention implementation that ignores a 4D mask would not)."""
+    return _same_as_padded(scorer, [s for group in groups for s in group], pad_id, device, tol,
+                           lambda: score_groups(scorer, groups, pad_id, device))
+
+
+@torch.no_grad()
+def _same_as_padded(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float,
+                    other) -> bool:
     was_training = scorer.training
     scorer.eval()
     try:
         padded = score_sequences(scorer, sequences, pad_id, device, packed=False).float()
-        packed = score_sequences(scorer, sequences, pad_id, device, packed=True).float()
+        try:
+            scores = other().float()
+        except (RuntimeError, ValueError):  # an attention implementation that refuses this layout
+            return False
     finally:
         scorer.train(was_training)
-    return bool(torch.allclose(packed, padded, atol=tol, rtol=tol))
+    return bool(torch.allclose(scores, padded, atol=tol, rtol=tol))

@@ -89,6 +89,28 @@ def test_classifier_scores_come_back_in_the_inputs_order(tmp_path, tiny_llama):
     assert len(set(alone)) == len(alone)  # distinct scores, so a reordering would show
 
 
+def test_a_prompts_answers_scored_in_one_row_score_as_each_alone(tmp_path, tiny_llama, capsys):
+    """shared_prompt (the default): the answers to one prompt in one row, the prompt's tokens
+    once; every score equals scoring each answer alone, padded (1e-5: float rounding), whatever
+    the order, the batch size and how many answers a prompt has."""
+    tokenizer = load_tokenizer(str(tiny_llama))
+    torch.manual_seed(0)
+    load_reward_model(str(tiny_llama), pad_token_id=tokenizer.pad_token_id).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    asked = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    answers = ["Because of Rayleigh scattering.", "Hello!", "Red", "Boil it for six minutes.", "4", "Blue light.",
+               "Hi there", "", "Four."]
+    messages = asked + [asked[0], asked[1], asked[1], asked[4]]
+    alone = ClassifierReward(str(tmp_path), RewardBackendConfig(batch_size=1, shared_prompt=False)).score(messages, answers)
+    for batch_size in (2, 16):
+        grouped = ClassifierReward(str(tmp_path), RewardBackendConfig(batch_size=batch_size))
+        scores = grouped.score(messages, answers)
+        assert grouped.grouped is True
+        torch.testing.assert_close(torch.tensor(scores), torch.tensor(alone), atol=1e-5, rtol=1e-5)
+    assert "the answers to one prompt scored in one row, the prompt once (checked equal to padded" in capsys.readouterr().out
+    assert len(set(alone)) == len(alone)
+
+
 class _NoisyScorer:
     """A judge whose scores carry batch noise: the same text never gets exactly the same score twice."""
 
@@ -293,9 +315,11 @@ def test_a_judge_and_reward_model_on_one_base_give_the_figures_of_two_separate_m
                                                                                        monkeypatch, capsys):
     """The flagship recipe's judge and optimized reward model are LoRA adapters of one base: the
     evaluation loads that base once and scores each answer with both, the layer below their
-    adapters once for both. Every figure equals loading them as two merged models one after the
-    other (eval.judge.share_base: false): counts exactly, scores to 1e-5 (float32 rounding:
-    adapter B·A·x against merged W + B·A)."""
+    adapters once for both, and each prompt's answers (reference, policy, constant answers) in
+    one row with the prompt once. Every figure equals loading them as two merged models one after
+    the other and scoring each answer alone (eval.judge.share_base and shared_prompt false):
+    counts exactly, scores to 1e-5 (float32 rounding: adapter B·A·x against merged W + B·A, one
+    row with a 4D mask against padded rows)."""
     from tests.helpers.reward_adapter import reward_adapter_folder
 
     write_prompts(tmp_path, "validation", QUESTIONS[:4])
@@ -315,9 +339,12 @@ def test_a_judge_and_reward_model_on_one_base_give_the_figures_of_two_separate_m
     out = capsys.readouterr().out
     assert "the judge and the optimized reward model: LoRA adapters of one base" in out
     assert "the first 1 layers hold no adapter: computed once per batch for all 2 scorers" in out
-    settings["eval"]["judge"] = {"share_base": False}
+    assert "the answers to one prompt in one row, the prompt once" in out
+    # Apart: two merged models one after the other, each answer padded alone.
+    settings["eval"]["judge"] = {"share_base": False, "shared_prompt": False}
     apart = evaluate.run(config_from_dict(settings), label="apart")
-    assert "load one after the other (eval.judge.share_base: false)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "load one after the other (eval.judge.share_base: false)" in out and "in one row" not in out
 
     for key in ("wins", "ties", "losses", "guarded_wins", "guarded_losses", "degenerate_policy"):
         assert together[key] == apart[key], key

@@ -19,7 +19,7 @@ from tiller.models import load_frozen, load_reward_model, load_tokenizer
 from tiller.preference_logprobs import concatenated_logps, encode_preferences
 from tiller.recipes import reward
 from tiller.batching import pad_batch
-from tiller.score_head import ScoreHead, last_token_index
+from tiller.score_head import ScoreHead, last_token_index, score_sequences
 from tiller.tracking import read_metrics
 from tiller.training import setup_runtime
 
@@ -109,17 +109,25 @@ def test_judge_trains_on_the_other_half(tmp_path, tiny_llama):
         reward.judge_subset("all")
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
-def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama, grouped, capsys):
-    """A killed run resumes to the uninterrupted run's losses, with plain steps and with steps of
-    pairs of similar length (train.group_by_length), which still learn the toy preference."""
+@pytest.mark.parametrize("variant", ["plain", "group_by_length", "shared_prompt"])
+def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama, variant, capsys):
+    """A killed run resumes to the uninterrupted run's losses, with plain steps, with steps of
+    pairs of similar length (train.group_by_length), and with each pair's prompt computed once
+    (reward.shared_prompt); each still learns the toy preference."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     for run_dir in (full, killed):
         write_pairs(run_dir, toy_pairs(48), toy_pairs(8, offset=500))
-    cfg = lambda d: config_from_dict(reward_config(d, tiny_llama, epochs=2, save_every=2,  # noqa: E731
-                                                   group_by_length=grouped))
+
+    def cfg(run_dir: Path):
+        settings = reward_config(run_dir, tiny_llama, epochs=2, save_every=2, group_by_length=variant == "group_by_length")
+        settings["reward"]["shared_prompt"] = variant == "shared_prompt"
+        return config_from_dict(settings)
+
     reward.run(cfg(full))
-    assert ("each of pairs of similar length" in capsys.readouterr().out) == grouped
+    out = capsys.readouterr().out
+    assert ("each of pairs of similar length" in out) == (variant == "group_by_length")
+    assert ("each pair in one row, the prompt its answers share computed once (checked exact)" in out) == (
+        variant == "shared_prompt")
     assert json.loads((full / "reward" / "eval.json").read_text())["accuracy"] >= 0.9
     reward.run(cfg(killed), stop_after=3)
     assert not (killed / "reward" / "model").exists()
@@ -151,6 +159,41 @@ def test_reward_two_processes_match_one(tmp_path, tiny_llama):
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
     compared = assert_same_metrics(tmp_path / "one" / "reward" / "metrics.jsonl", tmp_path / "two" / "reward" / "metrics.jsonl")
     assert {"loss/bt", "reward/accuracy", "train/grad_norm", "eval/accuracy"} <= set(compared)
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen3"])
+def test_pairs_sharing_their_prompt_in_one_row_score_and_train_as_padded_pairs(arch, request):
+    """A pair's chosen and rejected answers in one row with their prompt once: each scores as it
+    does alone (1e-5: float rounding), and the Bradley-Terry loss's gradients equal the padded
+    forward's (1e-4 relative)."""
+    from tiller.losses import bradley_terry_loss
+    from tiller.score_head import score_groups, shared_prefix_is_exact
+
+    path = request.getfixturevalue(arch)
+    torch.manual_seed(0)
+    scorer = ScoreHead(load_reward_model(str(path), pad_token_id=0))
+    prompt = [5, 6, 7, 8, 9, 10, 11]
+    pairs = [SimpleNamespace(chosen=prompt + [20, 21, 22], rejected=prompt + [30]),
+             SimpleNamespace(chosen=[12, 13, 40], rejected=[12, 13, 41, 42, 43, 44]),
+             SimpleNamespace(chosen=[50, 51], rejected=[60, 61, 62])]  # nothing shared
+    with torch.no_grad():
+        grouped = score_groups(scorer, [[p.chosen, p.rejected] for p in pairs], 0, "cpu")
+        alone = torch.cat([score_sequences(scorer, [s], 0, "cpu", packed=False) for p in pairs
+                           for s in (p.chosen, p.rejected)])
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+    assert shared_prefix_is_exact(scorer, [[p.chosen, p.rejected] for p in pairs], 0, "cpu")
+
+    def gradients(layout: str) -> dict[str, torch.Tensor]:
+        scorer.zero_grad()
+        chosen, rejected = reward.score_pairs(scorer, pairs, 0, "cpu", layout)
+        loss, _ = bradley_terry_loss(chosen, rejected, torch.ones(3), 0.0, 0.0)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in scorer.named_parameters() if p.grad is not None}
+
+    padded, shared = gradients("padded"), gradients("shared_prompt")
+    assert padded.keys() == shared.keys() and len(padded) > 10
+    for name in padded:
+        torch.testing.assert_close(shared[name], padded[name], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen3"])

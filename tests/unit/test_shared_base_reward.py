@@ -141,8 +141,16 @@ def test_two_reward_adapters_on_one_base_score_as_their_separate_merged_models(t
     for k in (0, 1):
         assert max(abs(row[k] - s) for row, s in zip(scores, separate[k])) < 1e-5
     assert max(abs(a - b) for a, b in zip(*separate)) > 0.1  # two different reward models: a real comparison
-    assert together.prefix is not None and together.own_rows == 0
-    assert "the first 1 layers hold no adapter: computed once per batch for all 2 scorers" in capsys.readouterr().out
+    assert together.prefix is not None and together.grouped and together.own_rows == 0
+    out = capsys.readouterr().out
+    assert "the first 1 layers hold no adapter: computed once per batch for all 2 scorers" in out
+    assert "the answers to one prompt in one row, the prompt once (checked equal to their own full passes" in out
+    # Several answers to one prompt share its row (and the frozen layer's pass over it).
+    prompts, answers = PROMPTS + PROMPTS[:2], ANSWERS + ["Steam does not.", "A red one."]
+    alone = [ClassifierReward(str(p), RewardBackendConfig(shared_prompt=False)).score(prompts, answers)
+             for p in (judge_path, rm_path)]
+    for k, row_scores in enumerate(zip(*together.score(prompts, answers))):
+        assert max(abs(a - b) for a, b in zip(row_scores, alone[k])) < 1e-5
     assert not any(p.requires_grad for p in judge_head.policy.parameters())
 
 

@@ -281,8 +281,9 @@ def _optimized_rm(cfg: Config, judge_path: Path | None, device: str):
 
 
 def _optimized_rm_config(cfg: Config) -> RewardBackendConfig:
-    """The optimized reward model reads answers as long as the judge does."""
-    return RewardBackendConfig(backend="classifier", max_length=cfg.eval.judge.max_length)
+    """The optimized reward model reads answers as the judge does."""
+    judge = cfg.eval.judge
+    return RewardBackendConfig(backend="classifier", max_length=judge.max_length, shared_prompt=judge.shared_prompt)
 
 
 def _judge_and_rm_on_one_base(cfg: Config, judge_path: str | Path | None, device: str) -> ScoresOnOneBase | None:
@@ -306,25 +307,82 @@ def _judge_and_rm_on_one_base(cfg: Config, judge_path: str | Path | None, device
                             ClassifierReward(str(train_rm), _optimized_rm_config(cfg), device, scorer=rm_head)])
 
 
-def _scorers(cfg: Config, judge_path: str | Path | None, device: str):
+def _scorers(cfg: Config, judge_path: str | Path | None, device: str, messages: list[list[dict]],
+             answer_texts: list[list[str]]):
     """The scorers of the evaluation's answers, in turn, each loaded when its turn comes and
     closed after it (one model in memory at a time): yields (fields, scorer, judge) with the
-    `Answers` fields its scores go to (`_assign`), the scorer, and the judge backend when this
+    `Answers` fields its scores go to (`_assign`), the scorer, and the judge's view when this
     scorer holds it (the judge alone scores the constant answers), else None. First the judge,
     then the optimized reward model when there is one; or both at once, one tuple of scores per
-    answer, when they are adapters of one base (`_judge_and_rm_on_one_base`)."""
+    answer, when they are adapters of one base (`_judge_and_rm_on_one_base`). A reward model
+    scores all its answers up front (`answer_texts`, one list per model, each in the order of
+    `messages`; the judge also the constant answers), so that each prompt's answers share one
+    row (`_Prefilled`)."""
+    constants = list(constant_answers(messages).values())
     together = _judge_and_rm_on_one_base(cfg, judge_path, device)
     if together is not None:
-        yield ("scores", "rm_scores"), together, together.backends[0]
+        scorer = _prefilled(together, messages, [*answer_texts, *constants])
+        yield ("scores", "rm_scores"), scorer, _FirstOf(scorer)
         together.close()
         return
     judge = _make_judge(cfg, judge_path, device)
-    yield ("scores",), judge, judge
+    scorer = _prefilled(judge, messages, [*answer_texts, *constants])
+    yield ("scores",), scorer, scorer
     judge.close()
     rm = _optimized_rm(cfg, judge_path, device)
     if rm is not None:
-        yield ("rm_scores",), rm, None
+        yield ("rm_scores",), _prefilled(rm, messages, answer_texts), None
         rm.close()
+
+
+def _prefilled(scorer, messages: list[list[dict]], texts_lists: list[list[str]]):
+    """`scorer` with every answer of `texts_lists` scored in one call (`_Prefilled`) where it
+    scores a prompt's answers in one row (a classifier with shared_prompt); else `scorer` itself."""
+    first = scorer.backends[0] if isinstance(scorer, ScoresOnOneBase) else scorer
+    if not (isinstance(first, ClassifierReward) and first.cfg.shared_prompt):
+        return scorer
+    return _Prefilled(scorer, messages, texts_lists)
+
+
+class _Prefilled:
+    """A model scorer (which ignores records) whose answers were all scored in one call, so that
+    the answers to one prompt (the reference's, each policy's, the constant answers) share one
+    row; `score` reads them back, and scores what it was not given up front. One score per
+    (prompt, answer text), as `_score_both` has it: the same text, the same score."""
+
+    def __init__(self, scorer, messages: list[list[dict]], texts_lists: list[list[str]]):
+        self.scorer = scorer
+        todo: dict[tuple[str, str], tuple[list[dict], str]] = {}
+        for texts in texts_lists:
+            for prompt, text in zip(messages, texts):
+                todo.setdefault(self._key(prompt, text), (prompt, text))
+        items = list(todo.values())
+        scores = scorer.score([p for p, _ in items], [t for _, t in items]) if items else []
+        self.cache = dict(zip(todo, scores))
+
+    @staticmethod
+    def _key(prompt: list[dict], text: str) -> tuple[str, str]:
+        return json.dumps(prompt, sort_keys=True), text
+
+    def score(self, prompts: list[list[dict]], completions: list[str], group_size: int = 1,
+              records: list[dict] | None = None) -> list:
+        keys = [self._key(p, c) for p, c in zip(prompts, completions)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if missing:
+            by_key = dict(zip(keys, zip(prompts, completions)))
+            scored = self.scorer.score([by_key[k][0] for k in missing], [by_key[k][1] for k in missing])
+            self.cache.update(zip(missing, scored))
+        return [self.cache[k] for k in keys]
+
+
+class _FirstOf:
+    """The judge's view of a scorer that gives (judge, reward model) tuples: the first of each."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def score(self, prompts, completions, group_size: int = 1, records=None) -> list[float]:
+        return [scores[0] for scores in self.scorer.score(prompts, completions, group_size, records)]
 
 
 def _assign(answers: Answers, fields: tuple[str, ...], scores: list) -> None:
@@ -372,7 +430,7 @@ def run(cfg: Config, policy_path: str | None = None, label: str | None = None) -
     del policy, reference
 
     judge_path = _judge_path(cfg)
-    for fields, scorer, judge in _scorers(cfg, judge_path, device):
+    for fields, scorer, judge in _scorers(cfg, judge_path, device, messages, [ours.texts, theirs.texts]):
         policy_scores, reference_scores = _score_both(scorer, messages, ours.texts, theirs.texts, records)
         _assign(ours, fields, policy_scores)
         _assign(theirs, fields, reference_scores)
@@ -590,8 +648,11 @@ def run_policies(cfg: Config, stages: list[str]) -> dict:
 
     # Scores after every model is freed, as in the curve: the judge and the reward model need the memory.
     judge_path = _judge_path(cfg)
-    for fields, scorer, judge in _scorers(cfg, judge_path, device):
-        t0 = time.time()
+    everyone = [theirs[seed].texts for seed in seeds] + [ours.texts for by_seed in answered.values()
+                                                          for ours, _ in by_seed.values()]
+    t0 = time.time()
+    for fields, scorer, judge in _scorers(cfg, judge_path, device, messages, everyone):
+        # A model scorer scored every answer as it was made (`_Prefilled`): that counts as the reference's time.
         for seed in seeds:
             _assign(theirs[seed], fields, scorer.score(messages, theirs[seed].texts, records=records))
         if judge is not None:
@@ -604,6 +665,7 @@ def run_policies(cfg: Config, stages: list[str]) -> dict:
                 _assign(ours, fields, _score_against(scorer, messages, ours.texts, theirs[seed].texts,
                                                      _scores_of(theirs[seed], fields), records))
             seconds[stage] += time.time() - t0
+        t0 = time.time()  # the next scorer's loading and scoring counts as the reference's
 
     first = seeds[0]
     constant = _constant_figures(constant_scores, theirs[first].scores)
@@ -866,7 +928,8 @@ def _stage_curve(cfg: Config, stage: str) -> list[dict]:
 
     # Scores after every model is freed: the judge and the reward model need the memory.
     judge_path = _judge_path(cfg)
-    for fields, scorer, _ in _scorers(cfg, judge_path, device):
+    for fields, scorer, _ in _scorers(cfg, judge_path, device, messages,
+                                      [theirs.texts] + [answers.texts for _, _, _, answers, _ in points]):
         _assign(theirs, fields, scorer.score(messages, theirs.texts, records=records))
         for _, _, _, answers, _ in points:
             _assign(answers, fields, _score_against(scorer, messages, answers.texts, theirs.texts,

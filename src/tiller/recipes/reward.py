@@ -35,7 +35,7 @@ from tiller.model_card import CardInfo
 from tiller.models import apply_lora, load_frozen, load_reward_model, load_tokenizer
 from tiller.pair_baselines import format_baselines, length_baselines, likelihood_baselines
 from tiller.preference_logprobs import answer_token_counts, concatenated_logps, encode_preferences
-from tiller.score_head import ScoreHead, packing_is_exact, score_sequences
+from tiller.score_head import ScoreHead, packing_is_exact, score_groups, score_sequences, shared_prefix_is_exact
 from tiller.tracking import Tracker
 from tiller.training import (
     Runtime,
@@ -101,16 +101,45 @@ def degenerate_pairs(pairs: list[PreferencePair], share: float, seed: int) -> li
             for i, rewrite in zip(picked, rewrites)]
 
 
+LAYOUTS = ("padded", "packed", "shared_prompt")  # how a forward lays out its sequences (`choose_layout`)
+
+
 def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
-                packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One concatenated forward: sequences [0, n) are chosen, [n, 2n) rejected."""
-    scores = score_sequences(scorer, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device, packed).float()
+                layout: str = "padded") -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen scores, rejected scores) of the pairs in one forward: every sequence padded or
+    packed into one row, or each pair in its own row with the prompt its answers share once."""
+    if layout == "shared_prompt":
+        scores = score_groups(scorer, [[p.chosen, p.rejected] for p in batch], pad_id, device).float()
+        return scores[0::2], scores[1::2]
+    scores = score_sequences(scorer, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device,
+                             layout == "packed").float()
     return scores[: len(batch)], scores[len(batch):]
+
+
+def choose_layout(rcfg, scorer: torch.nn.Module, probe: list[EncodedPair], pad_id: int, device) -> str:
+    """reward.shared_prompt, else reward.packing, where it gives this model's padded scores on
+    `probe` (real pairs); else padded."""
+    if not probe:
+        return "padded"
+    if rcfg.shared_prompt and shared_prefix_is_exact(scorer, [[p.chosen, p.rejected] for p in probe], pad_id, device):
+        return "shared_prompt"
+    if rcfg.packing and packing_is_exact(scorer, [s for p in probe for s in (p.chosen, p.rejected)], pad_id, device):
+        return "packed"
+    return "padded"
+
+
+def describe_layout(rcfg, layout: str) -> str:
+    asked = "shared_prompt" if rcfg.shared_prompt else "packed" if rcfg.packing else "padded"
+    text = {"padded": "padded", "packed": "packed into one row (checked exact)",
+            "shared_prompt": "each pair in one row, the prompt its answers share computed once (checked exact)"}[layout]
+    if asked != layout:
+        text += f" (reward.{'shared_prompt' if rcfg.shared_prompt else 'packing'} gave other scores than padding here)"
+    return text
 
 
 @torch.no_grad()
 def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, batch_size: int = 8, num_samples: int = 4,
-                   packed: bool = False, keep_scores: bool = False) -> dict:
+                   layout: str = "padded", keep_scores: bool = False) -> dict:
     """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength
     (and, with `keep_scores`, every pair's [chosen, rejected] scores under "scores").
 
@@ -121,7 +150,7 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
     scorer.eval()
 
     def score_batch(batch: list[int]) -> torch.Tensor:
-        chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, rt.device, packed)
+        chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, rt.device, layout)
         return torch.stack([chosen, rejected], 1)
 
     # Pairs of similar length share a padded batch (the pairs keep their order in the report).
@@ -158,7 +187,7 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
 
 @torch.no_grad()
 def degenerate_check(scorer, val: list[EncodedPair], chosen_scores: list[float], tokenizer, cfg: Config, rt: Runtime,
-                     packed: bool) -> dict:
+                     layout: str) -> dict:
     """How often the model scores a validation pair's chosen answer (`chosen_scores`, already
     computed by `evaluate_pairs`) above a degenerate rewrite of it: one rewrite per pair, the
     kinds in turn, seed 0, so every model meets the same rewrites. Only the rewrites are scored."""
@@ -173,7 +202,7 @@ def degenerate_check(scorer, val: list[EncodedPair], chosen_scores: list[float],
     scorer.eval()
     scores = map_over_ranks(rt, len(rewrites), t.micro_batch_per_device * 2,
                             lambda ids: score_sequences(scorer, [rewrites[i] for i in ids], tokenizer.pad_token_id,
-                                                        rt.device, packed).float(),
+                                                        rt.device, layout == "packed").float(),
                             lengths=[len(r) for r in rewrites])[:, 0].cpu()
     scorer.train(was_training)
     chosen = torch.tensor(chosen_scores, dtype=torch.float64)
@@ -268,9 +297,8 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": stage})
     pad_id = tokenizer.pad_token_id
-    probe = [s for p in train[: t.micro_batch_per_device] for s in (p.chosen, p.rejected)]
-    packed = rcfg.packing and packing_is_exact(unwrapped, probe, pad_id, rt.device)
-    rt.print(f"[{stage}] sequences per forward: {'packed into one row (checked exact)' if packed else 'padded'}")
+    layout = choose_layout(rcfg, unwrapped, train[: t.micro_batch_per_device], pad_id, rt.device)
+    rt.print(f"[{stage}] sequences per forward: {describe_layout(rcfg, layout)}")
     lengths = [max(len(p.chosen), len(p.rejected)) for p in train] if t.group_by_length else None
     from tqdm.auto import tqdm
 
@@ -285,7 +313,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         for micro in range(accum):
             batch = [train[i] for i in mine[micro * t.micro_batch_per_device:(micro + 1) * t.micro_batch_per_device]]
             with updates.micro_batch(micro):
-                chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device, packed)
+                chosen, rejected = score_pairs(scorer, batch, pad_id, rt.device, layout)
                 margins = torch.tensor([p.margin for p in batch], device=rt.device)
                 loss, metrics = losses.bradley_terry_loss(chosen, rejected, margins, rcfg.margin_scale, rcfg.center_coef)
                 updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
@@ -303,7 +331,7 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
         bar.update(1)
         if t.eval_every and done % t.eval_every == 0 and done < total_steps:
             # Every process scores its share; the unwrapped module, so no DDP gradient hooks.
-            report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, 0, packed)
+            report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, 0, layout)
             tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, done)
             if rt.is_main:
                 bar.write(f"[{stage}] step {done}: validation accuracy {report.get('accuracy', 0.0):.3f}")
@@ -317,12 +345,12 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
 
     elapsed = time.time() - started
     evaluation_started = time.time()
-    report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, packed,
+    report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, layout,
                             keep_scores=True)
     chosen_scores = [c for c, _ in report.pop("scores", [])]
     report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which,
                    "degenerate_negatives": len(added)})
-    report["degenerate_check"] = degenerate_check(unwrapped, val, chosen_scores, tokenizer, cfg, rt, packed)
+    report["degenerate_check"] = degenerate_check(unwrapped, val, chosen_scores, tokenizer, cfg, rt, layout)
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
     rt.print(format_eval(report, f"[{stage}] validation"))
     rt.print(format_degenerate_check(report["degenerate_check"], f"[{stage}]"))
@@ -353,13 +381,13 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     val, dropped = encode_pairs(load_pairs(cfg.run_dir, "validation"), tokenizer, cfg.reward.train.max_length,
                                 cfg.reward.train.truncation, cfg.model.enable_thinking)
     scorer = ScoreHead(model)
-    probe = [s for p in val[: cfg.reward.train.micro_batch_per_device] for s in (p.chosen, p.rejected)]
-    packed = cfg.reward.packing and packing_is_exact(scorer, probe, tokenizer.pad_token_id, device)
+    layout = choose_layout(cfg.reward, scorer, val[: cfg.reward.train.micro_batch_per_device], tokenizer.pad_token_id,
+                           device)
     report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
-                            cfg.reward.num_eval_samples, packed, keep_scores=True)
+                            cfg.reward.num_eval_samples, layout, keep_scores=True)
     report["dropped_too_long"] = dropped
     report["degenerate_check"] = degenerate_check(scorer, val, [c for c, _ in report.pop("scores", [])], tokenizer,
-                                                  cfg, rt, packed)
+                                                  cfg, rt, layout)
     del model, scorer  # the likelihood baseline loads the starting model next
     report["baselines"] = length_baselines([len(p.chosen) for p in val], [len(p.rejected) for p in val])
     if cfg.reward.likelihood_baseline and val:

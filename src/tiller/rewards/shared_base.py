@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from tiller.batching import mask_positions, pad_batch, run_in_length_batches
+from tiller.batching import mask_positions, pad_batch, prompt_group_batches, run_in_length_batches, shared_prefix_rows
 from tiller.frozen_prefix import FrozenPrefix
 from tiller.models import adapter_base, base_hf_model, load_causal_lm, resolve_model_name
-from tiller.score_head import last_token_index, score_sequences
+from tiller.score_head import last_token_index, score_sequences, scores_tolerance
 
 SCORE_KEYS = ("base_model.model.score.weight", "base_model.model.score.bias")
 
@@ -84,30 +84,45 @@ class AdapterScoreHead:
         self.adapter_name = adapter_name
         self.head = head
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._score(attention_mask, contextlib.nullcontext(), input_ids=input_ids)
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.policy.parameters()).dtype
 
-    def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
+                 ends: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """As `score_head.ScoreHead`: padded rows, or rows of sequences sharing a prefix (a 4D
+        mask with their `position_ids`, and each sequence's row and last column)."""
+        return self._score(attention_mask, contextlib.nullcontext(), position_ids, ends, rows, input_ids=input_ids)
+
+    def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix,
+                     position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
         """The same scores from `hidden`, the output of the policy's frozen layers (`prefix`, a
         `tiller.frozen_prefix.FrozenPrefix` of this policy) for these rows: only the layers after
         them run, with the reward adapter."""
-        return self._score(attention_mask, prefix.tail_only(), inputs_embeds=hidden)
+        return self._score(attention_mask, prefix.tail_only(), position_ids, ends, rows, inputs_embeds=hidden)
 
     @torch.no_grad()
-    def _score(self, attention_mask: torch.Tensor, layers, **inputs) -> torch.Tensor:
+    def _score(self, attention_mask: torch.Tensor, layers, position_ids=None, ends=None, rows=None,
+               **inputs) -> torch.Tensor:
         """The decoder (without the LM head) under the reward adapter and `layers` (a context:
-        all of them, or the tail after a frozen prefix), the score head at the last real token."""
+        all of them, or the tail after a frozen prefix), the score head at the last real token
+        (or at `rows`, `ends`)."""
         hf = base_hf_model(self.policy)
         body = getattr(hf, hf.base_model_prefix)
+        positions = mask_positions(attention_mask) if position_ids is None else position_ids
         was_training = self.policy.training
         self.policy.eval()  # no dropout in a score (the policy may be in training mode)
         try:
             with active_adapter(self.policy, self.adapter_name), layers:
-                hidden = body(**inputs, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
+                hidden = body(**inputs, attention_mask=attention_mask, position_ids=positions,
                               use_cache=False).last_hidden_state
         finally:
             self.policy.train(was_training)
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+        if ends is None:
+            picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+        else:
+            picked = hidden[torch.zeros_like(ends) if rows is None else rows, ends]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
 
     def detach_adapter(self) -> None:
@@ -211,15 +226,17 @@ class ScoresOnOneBase:
     scored together: `score` gives each answer a tuple of every backend's score. Where every
     backend renders an answer to the same token ids (the same tokenizer, template and length
     limit: checked per answer), the layers below all the adapters run once for all of them and
-    each adapter runs only the layers from there; the first such batch is also scored by each
-    backend's own full pass and the shortcut kept only if the scores agree (printed either way).
-    Answers rendered differently get each backend's own pass."""
+    each adapter runs only the layers from there; with the first backend's `shared_prompt`, the
+    answers to one prompt also share a row with the prompt's tokens once. The first such batch is
+    also scored by each backend's own padded full pass and the shortcuts kept only if the scores
+    agree (printed either way). Answers rendered differently get each backend's own pass."""
 
     def __init__(self, backends: list, label: str = "[eval]"):
         self.backends = backends
         self.label = label
         self.prefix = FrozenPrefix.of(backends[0].scorer.policy)
-        self.checked = self.prefix is None
+        self.grouped = backends[0].cfg.shared_prompt
+        self.checked = self.prefix is None and not self.grouped
         self.own_rows = 0  # answers some backend renders to other ids than the first
 
     @torch.no_grad()
@@ -228,11 +245,12 @@ class ScoresOnOneBase:
         encoded = [[backend.encode(p, c) for backend in self.backends] for p, c in zip(prompts, completions)]
         same = [i for i, ids in enumerate(encoded) if all(other == ids[0] for other in ids[1:])]
         results: list[tuple[float, ...] | None] = [None] * len(encoded)
-        batch_size = self.backends[0].cfg.batch_size
-        together = run_in_length_batches([len(encoded[i][0]) for i in same], batch_size,
-                                         lambda batch: self._score_together([encoded[same[j]][0] for j in batch]))
-        for i, scores in zip(same, together):
-            results[i] = scores
+        keys = [json.dumps(prompts[i], sort_keys=True) for i in same]
+        batches = prompt_group_batches(keys, [len(encoded[i][0]) for i in same], self.backends[0].cfg.batch_size)
+        for batch in batches:
+            groups = [[encoded[same[j]][0] for j in group] for group in batch]
+            for j, scores in zip([j for group in batch for j in group], self._score_together(groups)):
+                results[same[j]] = scores
         differ = [i for i in range(len(encoded)) if results[i] is None]
         self.own_rows += len(differ)
         if differ:
@@ -253,27 +271,41 @@ class ScoresOnOneBase:
             backend.scorer = None
         self.prefix = None
 
-    def _score_together(self, sequences: list[list[int]]) -> list[tuple[float, ...]]:
+    def _score_together(self, groups: list[list[list[int]]]) -> list[tuple[float, ...]]:
+        """Every backend's score of each sequence of `groups` (in order), by the shortcuts in use."""
         first = self.backends[0]
-        ids, mask = pad_batch(sequences, first.tokenizer.pad_token_id)
-        ids, mask = ids.to(first.device), mask.to(first.device)
-        if self.prefix is None:
-            scores = torch.stack([backend.scorer(ids, mask).float() for backend in self.backends], dim=1)
-            return [tuple(row) for row in scores.cpu().tolist()]
-        hidden = self.prefix.hidden(ids, mask)
-        scores = torch.stack([backend.scorer.score_hidden(hidden, mask, self.prefix).float()
-                              for backend in self.backends], dim=1)
+        flat = [sequence for group in groups for sequence in group]
+        pad, device = first.tokenizer.pad_token_id, first.device
+        if self.grouped:
+            ids, positions, mask, rows, ends = (t.to(device) for t in shared_prefix_rows(groups, pad, first.scorer.dtype))
+        else:
+            ids, mask = (t.to(device) for t in pad_batch(flat, pad))
+            positions = rows = ends = None
+        try:
+            if self.prefix is None:
+                scores = torch.stack([backend.scorer(ids, mask, positions, ends, rows).float()
+                                      for backend in self.backends], dim=1)
+            else:
+                hidden = self.prefix.hidden(ids, mask, positions)
+                scores = torch.stack([backend.scorer.score_hidden(hidden, mask, self.prefix, positions, ends,
+                                                                  rows).float() for backend in self.backends], dim=1)
+        except (RuntimeError, ValueError):  # an attention implementation that refuses a 4D mask
+            if self.checked:
+                raise
+            scores = torch.full((len(flat), len(self.backends)), float("inf"), device=device)  # fails the check
         if not self.checked:
             self.checked = True
-            own = torch.stack([backend.scorer(ids, mask).float() for backend in self.backends], dim=1)
+            padded_ids, padded_mask = (t.to(device) for t in pad_batch(flat, pad))
+            own = torch.stack([backend.scorer(padded_ids, padded_mask).float() for backend in self.backends], dim=1)
             diff = float((scores - own).abs().max())
-            dtype = next(first.scorer.policy.parameters()).dtype
-            if diff > (1e-4 if dtype == torch.float32 else 2e-2) * max(1.0, float(own.abs().max())):
-                print(f"{self.label} the scorers' shared frozen layers give other scores than their own passes "
-                      f"(max diff {diff:.1e}): each runs its full pass", flush=True)
-                self.prefix = None
+            shortcuts = ", ".join(
+                ([f"the first {self.prefix.layers} layers hold no adapter: computed once per batch for all "
+                  f"{len(self.backends)} scorers"] if self.prefix is not None else [])
+                + (["the answers to one prompt in one row, the prompt once"] if self.grouped else []))
+            if diff > scores_tolerance(first.scorer) * max(1.0, float(own.abs().max())):
+                print(f"{self.label} {shortcuts}: other scores than the scorers' own passes (max diff {diff:.1e}): "
+                      "each runs its full padded pass", flush=True)
+                self.prefix, self.grouped = None, False
                 return [tuple(row) for row in own.cpu().tolist()]
-            print(f"{self.label} the first {self.prefix.layers} layers hold no adapter: computed once per batch for "
-                  f"all {len(self.backends)} scorers (checked equal to their own full passes, max diff {diff:.1e})",
-                  flush=True)
+            print(f"{self.label} {shortcuts} (checked equal to their own full passes, max diff {diff:.1e})", flush=True)
         return [tuple(row) for row in scores.cpu().tolist()]

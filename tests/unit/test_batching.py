@@ -1,0 +1,38 @@
+"""Sequences that share a prefix in one row (`tiller.batching.shared_prefix_rows`), by hand."""
+
+from __future__ import annotations
+
+import torch
+
+from tiller.batching import shared_prefix_rows
+
+
+def test_shared_prefix_rows_by_hand():
+    # Row 0: [1 2 | 3 4 | 5] (prefix 1 2 once); row 1: no common prefix, [7 8 | 9], padded;
+    # row 2: the first sequence is the prefix itself, so its last token is the prefix's.
+    groups = [[[1, 2, 3, 4], [1, 2, 5]], [[7, 8], [9]], [[1, 2], [1, 2, 3]]]
+    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id=0)
+    assert ids.tolist() == [[1, 2, 3, 4, 5], [7, 8, 9, 0, 0], [1, 2, 3, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2, 3, 2], [0, 1, 0, 0, 0], [0, 1, 2, 0, 0]]
+    assert rows.tolist() == [0, 0, 1, 1, 2, 2] and ends.tolist() == [3, 4, 1, 2, 1, 2]
+    assert mask.shape == (3, 1, 5, 5) and mask.dtype == torch.float32
+    allowed = [
+        [[1, 0, 0, 0, 0],   # prefix
+         [1, 1, 0, 0, 0],
+         [1, 1, 1, 0, 0],   # 3: the prefix and itself
+         [1, 1, 1, 1, 0],   # 4: the prefix, 3 and itself
+         [1, 1, 0, 0, 1]],  # 5: the prefix and itself, not 3 4
+        [[1, 0, 0, 0, 0],
+         [1, 1, 0, 0, 0],
+         [0, 0, 1, 0, 0],   # 9 sees only itself: no shared prefix
+         [0, 0, 0, 1, 0],   # padding sees itself
+         [0, 0, 0, 0, 1]],
+        [[1, 0, 0, 0, 0],
+         [1, 1, 0, 0, 0],
+         [1, 1, 1, 0, 0],
+         [0, 0, 0, 1, 0],
+         [0, 0, 0, 0, 1]],
+    ]
+    assert (mask[:, 0] == 0).int().tolist() == allowed
+    assert set(mask[mask != 0].unique().tolist()) == {torch.finfo(torch.float32).min}
+    assert shared_prefix_rows([[[4, 5]]], 0, torch.bfloat16)[2].dtype == torch.bfloat16
