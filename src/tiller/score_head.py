@@ -60,8 +60,7 @@ def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id:
 def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device) -> torch.Tensor:
     """The score of every sequence of `groups`, in order, each group in one row with the prefix
     its sequences share computed once (`tiller.batching.shared_prefix_rows`)."""
-    dtype = getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
-    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, dtype)
+    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, _dtype(scorer))
     return scorer(ids.to(device), mask.to(device), position_ids=positions.to(device), ends=ends.to(device),
                   rows=rows.to(device))
 
@@ -69,8 +68,12 @@ def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id:
 def scores_tolerance(scorer) -> float:
     """How far a shortcut's scores may sit from the padded forward's, relative to the scores'
     size: float rounding in float32; bf16 / fp16 keep about 3 significant digits."""
-    dtype = getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
-    return 1e-4 if dtype == torch.float32 else 2e-2
+    return 1e-4 if _dtype(scorer) == torch.float32 else 2e-2
+
+
+def _dtype(scorer) -> torch.dtype:
+    """A ScoreHead's parameter dtype, or an AdapterScoreHead's (not a module: it says so itself)."""
+    return getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
 
 
 def packing_is_exact(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float = 1e-3) -> bool:

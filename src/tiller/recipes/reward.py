@@ -101,9 +101,6 @@ def degenerate_pairs(pairs: list[PreferencePair], share: float, seed: int) -> li
             for i, rewrite in zip(picked, rewrites)]
 
 
-LAYOUTS = ("padded", "packed", "shared_prompt")  # how a forward lays out its sequences (`choose_layout`)
-
-
 def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
                 layout: str = "padded") -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen scores, rejected scores) of the pairs in one forward: every sequence padded or
