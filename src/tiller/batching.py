@@ -3,7 +3,7 @@
 Left or right padding with an attention mask (`pad_batch`) and the position ids that count real
 tokens only (`mask_positions`); all sequences in one row without padding (`pack_sequences`);
 sequences that share a prefix (a prompt and its answers) in one row with the prefix once
-(`shared_prefix_rows`);
+(`shared_prefix_rows`, each token's column in it from `shared_prefix_columns`);
 running work in batches of similar length with the results put back in the callers' order
 (`run_in_length_batches`), which generation, evaluation KL, classifier scoring and reward-pair
 validation all use; and a training epoch's shuffled items regrouped into steps of similar length
@@ -23,6 +23,13 @@ T = TypeVar("T")
 # epoch (Hugging Face's LengthGroupedSampler takes 50 batches too): wide enough that a step pads
 # little, narrow enough that a large dataset's steps still draw from all over it.
 LENGTH_GROUP_STEPS = 50
+
+
+def layout_tolerance(dtype: torch.dtype) -> float:
+    """How far outputs computed in a shortcut layout (packed, a shared prefix once, shared frozen
+    layers) may sit from the padded forward's, relative to their size: float rounding in float32;
+    bf16 / fp16 keep about 3 significant digits."""
+    return 1e-4 if dtype == torch.float32 else 2e-2
 
 
 def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -64,9 +71,7 @@ def shared_prefix_rows(groups: list[list[list[int]]], pad_id: int, dtype: torch.
     column of its last token (the prefix's last when the sequence is the prefix itself)."""
     rows_ids, rows_positions, rows_segments, rows, ends = [], [], [], [], []
     for row, group in enumerate(groups):
-        prefix = 0
-        while all(len(s) > prefix for s in group) and all(s[prefix] == group[0][prefix] for s in group[1:]):
-            prefix += 1
+        prefix = common_prefix_length(group)
         ids, positions, segments = list(group[0][:prefix]), list(range(prefix)), [0] * prefix
         for k, sequence in enumerate(group, start=1):
             rest = sequence[prefix:]
@@ -92,6 +97,26 @@ def shared_prefix_rows(groups: list[list[list[int]]], pad_id: int, dtype: torch.
     allowed |= torch.eye(longest, dtype=torch.bool) & (query == -1)
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
     return input_ids, position_ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(ends, dtype=torch.long)
+
+
+def common_prefix_length(group: list[list[int]]) -> int:
+    """How many leading tokens all sequences of `group` share (what `shared_prefix_rows` puts once)."""
+    prefix = 0
+    while all(len(s) > prefix for s in group) and all(s[prefix] == group[0][prefix] for s in group[1:]):
+        prefix += 1
+    return prefix
+
+
+def shared_prefix_columns(group: list[list[int]]) -> list[list[int]]:
+    """For each sequence of `group`, the column of each of its tokens in the group's
+    `shared_prefix_rows` row: the prefix's columns, then its own rest's."""
+    prefix = common_prefix_length(group)
+    columns, start = [], prefix
+    for sequence in group:
+        rest = len(sequence) - prefix
+        columns.append(list(range(prefix)) + list(range(start, start + rest)))
+        start += rest
+    return columns
 
 
 def prompt_group_batches(keys: list, lengths: list[int], max_items: int) -> list[list[list[int]]]:

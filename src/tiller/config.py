@@ -363,6 +363,11 @@ class DpoConfig:
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
     precompute_ref_logps: bool = False
+    # Each pair in one row with the prompt its chosen and rejected answers share computed once (a
+    # 4D attention mask keeps the two answers apart), for the policy and the reference: the same
+    # log-probs and gradients up to float rounding on fewer tokens. Used where it gives padded
+    # log-probs for this model (checked on real pairs before training).
+    shared_prompt: bool = False
     # Which training pairs DPO sees; `first_half` keeps the judge's half (second_half) unseen,
     # so `tiller eval policy` judges DPO and RLOO with the same held-out reward model.
     train_subset: Literal["all", "first_half", "second_half"] = "all"

@@ -3,7 +3,8 @@ what the reward evaluation's likelihood baseline compares.
 
 Each side is encoded as prompt + answer with the model's chat template; the answer's tokens
 (content and end-of-turn) are the targets, marked the way SFT marks an assistant turn, so a
-side's log-prob is the sum over its answer tokens only.
+side's log-prob is the sum over its answer tokens only. Both sides go through one forward: padded
+rows, or each pair in one row with the prompt they share once (`shared_prompt_logps`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from tiller import losses
-from tiller.batching import pad_batch
+from tiller.batching import layout_tolerance, pad_batch, shared_prefix_columns, shared_prefix_rows
 from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 
 
@@ -57,12 +58,64 @@ def pair_batch(batch: list[EncodedPreference], pad_id: int) -> tuple[torch.Tenso
     return input_ids, attention_mask, label_tensor
 
 
-def concatenated_logps(model, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed answer-token log-probs of chosen and rejected, from one forward over both."""
+def concatenated_logps(model, batch: list[EncodedPreference], pad_id: int, device,
+                       shared_prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer-token log-probs of chosen and rejected, from one forward over both: 2n padded
+    rows, or (`shared_prompt`) n rows, each pair's prompt once (`shared_prompt_logps`)."""
+    if shared_prompt:
+        return shared_prompt_logps(model, batch, pad_id, device)
     input_ids, attention_mask, labels = (x.to(device) for x in pair_batch(batch, pad_id))
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     logps = losses.token_logprobs(logits, labels).sum(-1)  # 0 at every -100 position
     return logps[: len(batch)], logps[len(batch):]
+
+
+def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`concatenated_logps` with each pair in one row, [prompt | rest of chosen | rest of
+    rejected], the tokens the two sides share computed once and a 4D attention mask keeping the
+    answers apart (`tiller.batching.shared_prefix_rows`). The logits at the last shared token
+    predict the first token of both answers, so each side's targets are read at its own tokens'
+    columns rather than from one label row."""
+    groups = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    input_ids, position_ids, mask, _, _ = shared_prefix_rows(groups, pad_id, dtype)
+    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                   use_cache=False).logits
+    rows, columns, targets, owners = [], [], [], []
+    for n, (pair, group_columns) in enumerate(zip(batch, map(shared_prefix_columns, groups))):
+        for side, (labels, cols) in enumerate(zip((pair.chosen_labels, pair.rejected_labels), group_columns)):
+            for column, target in zip(cols, labels):
+                if target != IGNORE:
+                    rows.append(n)
+                    columns.append(column)
+                    targets.append(target)
+                    owners.append(side * len(batch) + n)  # chosen sides first, as pair_batch orders them
+    picked = logits[torch.tensor(rows, device=logits.device), torch.tensor(columns, device=logits.device)]
+    logps = losses.token_logprobs(picked[None], torch.tensor(targets, device=logits.device)[None])[0]
+    sums = torch.zeros(2 * len(batch), dtype=logps.dtype, device=logps.device)
+    sums = sums.index_add(0, torch.tensor(owners, device=logps.device), logps)
+    return sums[: len(batch)], sums[len(batch):]
+
+
+@torch.no_grad()
+def shared_prompt_is_exact(model, batch: list[EncodedPreference], pad_id: int, device) -> bool:
+    """Whether `shared_prompt_logps` gives this model's padded log-probs on `batch` (real pairs):
+    an attention implementation that ignores or refuses a 4D mask would not (tolerance:
+    `tiller.batching.layout_tolerance`)."""
+    if not batch:
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        padded = torch.stack(concatenated_logps(model, batch, pad_id, device)).float()
+        try:
+            shared = torch.stack(shared_prompt_logps(model, batch, pad_id, device)).float()
+        except (RuntimeError, ValueError):
+            return False
+    finally:
+        model.train(was_training)
+    tol = layout_tolerance(next(p.dtype for p in model.parameters() if p.is_floating_point()))
+    return bool(torch.allclose(shared, padded, rtol=tol, atol=tol))
 
 
 def answer_token_counts(pair: EncodedPreference) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tiller.batching import mask_positions, pack_sequences, pad_batch, shared_prefix_rows
+from tiller.batching import layout_tolerance, mask_positions, pack_sequences, pad_batch, shared_prefix_rows
 from tiller.models import base_hf_model
 
 
@@ -66,9 +66,8 @@ def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id:
 
 
 def scores_tolerance(scorer) -> float:
-    """How far a shortcut's scores may sit from the padded forward's, relative to the scores'
-    size: float rounding in float32; bf16 / fp16 keep about 3 significant digits."""
-    return 1e-4 if _dtype(scorer) == torch.float32 else 2e-2
+    """How far a shortcut's scores may sit from the padded forward's (`layout_tolerance`)."""
+    return layout_tolerance(_dtype(scorer))
 
 
 def _dtype(scorer) -> torch.dtype:

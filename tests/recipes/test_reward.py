@@ -71,6 +71,41 @@ def test_evaluate_pairs_scores_each_pair_as_alone_and_keeps_their_order(tiny_lla
     assert report["accuracy"] == pytest.approx(sum((c > r) + 0.5 * (c == r) for c, r in alone) / 5)
 
 
+def test_degenerate_check_by_hand():
+    # chosen above, tied with, below and tied with its rewrite: (1 + 0.5 + 0 + 0.5) / 4
+    check = reward.degenerate_check(torch.tensor([1.0, 2.0, 3.0, 0.5]), torch.tensor([0.0, 2.0, 4.0, 0.5]))
+    assert check["n"] == 4 and check["accuracy"] == 0.5 and check["mean_margin"] == 0.0
+    low, high = check["accuracy_ci95"]
+    assert 0.1 < low < 0.5 < high < 0.9
+
+
+@pytest.mark.parametrize("layout", ["padded", "shared_prompt"])
+def test_the_degenerate_check_scores_each_rewrite_in_its_pairs_forward_as_alone(tiny_llama, layout):
+    """evaluate_pairs with a rewrite per pair: the chosen, rejected and rewrite scores are each
+    sequence's score alone (1e-5), in a padded batch and in one row per pair (shared prompt), and
+    the degenerate check is computed from them."""
+    scorer = ScoreHead(load_reward_model(str(tiny_llama), pad_token_id=0).eval())
+    prompt = [5, 6, 7, 8]
+    pairs = [reward.EncodedPair(prompt + [20 + i] * (n + 1), prompt + [40 + i] * n, 2.0, "general",
+                                [{"role": "user", "content": f"q{i}"}], f"c{i}", f"r{i}") for i, n in enumerate([3, 1, 6])]
+    rewrites = [prompt + [1, 1, 1, 1, 1], prompt[:2] + [9, 9], [3] * 7]  # the last shares no prompt
+    report = reward.evaluate_pairs(scorer, pairs, pad_id=0, rt=setup_runtime(0), batch_size=2, num_samples=3,
+                                   layout=layout, rewrites=rewrites)
+    with torch.no_grad():
+        def alone(seq):
+            return scorer(torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long)).item()
+
+        chosen = [alone(p.chosen) for p in pairs]
+        rejected = [alone(p.rejected) for p in pairs]
+        rewritten = [alone(r) for r in rewrites]
+    for sample, c, r in zip(report["samples"], chosen, rejected):
+        assert sample["chosen_score"] == pytest.approx(c, abs=1e-5)
+        assert sample["rejected_score"] == pytest.approx(r, abs=1e-5)
+    expected = reward.degenerate_check(torch.tensor(chosen), torch.tensor(rewritten))
+    assert report["degenerate_check"]["mean_margin"] == pytest.approx(expected["mean_margin"], abs=1e-5)
+    assert report["degenerate_check"]["accuracy"] == expected["accuracy"]
+
+
 def test_reward_model_learns_and_is_saved_in_hf_format(tmp_path, tiny_llama):
     write_pairs(tmp_path, toy_pairs(64), toy_pairs(16, offset=500))
     out = reward.run(config_from_dict(reward_config(tmp_path, tiny_llama)))
@@ -138,22 +173,29 @@ def test_reward_resume_gives_identical_losses(tmp_path, tiny_llama, variant, cap
     assert [r["train/lr"] for r in a] == [r["train/lr"] for r in b]
 
 
-def _launch(run_dir: Path, model: Path, processes: int) -> None:
+def _launch(run_dir: Path, model: Path, processes: int, shared_prompt: bool) -> None:
     write_pairs(run_dir, toy_pairs(32), toy_pairs(8, offset=500))
     cfg = reward_config(run_dir, model, max_steps=2, pairs_per_step=8, micro_batch_per_device=2)
     cfg["reward"]["lora"] = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
+    cfg["reward"]["shared_prompt"] = shared_prompt
     # update ~ lr x gradient (see test_rloo): a wrong normalization cannot hide behind Adam's sign step
     cfg["reward"]["optim"] = {"lr": 1.0, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = accelerate_launch(["reward", "--config", str(path)], processes)
     assert f"x {processes} process(es)" in result.stdout, result.stdout[-2000:]
+    layout = "each pair in one row, the prompt its answers share computed once (checked exact)"
+    assert (layout in result.stdout) == shared_prompt, result.stdout[-2000:]
 
 
 @pytest.mark.distributed
-def test_reward_two_processes_match_one(tmp_path, tiny_llama):
-    _launch(tmp_path / "one", tiny_llama, 1)
-    _launch(tmp_path / "two", tiny_llama, 2)
+@pytest.mark.parametrize("shared_prompt", [False, True], ids=["padded", "shared_prompt"])
+def test_reward_two_processes_match_one(tmp_path, tiny_llama, shared_prompt):
+    """DDP: 2 processes x 2 micro-batches give 1 process x 4's weights and metrics, with padded
+    pairs and with each pair in one row, its prompt once (reward.shared_prompt, the demo's and
+    the flagship's layout)."""
+    _launch(tmp_path / "one", tiny_llama, 1, shared_prompt)
+    _launch(tmp_path / "two", tiny_llama, 2, shared_prompt)
     a, b = saved_weights(tmp_path / "one" / "reward" / "model"), saved_weights(tmp_path / "two" / "reward" / "model")
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)

@@ -172,13 +172,18 @@ def test_packed_row_gives_the_same_per_token_losses(tiny_llama, attn):
 # ----------------------------------------------------------------------------- DPO
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
-def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama, grouped):
+SHARED_LAYOUT = "each pair in one row, the prompt its answers share computed once (checked exact)"
+
+
+@pytest.mark.parametrize("variant", ["plain", "group_by_length", "shared_prompt"])
+def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama, variant, capsys):
     write_run_folder(tmp_path)
     cfg = stage_config(tmp_path, tiny_llama, "dpo", beta=0.1, lora={"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0},
                        optim={"lr": 1e-2, "scheduler": "constant", "warmup_ratio": 0.0},
-                       train={"max_steps": 6, "eval_every": 3, "group_by_length": grouped})
+                       train={"max_steps": 6, "eval_every": 3, "group_by_length": variant == "group_by_length"},
+                       shared_prompt=variant == "shared_prompt")
     out = dpo.run(config_from_dict(cfg))
+    assert (SHARED_LAYOUT in capsys.readouterr().out) == (variant == "shared_prompt")
     report = json.loads((out / "eval.json").read_text())
     assert report["n"] == len(VAL_QA)
     # At step 0 the policy is the reference: every implicit reward is 0, all ties.
@@ -194,12 +199,13 @@ def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_llama, grouped):
     assert (out / "DONE").is_file()
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "group_by_length"])
-def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama, grouped):
+@pytest.mark.parametrize("variant", ["plain", "group_by_length", "shared_prompt"])
+def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama, variant):
     full, killed = tmp_path / "full", tmp_path / "killed"
     overrides = dict(lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1},
                      optim={"lr": 1e-2, "scheduler": "cosine", "warmup_ratio": 0.2},
-                     train={"max_steps": 6, "save_every": 2, "epochs": 1, "group_by_length": grouped})
+                     train={"max_steps": 6, "save_every": 2, "epochs": 1, "group_by_length": variant == "group_by_length"},
+                     shared_prompt=variant == "shared_prompt")
     for run_dir in (full, killed):
         write_run_folder(run_dir)
     dpo.run(config_from_dict(stage_config(full, tiny_llama, "dpo", **overrides)))
@@ -213,6 +219,51 @@ def test_dpo_resume_gives_identical_losses(tmp_path, tiny_llama, grouped):
     assert (a["accuracy_before"], a["accuracy_after"]) == (b["accuracy_before"], b["accuracy_after"])
     a, b = saved_weights(full / "dpo" / "model"), saved_weights(killed / "dpo" / "model")
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen3"])
+def test_dpo_log_probs_with_the_prompt_once_equal_padded_rows(arch, request):
+    """Each pair in one row with its prompt once (`shared_prompt_logps`): every side's summed
+    answer log-prob equals the padded forward's (1e-5: float rounding) and the DPO loss's
+    gradients equal the padded forward's (1e-4 relative), for pairs whose answers share their
+    first tokens, share nothing with each other, are identical, or share no prompt at all."""
+    from tiller.preference_logprobs import EncodedPreference, concatenated_logps, shared_prompt_is_exact
+    from tiller.models import load_causal_lm
+
+    torch.manual_seed(0)
+    model = load_causal_lm(str(request.getfixturevalue(arch)))
+    ignore = losses.IGNORE_INDEX
+
+    def side(prompt: list[int], answer: list[int]) -> tuple[list[int], list[int]]:
+        ids = prompt + answer  # targets: the answer's tokens, each read from the token before it
+        return ids, [ignore] * (len(prompt) - 1) + answer + [ignore]
+
+    prompt = [5, 6, 7, 8, 9, 10, 11]
+    sides = [(side(prompt, [20, 21, 22, 23]), side(prompt, [30, 31])),
+             (side(prompt[:3], [40, 41, 42]), side(prompt[:3], [40, 41, 50, 51, 52])),  # answers share 2 tokens
+             (side(prompt[:4], [60, 61]), side(prompt[:4], [60, 61])),                 # identical answers
+             (side([70, 71], [72]), side([80, 81, 82], [83, 84]))]                    # no common prompt
+    batch = [EncodedPreference(c_ids, c_labels, r_ids, r_labels) for (c_ids, c_labels), (r_ids, r_labels) in sides]
+    with torch.no_grad():
+        padded = torch.stack(concatenated_logps(model, batch, 0, "cpu"))
+        shared = torch.stack(concatenated_logps(model, batch, 0, "cpu", shared_prompt=True))
+        alone = torch.tensor([[concatenated_logps(model, [p], 0, "cpu")[i].item() for p in batch] for i in (0, 1)])
+    torch.testing.assert_close(shared, padded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-5)
+    assert bool((shared < 0).all()) and torch.equal(shared[:, 2], shared[:, 2].flip(0))  # identical sides
+    assert shared_prompt_is_exact(model, batch, 0, "cpu")
+
+    def gradients(shared_prompt: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        chosen, rejected = concatenated_logps(model, batch, 0, "cpu", shared_prompt)
+        loss, _ = losses.dpo_loss(chosen, rejected, chosen.detach() - 0.3, rejected.detach() + 0.2, 0.5, 0.0, "sigmoid")
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    padded_grads, shared_grads = gradients(False), gradients(True)
+    assert padded_grads.keys() == shared_grads.keys() and len(padded_grads) > 10
+    for name in padded_grads:
+        torch.testing.assert_close(shared_grads[name], padded_grads[name], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("lora", [True, False])
@@ -250,7 +301,7 @@ for stage in ("sft", "dpo"):
 """
 
 
-def sft_then_dpo_config(run_dir: Path, model: Path) -> dict:
+def sft_then_dpo_config(run_dir: Path, model: Path, shared_prompt: bool = False) -> dict:
     """SFT on multi-turn conversations (packed), then DPO starting from the SFT output."""
     # adam_eps 1 makes the update nearly plain SGD (lr * gradient) and max_grad_norm 0 turns
     # clipping off, so the weights show any error in the gradient's scale or weighting (with the
@@ -260,22 +311,24 @@ def sft_then_dpo_config(run_dir: Path, model: Path) -> dict:
     common = dict(optim=optim, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "merge_on_save": True},
                   train={"max_steps": 2, "pairs_per_step": 4, "micro_batch_per_device": 2})
     cfg = stage_config(run_dir, model, "sft", source="messages", packing=True, **common)
-    cfg["dpo"] = {**stage_config(run_dir, model, "dpo", beta=0.5, **common)["dpo"], "model": str(run_dir / "sft" / "model")}
+    cfg["dpo"] = {**stage_config(run_dir, model, "dpo", beta=0.5, **common)["dpo"], "model": str(run_dir / "sft" / "model"),
+                  "shared_prompt": shared_prompt}
     return cfg
 
 
 @pytest.mark.distributed
-def test_two_processes_match_one(tmp_path, tiny_llama):
+@pytest.mark.parametrize("shared_prompt", [False, True], ids=["padded", "shared_prompt"])
+def test_two_processes_match_one(tmp_path, tiny_llama, shared_prompt):
     """1 process x 2 accumulation steps and 2 processes (accelerate launch, through the CLI) x 1
     give the same updates: the SFT loss is normalized by the global token count, the DPO loss by
-    the global pair count."""
+    the global pair count; DPO with padded pairs and with each pair in one row (dpo.shared_prompt)."""
     one, two = tmp_path / "one", tmp_path / "two"
     write_run_folder(one)
-    sft.run(config_from_dict(sft_then_dpo_config(one, tiny_llama)))
-    dpo.run(config_from_dict(sft_then_dpo_config(one, tiny_llama)))
+    sft.run(config_from_dict(sft_then_dpo_config(one, tiny_llama, shared_prompt)))
+    dpo.run(config_from_dict(sft_then_dpo_config(one, tiny_llama, shared_prompt)))
 
     write_run_folder(two)
-    (two / "config.yaml").write_text(yaml.safe_dump(sft_then_dpo_config(two, tiny_llama)))
+    (two / "config.yaml").write_text(yaml.safe_dump(sft_then_dpo_config(two, tiny_llama, shared_prompt)))
     (two / "launched.py").write_text(LAUNCHED)
     # `--cpu --num_processes 2` starts ONE process with accelerate 1.x (its simple launcher);
     # `--multi_gpu` goes through torchrun, and with no visible GPU the processes join over gloo.
@@ -287,6 +340,7 @@ def test_two_processes_match_one(tmp_path, tiny_llama):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # really two processes (both stages), each with one micro-batch per step
     assert result.stdout.count("x 1 accumulation x 2 process(es)") == 2, result.stdout[-3000:]
+    assert (SHARED_LAYOUT in result.stdout) == shared_prompt, result.stdout[-3000:]
 
     start = load_file(str(tiny_llama / "model.safetensors"))
     for stage, key in (("sft", "loss/sft"), ("dpo", "loss/dpo")):

@@ -68,11 +68,14 @@ def stage_config(run_dir: Path, model: Path, stage: str, lora: dict) -> dict:
     loop = {"max_steps": 2, "pairs_per_step": 8, "micro_batch_per_device": 2, "max_length": 128,
             "eval_every": 0, "save_every": 0}
     if stage == "reward":
-        cfg["reward"] = {"lora": lora, "optim": OPTIM, "train": loop, "train_subset": "all"}
+        # LoRA: each pair in one row with its prompt once (the demo's and the flagship's layout:
+        # a 4D attention mask through the sharded model); full: padded pairs. The same for DPO.
+        cfg["reward"] = {"lora": lora, "optim": OPTIM, "train": loop, "train_subset": "all",
+                         "shared_prompt": lora["enabled"]}
     elif stage == "sft":
         cfg["sft"] = {"lora": lora, "optim": OPTIM, "train": loop, "source": "chosen"}
     elif stage == "dpo":
-        cfg["dpo"] = {"lora": lora, "optim": OPTIM, "train": loop, "beta": 0.5}
+        cfg["dpo"] = {"lora": lora, "optim": OPTIM, "train": loop, "beta": 0.5, "shared_prompt": lora["enabled"]}
     else:
         cfg["rloo"] = {"lora": lora, "optim": {**OPTIM, "lr": 5.0}, "prompts_per_step": 4, "completions_per_prompt": 4,
                        "micro_batch_per_device": 4, "max_steps": 2, "beta": 0.05, "rollout": {"max_new_tokens": 12},
@@ -145,10 +148,12 @@ def one_process(eos_heavy_llama, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("strategy", ["fsdp2", "zero3"])
 def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama, tmp_path):
     """reward, SFT, DPO and RLOO, LoRA and full: 2 processes x 2 accumulation steps under FSDP2 /
-    ZeRO-3 give the weights and the losses of 1 process x 4; DeepSpeed's own optimizer step count
-    equals tiller's; both ranks ran the same number of decoder forwards; the saved folders load:
-    full models with transformers as they are, LoRA adapters (rank 0 rebuilt an unsharded copy and
-    saved the adapter only) through tiller, on the base their adapter_config.json names."""
+    ZeRO-3 give the weights and the losses of 1 process x 4 (with LoRA, the reward model and DPO
+    take each pair in one row, its prompt once: reward.shared_prompt, dpo.shared_prompt);
+    DeepSpeed's own optimizer step count equals tiller's; both ranks ran the same number of decoder
+    forwards; the saved folders load: full models with transformers as they are, LoRA adapters
+    (rank 0 rebuilt an unsharded copy and saved the adapter only) through tiller, on the base their
+    adapter_config.json names."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from tiller.models import adapter_base, load_causal_lm, load_reward_model
@@ -164,6 +169,9 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
     kind = "deepspeed" if strategy == "zero3" else "fsdp2"
     assert out.count(f"({kind}, 2 process(es), 2 micro-batch(es) each)") == len(CASES) - 1, out[-3000:]
     assert f"({kind}, 2 process(es), 4 micro-batch(es) each)" in out  # rloo full: 8 completions, 2 per micro-batch
+    # the reward and DPO LoRA cases ran with each pair in one row (not a fallback to padding)
+    shared_layout = "each pair in one row, the prompt its answers share computed once (checked exact)"
+    assert out.count(shared_layout) == 2, out[-3000:]
     if strategy == "zero3":  # DeepSpeed stepped exactly when tiller did
         lines = [line for line in out.splitlines() if "optimizer step(s) (deepspeed" in line]
         assert len(lines) == len(CASES)

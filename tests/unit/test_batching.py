@@ -1,10 +1,11 @@
-"""Sequences that share a prefix in one row (`tiller.batching.shared_prefix_rows`), by hand."""
+"""Sequences that share a prefix in one row (`tiller.batching.shared_prefix_rows`, and each
+token's column in it: `shared_prefix_columns`), by hand."""
 
 from __future__ import annotations
 
 import torch
 
-from tiller.batching import shared_prefix_rows
+from tiller.batching import common_prefix_length, shared_prefix_columns, shared_prefix_rows
 
 
 def test_shared_prefix_rows_by_hand():
@@ -36,3 +37,18 @@ def test_shared_prefix_rows_by_hand():
     assert (mask[:, 0] == 0).int().tolist() == allowed
     assert set(mask[mask != 0].unique().tolist()) == {torch.finfo(torch.float32).min}
     assert shared_prefix_rows([[[4, 5]]], 0, torch.bfloat16)[2].dtype == torch.bfloat16
+
+
+def test_shared_prefix_columns_by_hand():
+    # The same groups as above: row 0 is [1 2 | 3 4 | 5], row 1 [7 8 | 9], row 2 [1 2 | 3].
+    assert shared_prefix_columns([[1, 2, 3, 4], [1, 2, 5]]) == [[0, 1, 2, 3], [0, 1, 4]]
+    assert shared_prefix_columns([[7, 8], [9]]) == [[0, 1], [2]]
+    assert shared_prefix_columns([[1, 2], [1, 2, 3]]) == [[0, 1], [0, 1, 2]]
+    assert shared_prefix_columns([[4, 5], [4, 5]]) == [[0, 1], [0, 1]]  # identical: all shared
+    assert [common_prefix_length(g) for g in ([[1, 2, 3], [1, 2, 5]], [[7], [9]], [[4, 5], [4, 5]])] == [2, 0, 2]
+    # every column points at the sequence's own token in the row shared_prefix_rows builds
+    groups = [[[1, 2, 3, 4], [1, 2, 5]], [[7, 8], [9]], [[1, 2], [1, 2, 3]]]
+    ids = shared_prefix_rows(groups, pad_id=0)[0]
+    for row, group in enumerate(groups):
+        for sequence, columns in zip(group, shared_prefix_columns(group)):
+            assert ids[row, columns].tolist() == sequence

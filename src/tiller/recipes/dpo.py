@@ -3,16 +3,17 @@
     tiller dpo --config FILE [--resume]      trains <run_dir>/dpo/model
 
 Read top to bottom: encode prompt+chosen and prompt+rejected with the policy's chat template,
-marking the answer's tokens (content and end-of-turn) the way SFT marks assistant turns; the
-policy starts from `dpo.model` or `model.name` (often the SFT output). The reference is the
-same model before training: the base with the LoRA adapter disabled (one copy of the weights),
-a frozen copy for full fine-tuning, or (`precompute_ref_logps`) log-probs computed once before
-training and cached in `<run_dir>/dpo/ref_logps.pt`. A sequence's log-prob is the sum of its
-answer tokens' log-probs; chosen and rejected go through the model in one concatenated
-forward. The loop is the reward stage's: per step each process takes its share of
-`pairs_per_step` pairs in micro-batches, and the loss is scaled so the gradient is the mean
-over the global batch however it is split. The implicit-reward preference accuracy on the
-validation pairs is measured before training, every `eval_every` steps and at the end.
+marking the answer's tokens (content and end-of-turn) the way SFT marks assistant turns; the policy
+starts from `dpo.model` or `model.name` (often the SFT output). The reference is the same model
+before training: the base with the LoRA adapter disabled (one copy of the weights), a frozen copy
+for full fine-tuning, or (`precompute_ref_logps`) log-probs computed once before training and
+cached in `<run_dir>/dpo/ref_logps.pt`. A sequence's log-prob is the sum of its answer tokens'
+log-probs; chosen and rejected go through the model in one concatenated forward (`dpo.shared_prompt`:
+each pair in one row, the prompt they share once). The loop is the reward stage's: per step each
+process takes its share of `pairs_per_step` pairs in micro-batches, and the loss is scaled so the
+gradient is the mean over the global batch however it is split. The implicit-reward preference
+accuracy on the validation pairs is measured before training, every `eval_every` steps and at the
+end.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
-from tiller.preference_logprobs import EncodedPreference, concatenated_logps, encode_preferences
+from tiller.preference_logprobs import EncodedPreference, concatenated_logps, encode_preferences, shared_prompt_is_exact
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.tracking import Tracker
 from tiller.training import (
@@ -55,19 +56,20 @@ from tiller.training import (
 class Reference:
     """Reference log-probs: the adapter-disabled base under LoRA, or a frozen copy."""
 
-    def __init__(self, policy, frozen=None):
+    def __init__(self, policy, frozen=None, shared_prompt: bool = False):
         self.policy = policy  # the unwrapped (peft) policy
         self.frozen = frozen
+        self.shared_prompt = shared_prompt
 
     @torch.no_grad()
     def logps(self, batch: list[EncodedPreference], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.frozen is not None:
-            return concatenated_logps(self.frozen, batch, pad_id, device)
+            return concatenated_logps(self.frozen, batch, pad_id, device, self.shared_prompt)
         was_training = self.policy.training
         self.policy.eval()  # no LoRA dropout: the reference is deterministic
         try:
             with self.policy.disable_adapter():
-                return concatenated_logps(self.policy, batch, pad_id, device)
+                return concatenated_logps(self.policy, batch, pad_id, device, self.shared_prompt)
         finally:
             self.policy.train(was_training)
 
@@ -81,7 +83,7 @@ def all_logps(fn, pairs: list[EncodedPreference], rt: Runtime, batch_size: int) 
 
 
 def evaluate(model, pairs: list[EncodedPreference], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-             cfg: Config, rt: Runtime, pad_id: int) -> dict:
+             cfg: Config, rt: Runtime, pad_id: int, shared_prompt: bool = False) -> dict:
     """Implicit-reward preference accuracy on held-out pairs: beta * (log pi - log pi_ref) of
     the chosen answer above the rejected one's (ties count half)."""
     d = cfg.dpo
@@ -89,7 +91,7 @@ def evaluate(model, pairs: list[EncodedPreference], ref_chosen: torch.Tensor, re
         return {"n": 0}
     was_training = model.training
     model.eval()
-    chosen, rejected = all_logps(lambda b: concatenated_logps(model, b, pad_id, rt.device), pairs, rt,
+    chosen, rejected = all_logps(lambda b: concatenated_logps(model, b, pad_id, rt.device, shared_prompt), pairs, rt,
                                  d.train.micro_batch_per_device)
     model.train(was_training)
     _, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing, d.loss_type)
@@ -97,9 +99,10 @@ def evaluate(model, pairs: list[EncodedPreference], ref_chosen: torch.Tensor, re
             "loss": float(metrics["loss/dpo"])}
 
 
-def _fingerprint(name: str, cfg: Config, *sets: list[EncodedPreference]) -> str:
-    """What the cached reference log-probs depend on: the reference model and the exact tokens."""
-    h = hashlib.sha256(f"{name}|{cfg.model.dtype}|{cfg.model.revision}".encode())
+def _fingerprint(name: str, cfg: Config, shared_prompt: bool, *sets: list[EncodedPreference]) -> str:
+    """What the cached reference log-probs depend on: the reference model, the exact tokens, and
+    the layout (the same sums up to float rounding)."""
+    h = hashlib.sha256(f"{name}|{cfg.model.dtype}|{cfg.model.revision}|{shared_prompt}".encode())
     for pairs in sets:
         h.update(str(len(pairs)).encode())
         for p in pairs:
@@ -161,6 +164,14 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
                                                                           t.micro_batch_per_device, "dpo")
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
+    # Each pair in one row with its prompt once, where that gives this model's padded log-probs on
+    # real pairs (every process decides alike: all run the same forwards).
+    shared = bool(d.shared_prompt and (train or val)) and not rt.any_rank(
+        not shared_prompt_is_exact(unwrapped, (train or val)[:mb], pad_id, rt.device))
+    rt.print("[dpo] sequences per forward: " + (
+        "each pair in one row, the prompt its answers share computed once (checked exact)" if shared else
+        "chosen and rejected padded" + (" (dpo.shared_prompt gave other log-probs than padding here)"
+                                        if d.shared_prompt else "")))
 
     seed_per_rank(rt, cfg.seed)  # every model is built: from here each process draws its own dropout stream
     start_step, state = 0, {"stage": "dpo"}
@@ -175,13 +186,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
     # Reference log-probs. The validation ones are always computed once (the reference never
     # changes); with precompute_ref_logps the training ones too, and cached on disk.
-    ref = Reference(unwrapped) if d.lora.enabled else None
+    ref = Reference(unwrapped, shared_prompt=shared) if d.lora.enabled else None
     if ref is None:
         with rt.unsharded_construction():  # frozen: each process keeps it whole
-            ref = Reference(unwrapped, load_frozen(name, cfg.model, rt.device))
+            ref = Reference(unwrapped, load_frozen(name, cfg.model, rt.device), shared)
     t0 = time.perf_counter()
     cache_file = out / "ref_logps.pt"
-    fingerprint = _fingerprint(name, cfg, train, val) if d.precompute_ref_logps else ""
+    fingerprint = _fingerprint(name, cfg, shared, train, val) if d.precompute_ref_logps else ""
     cached = None
     if d.precompute_ref_logps and resume and cache_file.is_file():
         cached = torch.load(cache_file, weights_only=True, map_location="cpu")
@@ -208,7 +219,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
     tracker = Tracker(out, cfg.tracking, enabled=rt.is_main, run_config={"stage": "dpo"})
     if start_step == 0:
-        before = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+        before = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id, shared)
         state["accuracy_before"] = before.get("accuracy")
         if val:
             tracker.log({"eval/rewards_accuracy": before["accuracy"], "eval/rewards_margins": before["margin"],
@@ -235,7 +246,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             else:
                 ref_chosen, ref_rejected = ref.logps(batch, pad_id, rt.device)
             with updates.micro_batch(micro):
-                chosen, rejected = concatenated_logps(model, batch, pad_id, rt.device)
+                chosen, rejected = concatenated_logps(model, batch, pad_id, rt.device, shared)
                 loss, metrics = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, d.beta, d.label_smoothing,
                                                 d.loss_type)
                 updates.backward(loss * len(batch) / t.pairs_per_step)  # this micro-batch's share of the global mean
@@ -252,7 +263,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             bar.set_postfix(loss=f"{logged['loss/dpo']:.3f}", acc=f"{logged['rewards/accuracies']:.2f}")
         bar.update(1)
         if val and t.eval_every and done % t.eval_every == 0 and done < total_steps:
-            report = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+            report = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id, shared)
             tracker.log({"eval/rewards_accuracy": report["accuracy"], "eval/rewards_margins": report["margin"],
                          "eval/loss": report["loss"]}, done)
             if rt.is_main:
@@ -266,7 +277,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         return out
 
     train_seconds = time.time() - started
-    after = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id)
+    after = evaluate(unwrapped, val, *val_ref, cfg, rt, pad_id, shared)
     report = {"accuracy_before": state.get("accuracy_before"), "accuracy_after": after.get("accuracy"), "n": len(val),
               "margin_after": after.get("margin"), "loss_after": after.get("loss"), "train_pairs": len(train),
               "steps": total_steps, "train_seconds": train_seconds}

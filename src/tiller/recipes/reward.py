@@ -103,14 +103,21 @@ def degenerate_pairs(pairs: list[PreferencePair], share: float, seed: int) -> li
 
 def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, device,
                 layout: str = "padded") -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen scores, rejected scores) of the pairs in one forward: every sequence padded or
-    packed into one row, or each pair in its own row with the prompt its answers share once."""
+    """(chosen scores, rejected scores) of the pairs in one forward (`score_side_by_side`)."""
+    scores = score_side_by_side(scorer, [[p.chosen, p.rejected] for p in batch], pad_id, device, layout)
+    return scores[:, 0], scores[:, 1]
+
+
+def score_side_by_side(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device,
+                       layout: str) -> torch.Tensor:
+    """Scores [n, k] of n groups of k sequences that share a prompt (a pair's chosen and rejected
+    answers, and for the degenerate check a rewrite of the chosen one) in one forward: every
+    sequence padded or packed into one row, or each group in its own row with the prompt once."""
     if layout == "shared_prompt":
-        scores = score_groups(scorer, [[p.chosen, p.rejected] for p in batch], pad_id, device).float()
-        return scores[0::2], scores[1::2]
-    scores = score_sequences(scorer, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device,
-                             layout == "packed").float()
-    return scores[: len(batch)], scores[len(batch):]
+        return score_groups(scorer, groups, pad_id, device).float().view(len(groups), -1)
+    k = len(groups[0])
+    side_major = [group[j] for j in range(k) for group in groups]  # all first sequences, then all second, ...
+    return score_sequences(scorer, side_major, pad_id, device, layout == "packed").float().view(k, len(groups)).T
 
 
 def choose_layout(rcfg, scorer: torch.nn.Module, probe: list[EncodedPair], pad_id: int, device) -> str:
@@ -136,9 +143,11 @@ def describe_layout(rcfg, layout: str) -> str:
 
 @torch.no_grad()
 def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, batch_size: int = 8, num_samples: int = 4,
-                   layout: str = "padded", keep_scores: bool = False) -> dict:
-    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength
-    (and, with `keep_scores`, every pair's [chosen, rejected] scores under "scores").
+                   layout: str = "padded", rewrites: list[list[int]] | None = None) -> dict:
+    """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength; with
+    `rewrites` (token ids of a degenerate rewrite of each pair's chosen answer,
+    `degenerate_rewrite_ids`) also the degenerate check, each rewrite scored in its pair's
+    forward (in its row, after the same prompt, under the shared_prompt layout).
 
     The pairs are shared out between the processes (every process returns the same report)."""
     if not pairs:
@@ -146,15 +155,13 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
     was_training = scorer.training
     scorer.eval()
 
-    def score_batch(batch: list[int]) -> torch.Tensor:
-        chosen, rejected = score_pairs(scorer, [pairs[i] for i in batch], pad_id, rt.device, layout)
-        return torch.stack([chosen, rejected], 1)
-
+    groups = [[p.chosen, p.rejected] + ([rewrites[i]] if rewrites is not None else []) for i, p in enumerate(pairs)]
     # Pairs of similar length share a padded batch (the pairs keep their order in the report).
-    scores = map_over_ranks(rt, len(pairs), batch_size, score_batch,
-                            lengths=[max(len(p.chosen), len(p.rejected)) for p in pairs], width=2)
+    scores = map_over_ranks(rt, len(pairs), batch_size,
+                            lambda ids: score_side_by_side(scorer, [groups[i] for i in ids], pad_id, rt.device, layout),
+                            lengths=[max(map(len, g)) for g in groups], width=len(groups[0]))
     scorer.train(was_training)
-    c, r = scores.float().cpu().T
+    c, r = scores[:, :2].float().cpu().T
     correct = (c > r).float() + 0.5 * (c == r).float()
     low, high = losses.accuracy_interval(float(correct.sum()), len(pairs))
     report = {
@@ -177,36 +184,29 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
             "prompt": p.prompt[-1]["content"], "chosen": p.chosen_text, "rejected": p.rejected_text,
             "chosen_score": float(c[i]), "rejected_score": float(r[i]),
         })
-    if keep_scores:
-        report["scores"] = scores.tolist()
+    if rewrites is not None:
+        report["degenerate_check"] = degenerate_check(c, scores[:, 2].float().cpu())
     return report
 
 
-@torch.no_grad()
-def degenerate_check(scorer, val: list[EncodedPair], chosen_scores: list[float], tokenizer, cfg: Config, rt: Runtime,
-                     layout: str) -> dict:
-    """How often the model scores a validation pair's chosen answer (`chosen_scores`, already
-    computed by `evaluate_pairs`) above a degenerate rewrite of it: one rewrite per pair, the
-    kinds in turn, seed 0, so every model meets the same rewrites. Only the rewrites are scored."""
-    if not val:
-        return {"n": 0}
-    t = cfg.reward.train
-    rewrites = []
+def degenerate_rewrite_ids(val: list[EncodedPair], tokenizer, cfg: Config) -> list[list[int]]:
+    """Token ids of one degenerate rewrite of each validation pair's chosen answer, after the
+    pair's prompt: the kinds in turn, seed 0, so every model meets the same rewrites."""
+    ids = []
     for p, text in zip(val, degenerate_rewrites([p.chosen_text for p in val], random.Random(0))):
         _, rendered = render_conversation(tokenizer, p.prompt, text, cfg.model.enable_thinking)
-        rewrites.append(tokenizer(rendered, add_special_tokens=False)["input_ids"][-t.max_length:])
-    was_training = scorer.training
-    scorer.eval()
-    scores = map_over_ranks(rt, len(rewrites), t.micro_batch_per_device * 2,
-                            lambda ids: score_sequences(scorer, [rewrites[i] for i in ids], tokenizer.pad_token_id,
-                                                        rt.device, layout == "packed").float(),
-                            lengths=[len(r) for r in rewrites])[:, 0].cpu()
-    scorer.train(was_training)
-    chosen = torch.tensor(chosen_scores, dtype=torch.float64)
-    correct = (chosen > scores).double() + 0.5 * (chosen == scores).double()
-    low, high = losses.accuracy_interval(float(correct.sum()), len(val))
-    return {"n": len(val), "accuracy": float(correct.mean()), "accuracy_ci95": [low, high],
-            "mean_margin": float((chosen - scores).mean())}
+        ids.append(tokenizer(rendered, add_special_tokens=False)["input_ids"][-cfg.reward.train.max_length:])
+    return ids
+
+
+def degenerate_check(chosen_scores: torch.Tensor, rewrite_scores: torch.Tensor) -> dict:
+    """How often a chosen answer scores above the degenerate rewrite of it (ties half), with a
+    Wilson 95% interval, and the mean margin."""
+    chosen, rewrites = chosen_scores.double(), rewrite_scores.double()
+    correct = (chosen > rewrites).double() + 0.5 * (chosen == rewrites).double()
+    low, high = losses.accuracy_interval(float(correct.sum()), len(chosen))
+    return {"n": len(chosen), "accuracy": float(correct.mean()), "accuracy_ci95": [low, high],
+            "mean_margin": float((chosen - rewrites).mean())}
 
 
 def format_degenerate_check(check: dict, prefix: str) -> str:
@@ -343,11 +343,10 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     elapsed = time.time() - started
     evaluation_started = time.time()
     report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, layout,
-                            keep_scores=True)
-    chosen_scores = [c for c, _ in report.pop("scores", [])]
+                            degenerate_rewrite_ids(val, tokenizer, cfg))
+    report.setdefault("degenerate_check", {"n": 0})
     report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which,
                    "degenerate_negatives": len(added)})
-    report["degenerate_check"] = degenerate_check(unwrapped, val, chosen_scores, tokenizer, cfg, rt, layout)
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
     rt.print(format_eval(report, f"[{stage}] validation"))
     rt.print(format_degenerate_check(report["degenerate_check"], f"[{stage}]"))
@@ -381,10 +380,9 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
     layout = choose_layout(cfg.reward, scorer, val[: cfg.reward.train.micro_batch_per_device], tokenizer.pad_token_id,
                            device)
     report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
-                            cfg.reward.num_eval_samples, layout, keep_scores=True)
+                            cfg.reward.num_eval_samples, layout, degenerate_rewrite_ids(val, tokenizer, cfg))
+    report.setdefault("degenerate_check", {"n": 0})
     report["dropped_too_long"] = dropped
-    report["degenerate_check"] = degenerate_check(scorer, val, [c for c, _ in report.pop("scores", [])], tokenizer,
-                                                  cfg, rt, layout)
     del model, scorer  # the likelihood baseline loads the starting model next
     report["baselines"] = length_baselines([len(p.chosen) for p in val], [len(p.rejected) for p in val])
     if cfg.reward.likelihood_baseline and val:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
+from tiller.batching import layout_tolerance
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
@@ -387,7 +388,7 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
         shared = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
     finally:
         policy.train(was_training)
-    tol = 1e-4 if full.dtype == torch.float32 else 2e-2
+    tol = layout_tolerance(full.dtype)
     if torch.allclose(full, shared, atol=tol, rtol=tol):
         rt.print(f"[rloo] the first {prefix.layers} layers hold no adapter: computed once per micro-batch for the "
                  f"reference and the policy (checked equal to the full forward, max diff {(full - shared).abs().max():.1e})")
@@ -402,7 +403,7 @@ def _checked_shared_reward(rt, shared: torch.Tensor, own: torch.Tensor, dtype: t
     (`own`, the same rows) on the first step; printed either way."""
     diff = float((shared - own).abs().max())
     # Every process decides alike (a metric and the passes it runs depend on it).
-    if not rt.any_rank(diff > (1e-4 if dtype == torch.float32 else 2e-2) * max(1.0, float(own.abs().max()))):
+    if not rt.any_rank(diff > layout_tolerance(dtype) * max(1.0, float(own.abs().max()))):
         rt.print(f"[rloo] the reward adapter also runs only the layers above the shared frozen ones, on every row "
                  f"whose reward token ids extend the policy's (checked equal to its own full pass on the first step, "
                  f"max diff {diff:.1e}; rows that re-tokenize differently get its own pass: reward/shared_rows)")
