@@ -18,7 +18,8 @@ imports it only inside `build_app` / `serve`.
 
 Everything but the page is plain Python testable without a browser: `Playground` loads the
 models once each (with the loaders every stage uses: `models.load_frozen`, `load_tokenizer`,
-`rewards.classifier.ClassifierReward`) and answers a chat turn (`Playground.turn`), and
+`rewards.classifier.ClassifierReward`; a judge and a reward model that are LoRA adapters of one
+base share it, as in the evaluation) and answers a chat turn (`Playground.turn`), and
 `stream_side_by_side` streams two models' answers at once, each generating in its own thread.
 """
 
@@ -191,6 +192,8 @@ class Playground:
         self._models: dict[tuple[str, str | None], torch.nn.Module] = {}
         self._tokenizers: dict[str, object] = {}
         self._scorers: dict[str, object | None] = {}
+        self._together: object | None = None  # the judge and reward model on one base, once loaded
+        self._together_checked = False
         self._configs: dict[str, Config] = {}
 
     def policy_path(self, stage: str) -> Path:
@@ -245,8 +248,36 @@ class Playground:
                                     if path.exists() else None)
         return self._scorers[label]
 
+    def scorers_on_one_base(self):
+        """The judge and the reward model as LoRA adapters of one base, loaded once and scored
+        together (`tiller.rewards.shared_base.ScoresOnOneBase`, as the evaluation does), when the
+        run holds both as adapters of one base (the demo and the flagship recipe train them so):
+        one copy of the base weights instead of two. Else None, and each loads on its own (the
+        reason is printed)."""
+        if not self._together_checked:
+            from tiller.rewards.classifier import ClassifierReward
+            from tiller.rewards.shared_base import ScoresOnOneBase, load_adapters_on_one_base, why_not_one_base
+
+            self._together_checked = True
+            paths = [self.run_dir / folder / "model" for _, folder, _ in SCORERS]
+            if all(path.exists() for path in paths):
+                reason = why_not_one_base(paths)
+                if reason is None:
+                    heads = load_adapters_on_one_base(paths, self.device)
+                    cfg = RewardBackendConfig(backend="classifier")
+                    self._together = ScoresOnOneBase([ClassifierReward(str(path), cfg, self.device, scorer=head)
+                                                      for path, head in zip(paths, heads)], label="[playground]")
+                    print("[playground] the judge and the reward model: LoRA adapters of one base, loaded once",
+                          flush=True)
+                else:
+                    print(f"[playground] the judge and the reward model load separately ({reason})", flush=True)
+        return self._together
+
     def score(self, transcript: list[dict], answer: str) -> dict[str, float | None]:
         """Each scorer's score of `answer` to the conversation `transcript` (ending with the user's turn)."""
+        together = self.scorers_on_one_base()
+        if together is not None:
+            return {label: value for (label, _, _), value in zip(SCORERS, together.score([transcript], [answer])[0])}
         scores: dict[str, float | None] = {}
         for label, _, _ in SCORERS:
             scorer = self.scorer(label)

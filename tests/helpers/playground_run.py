@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import write_prompts
+from tests.helpers.reward_adapter import reward_adapter_folder
 from tests.recipes.test_curve import save_random_reward_model
 from tiller.models import write_origin
 from tiller.tiny import build_tiny_model
@@ -30,10 +31,11 @@ def build_answering_model(out_dir: Path, seed: int) -> Path:
     return out_dir
 
 
-def build_tiny_run(folder: Path, with_scorers: bool = True) -> tuple[Path, Path]:
+def build_tiny_run(folder: Path, with_scorers: bool = True, adapters: bool = False) -> tuple[Path, Path]:
     """(run folder, reference model): <folder>/start is the reference; <folder>/run holds
     data/validation prompts, rloo/model with its started_from.json naming the reference (as the
-    rloo stage writes it) and, with `with_scorers`, judge/model and reward/model."""
+    rloo stage writes it) and, with `with_scorers`, judge/model and reward/model: full models,
+    or (`adapters`) LoRA adapters of the reference on its last layer, as the demo saves them."""
     reference = build_answering_model(folder / "start", seed=0)
     run_dir = folder / "run"
     write_prompts(run_dir, "validation", HELD_OUT_QUESTIONS)
@@ -41,7 +43,10 @@ def build_tiny_run(folder: Path, with_scorers: bool = True) -> tuple[Path, Path]
     write_origin(run_dir / "rloo", {"model": str(reference), "base_model": str(reference), "adapter": None,
                                     "adapter_handling": None, "revision": None, "trust_remote_code": False},
                  "model.name")
-    if with_scorers:
+    if with_scorers and adapters:
+        reward_adapter_folder(run_dir / "judge" / "model", reference, last_n_layers=1, seed=2)
+        reward_adapter_folder(run_dir / "reward" / "model", reference, last_n_layers=1, seed=3)
+    elif with_scorers:
         save_random_reward_model(reference, run_dir / "judge" / "model", seed=2)
         save_random_reward_model(reference, run_dir / "reward" / "model", seed=3)
     return run_dir, reference

@@ -116,6 +116,27 @@ def test_a_chat_keeps_each_models_transcript_and_scores_each_answer(tiny_run, pl
     assert reference_transcript[1] != policy_transcript[1]
 
 
+def test_a_judge_and_reward_model_on_one_base_load_it_once_and_score_as_apart(tmp_path, capsys):
+    """A run whose judge and reward model are LoRA adapters of one base (as the demo saves them):
+    the playground loads that base once for both and scores each answer as each model alone does
+    (1e-5), and says so; with full models each loads on its own."""
+    run_dir, _ = build_tiny_run(tmp_path, adapters=True)
+    playground = Playground(run_dir)
+    messages = [{"role": "user", "content": HELD_OUT_QUESTIONS[0]}]
+    done = list(playground.turn("rloo", [], [], HELD_OUT_QUESTIONS[0], GREEDY))[-1]
+    together = playground.scorers_on_one_base()
+    assert together is not None and "LoRA adapters of one base, loaded once" in capsys.readouterr().out
+    judge_head, reward_head = (backend.scorer for backend in together.backends)
+    assert judge_head.policy is reward_head.policy  # one model object: one copy of the base weights
+    for label, folder in (("judge", "judge"), ("reward model", "reward")):
+        alone = ClassifierReward(str(run_dir / folder / "model"), RewardBackendConfig())
+        for answer, scores in ((done.reference, done.reference_scores), (done.policy, done.policy_scores)):
+            assert scores[label] == pytest.approx(alone.score([messages], [answer])[0], abs=1e-5)
+    full_run, _ = build_tiny_run(tmp_path / "full")
+    assert Playground(full_run).scorers_on_one_base() is None
+    assert "load separately" in capsys.readouterr().out
+
+
 def test_a_run_without_judge_or_reward_model_says_so(tmp_path):
     run_dir, _ = build_tiny_run(tmp_path, with_scorers=False)
     done = list(Playground(run_dir).turn("rloo", [], [], HELD_OUT_QUESTIONS[0], GREEDY))[-1]
