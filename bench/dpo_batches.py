@@ -22,41 +22,31 @@ first N).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from demo_pairs import demo_config_and_pairs, step_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=0, help="measured steps per way (0: the whole epoch)")
-    parser.add_argument("--reps", type=int, default=1, help="alternations (padded, shared prompt, padded, ...)")
-    args = parser.parse_args()
+    args = step_arguments(__doc__, "padded, shared prompt")
 
     from tiller import losses
     from tiller.batching import common_prefix_length
-    from tiller.config_loading import load_config
-    from tiller.data.run_files import load_pairs
     from tiller.data.splits import subset
     from tiller.models import load_tokenizer
     from tiller.preference_logprobs import concatenated_logps, encode_preferences
-    from tiller.recipes import data as data_stage
     from tiller.recipes import dpo as dpo_stage
     from tiller.training import step_indices
 
-    cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [])
+    cfg, pairs = demo_config_and_pairs()
     d, t = cfg.dpo, cfg.dpo.train
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg.run_dir = tmp
-        data_stage.run(cfg)
-        pairs = subset(load_pairs(tmp, "train"), d.train_subset)
+    pairs = subset(pairs, d.train_subset)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model)
     pad_id = tokenizer.pad_token_id
     train, _ = encode_preferences(pairs, tokenizer, t.max_length, t.truncation, cfg.model.enable_thinking)

@@ -22,40 +22,31 @@ each (a quicker, noisier check: then the orderings see different pairs).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from demo_pairs import demo_config_and_pairs, step_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=0, help="measured steps per ordering (0: the whole epoch)")
-    parser.add_argument("--reps", type=int, default=1, help="alternations (plain, grouped, plain, grouped, ...)")
-    args = parser.parse_args()
+    args = step_arguments(__doc__, "plain, grouped, shared prompt, both")
 
     from tiller import losses
-    from tiller.config_loading import load_config
-    from tiller.data.run_files import load_pairs
+    from tiller.batching import common_prefix_length
     from tiller.data.splits import subset
     from tiller.models import load_tokenizer
-    from tiller.recipes import data as data_stage
     from tiller.recipes import reward as reward_stage
     from tiller.score_head import ScoreHead
     from tiller.training import step_indices
 
-    cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [])
+    cfg, pairs = demo_config_and_pairs()
     rcfg, t = cfg.reward, cfg.reward.train
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg.run_dir = tmp
-        data_stage.run(cfg)
-        pairs = subset(load_pairs(tmp, "train"), rcfg.train_subset)
+    pairs = subset(pairs, rcfg.train_subset)
     pairs = pairs + reward_stage.degenerate_pairs(pairs, rcfg.degenerate_negatives, cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model)
     train, _ = reward_stage.encode_pairs(pairs, tokenizer, t.max_length, t.truncation, cfg.model.enable_thinking)
@@ -74,11 +65,7 @@ def main() -> None:
     def row_tokens(batch, layout: str) -> tuple[int, int]:
         """(real, padded) tokens of one forward: a row per sequence, or per pair with its prompt once."""
         if layout == "shared_prompt":
-            lengths_ = []
-            for p in batch:
-                common = next((i for i, (a, b) in enumerate(zip(p.chosen, p.rejected)) if a != b),
-                              min(len(p.chosen), len(p.rejected)))
-                lengths_.append(len(p.chosen) + len(p.rejected) - common)
+            lengths_ = [len(p.chosen) + len(p.rejected) - common_prefix_length([p.chosen, p.rejected]) for p in batch]
             return sum(lengths_), len(batch) * max(lengths_)
         return (sum(len(p.chosen) + len(p.rejected) for p in batch),
                 2 * len(batch) * max(max(len(p.chosen), len(p.rejected)) for p in batch))
