@@ -273,6 +273,13 @@ class Playground:
                     print(f"[playground] the judge and the reward model load separately ({reason})", flush=True)
         return self._together
 
+    def load_scorers(self) -> None:
+        """Load the judge and the reward model now rather than on the first prompt: on one base
+        where they share one, else each on its own."""
+        if self.scorers_on_one_base() is None:
+            for label, _, _ in SCORERS:
+                self.scorer(label)
+
     def score(self, transcript: list[dict], answer: str) -> dict[str, float | None]:
         """Each scorer's score of `answer` to the conversation `transcript` (ending with the user's turn)."""
         together = self.scorers_on_one_base()
@@ -464,6 +471,5 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     print(f"[playground] loading {stage}, its reference, the judge and the reward model ...", flush=True)
     playground.models(stage)
-    for label, _, _ in SCORERS:  # now rather than on the first prompt
-        playground.scorer(label)
+    playground.load_scorers()
     launch(playground, host, port, stage)

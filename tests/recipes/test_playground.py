@@ -122,6 +122,8 @@ def test_a_judge_and_reward_model_on_one_base_load_it_once_and_score_as_apart(tm
     (1e-5), and says so; with full models each loads on its own."""
     run_dir, _ = build_tiny_run(tmp_path, adapters=True)
     playground = Playground(run_dir)
+    playground.load_scorers()  # what `tiller playground` does before serving
+    assert playground._scorers == {}  # neither model was loaded on its own as well
     messages = [{"role": "user", "content": HELD_OUT_QUESTIONS[0]}]
     done = list(playground.turn("rloo", [], [], HELD_OUT_QUESTIONS[0], GREEDY))[-1]
     together = playground.scorers_on_one_base()
