@@ -6,8 +6,9 @@ sequences that share a prefix (a prompt and its answers) in one row with the pre
 (`shared_prefix_rows`, each token's column in it from `shared_prefix_columns`);
 running work in batches of similar length with the results put back in the callers' order
 (`run_in_length_batches`), which generation, evaluation KL, classifier scoring and reward-pair
-validation all use; and a training epoch's shuffled items regrouped into steps of similar length
-(`length_grouped_order`).
+validation all use; a training epoch's shuffled items regrouped into steps of similar length
+(`length_grouped_order`); and whether a layout that skips work gives the padded forward's outputs
+on a model (`shortcut_matches`, within `layout_tolerance` of its `floating_dtype`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,31 @@ def layout_tolerance(dtype: torch.dtype) -> float:
     layers) may sit from the padded forward's, relative to their size: float rounding in float32;
     bf16 / fp16 keep about 3 significant digits."""
     return 1e-4 if dtype == torch.float32 else 2e-2
+
+
+def floating_dtype(model) -> torch.dtype:
+    """The dtype a model computes in, for its 4D masks and `layout_tolerance`: its own `dtype`
+    where it names one (an AdapterScoreHead is not a module and says so itself), else that of its
+    first floating-point parameter (a DDP / FSDP wrapper)."""
+    return getattr(model, "dtype", None) or next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
+@torch.no_grad()
+def shortcut_matches(model, padded: Callable[[], torch.Tensor], shortcut: Callable[[], torch.Tensor], tol: float) -> bool:
+    """Whether `shortcut()` (a layout that skips work: packed rows, a shared prefix once) gives what
+    `padded()` gives, within `tol` relative and absolute, with `model` in eval mode; False where
+    the shortcut raises (an attention implementation that refuses its layout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        reference = padded().float()
+        try:
+            result = shortcut().float()
+        except (RuntimeError, ValueError):
+            return False
+    finally:
+        model.train(was_training)
+    return bool(torch.allclose(result, reference, atol=tol, rtol=tol))
 
 
 def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from tiller import losses
-from tiller.batching import layout_tolerance, pad_batch, shared_prefix_columns, shared_prefix_rows
+from tiller.batching import (
+    floating_dtype,
+    layout_tolerance,
+    pad_batch,
+    shared_prefix_columns,
+    shared_prefix_rows,
+    shortcut_matches,
+)
 from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 
 
@@ -77,8 +84,7 @@ def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, devi
     predict the first token of both answers, so each side's targets are read at its own tokens'
     columns rather than from one label row."""
     groups = [[p.chosen_ids, p.rejected_ids] for p in batch]
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    input_ids, position_ids, mask, _, _ = shared_prefix_rows(groups, pad_id, dtype)
+    input_ids, position_ids, mask, _, _ = shared_prefix_rows(groups, pad_id, floating_dtype(model))
     logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
                    use_cache=False).logits
     rows, columns, targets, owners = [], [], [], []
@@ -97,25 +103,15 @@ def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, devi
     return sums[: len(batch)], sums[len(batch):]
 
 
-@torch.no_grad()
 def shared_prompt_is_exact(model, batch: list[EncodedPreference], pad_id: int, device) -> bool:
     """Whether `shared_prompt_logps` gives this model's padded log-probs on `batch` (real pairs):
     an attention implementation that ignores or refuses a 4D mask would not (tolerance:
     `tiller.batching.layout_tolerance`)."""
     if not batch:
         return False
-    was_training = model.training
-    model.eval()
-    try:
-        padded = torch.stack(concatenated_logps(model, batch, pad_id, device)).float()
-        try:
-            shared = torch.stack(shared_prompt_logps(model, batch, pad_id, device)).float()
-        except (RuntimeError, ValueError):
-            return False
-    finally:
-        model.train(was_training)
-    tol = layout_tolerance(next(p.dtype for p in model.parameters() if p.is_floating_point()))
-    return bool(torch.allclose(shared, padded, rtol=tol, atol=tol))
+    return shortcut_matches(model, lambda: torch.stack(concatenated_logps(model, batch, pad_id, device)),
+                            lambda: torch.stack(shared_prompt_logps(model, batch, pad_id, device)),
+                            layout_tolerance(floating_dtype(model)))
 
 
 def answer_token_counts(pair: EncodedPreference) -> tuple[int, int]:

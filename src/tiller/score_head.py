@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from tiller.batching import layout_tolerance, mask_positions, pack_sequences, pad_batch, shared_prefix_rows
+from tiller.batching import (
+    floating_dtype,
+    layout_tolerance,
+    mask_positions,
+    pack_sequences,
+    pad_batch,
+    shared_prefix_rows,
+    shortcut_matches,
+)
 from tiller.models import base_hf_model
 
 
@@ -60,19 +68,14 @@ def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id:
 def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device) -> torch.Tensor:
     """The score of every sequence of `groups`, in order, each group in one row with the prefix
     its sequences share computed once (`tiller.batching.shared_prefix_rows`)."""
-    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, _dtype(scorer))
+    ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, floating_dtype(scorer))
     return scorer(ids.to(device), mask.to(device), position_ids=positions.to(device), ends=ends.to(device),
                   rows=rows.to(device))
 
 
 def scores_tolerance(scorer) -> float:
     """How far a shortcut's scores may sit from the padded forward's (`layout_tolerance`)."""
-    return layout_tolerance(_dtype(scorer))
-
-
-def _dtype(scorer) -> torch.dtype:
-    """A ScoreHead's parameter dtype, or an AdapterScoreHead's (not a module: it says so itself)."""
-    return getattr(scorer, "dtype", None) or next(p.dtype for p in scorer.parameters() if p.is_floating_point())
+    return layout_tolerance(floating_dtype(scorer))
 
 
 def packing_is_exact(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float = 1e-3) -> bool:
@@ -89,17 +92,6 @@ def shared_prefix_is_exact(scorer: torch.nn.Module, groups: list[list[list[int]]
                            lambda: score_groups(scorer, groups, pad_id, device))
 
 
-@torch.no_grad()
 def _same_as_padded(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, tol: float,
                     other) -> bool:
-    was_training = scorer.training
-    scorer.eval()
-    try:
-        padded = score_sequences(scorer, sequences, pad_id, device, packed=False).float()
-        try:
-            scores = other().float()
-        except (RuntimeError, ValueError):  # an attention implementation that refuses this layout
-            return False
-    finally:
-        scorer.train(was_training)
-    return bool(torch.allclose(scores, padded, atol=tol, rtol=tol))
+    return shortcut_matches(scorer, lambda: score_sequences(scorer, sequences, pad_id, device, packed=False), other, tol)

@@ -151,7 +151,7 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
 
     The pairs are shared out between the processes (every process returns the same report)."""
     if not pairs:
-        return {"n": 0}
+        return {"n": 0} if rewrites is None else {"n": 0, "degenerate_check": {"n": 0}}
     was_training = scorer.training
     scorer.eval()
 
@@ -344,7 +344,6 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
     evaluation_started = time.time()
     report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, layout,
                             degenerate_rewrite_ids(val, tokenizer, cfg))
-    report.setdefault("degenerate_check", {"n": 0})
     report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which,
                    "degenerate_negatives": len(added)})
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
@@ -381,7 +380,6 @@ def run_eval(cfg: Config, model_path: str | None = None, stage: str = "reward") 
                            device)
     report = evaluate_pairs(scorer, val, tokenizer.pad_token_id, rt, cfg.reward.train.micro_batch_per_device,
                             cfg.reward.num_eval_samples, layout, degenerate_rewrite_ids(val, tokenizer, cfg))
-    report.setdefault("degenerate_check", {"n": 0})
     report["dropped_too_long"] = dropped
     del model, scorer  # the likelihood baseline loads the starting model next
     report["baselines"] = length_baselines([len(p.chosen) for p in val], [len(p.rejected) for p in val])
