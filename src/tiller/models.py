@@ -52,6 +52,7 @@ def embedded_model_dir() -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.initialization import no_init_weights
 
     src = _embedded_package_dir()
     print(f"[tiller] converting the embedded GGUF model once into {target} ...", flush=True)
@@ -61,7 +62,9 @@ def embedded_model_dir() -> Path:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = "float32"
-    model = LlamaForCausalLM(config)
+    with no_init_weights():  # every weight is loaded below: a random init would take 4 s on 2 cores
+        model = LlamaForCausalLM(config)
+    model.tie_weights()  # as the init would (SmolLM2 ties its LM head to the embeddings)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     target.parent.mkdir(parents=True, exist_ok=True)

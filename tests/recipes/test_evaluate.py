@@ -62,6 +62,33 @@ def test_policy_kl_is_the_exact_kl_summed_over_each_answer(tiny_llama):
     assert policy_kl(reference, reference, prompts, answers, 0, 2, "cpu") == [0.0, 0.0]
 
 
+def test_policy_kl_runs_layers_the_two_models_share_once(tiny_llama, capsys):
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # only the last layer moves, as LoRA on the last layers does once merged
+        for p in policy.model.layers[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prompts = [[5, 6, 7], [8, 9], [3, 4, 5, 6, 7, 8]]
+    answers = [[10, 11, 12, 13], [14], [15, 16]]
+    kl = policy_kl(policy, reference, prompts, answers, pad_id=0, batch_size=2, device="cpu")
+    printed = capsys.readouterr().out
+    layers = len(policy.model.layers) - 1
+    assert f"the first {layers} layers are the same in the policy and the reference" in printed
+    assert "checked equal to the full forwards" in printed
+
+    expected = []
+    with torch.no_grad():
+        for prompt, answer in zip(prompts, answers):
+            ids = torch.tensor([prompt + answer])
+            log_p = torch.log_softmax(policy(ids).logits[0], -1)
+            log_q = torch.log_softmax(reference(ids).logits[0], -1)
+            rows = slice(len(prompt) - 1, len(prompt) + len(answer) - 1)
+            expected.append(float((log_p.exp() * (log_p - log_q)).sum(-1)[rows].sum()))
+    torch.testing.assert_close(torch.tensor(kl), torch.tensor(expected), atol=1e-4, rtol=1e-4)
+    assert all(v > 0 for v in kl)
+
+
 def test_answers_come_back_in_the_prompts_order_whatever_the_batching(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tokenizer = load_tokenizer(str(tiny_llama))

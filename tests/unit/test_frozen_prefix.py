@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tiller.config import LoraConfig
-from tiller.frozen_prefix import FrozenPrefix, frozen_layer_count
+from tiller.frozen_prefix import FrozenPrefix, equal_leading_layers, frozen_layer_count
 from tiller.models import apply_lora, load_causal_lm
 from tiller.tiny import build_tiny_model
 
@@ -55,6 +55,34 @@ def test_prefix_then_tail_equals_the_full_forward(four_layer_model):
     with prefix.tail_only():
         model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions).logits.sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_equal_leading_layers_of_a_merged_policy_and_its_base(four_layer_model):
+    base = load_causal_lm(str(four_layer_model)).eval()
+    torch.manual_seed(0)
+    lora = apply_lora(load_causal_lm(str(four_layer_model)), LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=1),
+                      "CAUSAL_LM")
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    merged = lora.merge_and_unload().eval()  # as the evaluation loads a LoRA policy
+    policy_prefix, base_prefix = equal_leading_layers(merged, base)
+    assert policy_prefix.layers == base_prefix.layers == 3
+    ids = torch.randint(3, 200, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = base_prefix.hidden(ids, mask)
+    for model, prefix in ((merged, policy_prefix), (base, base_prefix)):  # one hidden, two tails
+        with torch.no_grad():
+            full = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            with prefix.tail_only():
+                tail = model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions).logits
+        assert torch.equal(full, tail)  # the same operations in the same order
+    assert equal_leading_layers(base, base) is None  # every layer equal: nothing to split
+    with torch.no_grad():
+        next(base.parameters()).add_(1e-3)  # the embeddings differ: no shared layer
+    assert equal_leading_layers(merged, base) is None
 
 
 def test_reward_suffix_by_hand():

@@ -178,3 +178,25 @@ def test_embedded_model_loads_and_writes_english():
     ids = tok(render_prompt(tok, [{"role": "user", "content": "What is the capital of France?"}]), return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1]:])
+
+
+@pytest.mark.slow
+def test_the_embedded_conversion_writes_the_gguf_weights(tmp_path, monkeypatch):
+    """The folder written once from the GGUF holds exactly the weights transformers dequantizes
+    from it (the model is built without a random init, then loaded), the LM head tied to the
+    embeddings as SmolLM2 has it."""
+    from transformers import AutoModelForCausalLM
+
+    from tiller.models import EMBEDDED_GGUF, _embedded_package_dir, embedded_model_dir
+
+    monkeypatch.setenv("TILLER_CACHE", str(tmp_path))
+    folder = embedded_model_dir()
+    assert folder == tmp_path / "models" / "SmolLM2-135M-Instruct"
+    written = load_file(folder / "model.safetensors")
+    assert "lm_head.weight" not in written  # tied: saved once, as the embeddings
+    direct = AutoModelForCausalLM.from_pretrained(_embedded_package_dir(), gguf_file=EMBEDDED_GGUF,
+                                                  dtype=torch.float32).state_dict()
+    assert sorted(written) == sorted(k for k in direct if k != "lm_head.weight")
+    assert all(torch.equal(written[k], direct[k]) for k in written)
+    loaded = load_causal_lm(str(folder))
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()

@@ -72,10 +72,11 @@ from pathlib import Path
 import torch
 
 from tiller import degeneration, length_control, losses
-from tiller.batching import run_in_length_batches
+from tiller.batching import layout_tolerance, run_in_length_batches
 from tiller.checkpoint import list_checkpoints, load_model_weights, verify_checkpoint
 from tiller.config import Config, RewardBackendConfig, get_key
 from tiller.eval_inputs import eval_prompts, reference_for  # shared with `tiller playground`
+from tiller.frozen_prefix import equal_leading_layers
 from tiller.logprobs import build_batch, completion_logits
 from tiller.model_card import add_policy_evaluation
 from tiller.models import STARTED_FROM, adapter_base, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
@@ -137,20 +138,55 @@ def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_siz
 
     A sampled estimate (sum of log pi - log pi_ref over the answer's tokens) is unbiased only
     for answers sampled from the policy; on greedy answers it is biased and can be negative.
-    The exact per-position KL is >= 0 on any answer and costs no extra forward."""
+    The exact per-position KL is >= 0 on any answer and costs no extra forward.
+
+    Where the two models hold their leading layers bit for bit alike (a policy with LoRA on its
+    last layers, merged, and its base), those layers run once per batch for both
+    (`equal_leading_layers`), checked against the full forwards on the first two answers."""
+    shared = _shared_kl_layers(policy, reference, prompt_ids, completions, pad_id, device)
 
     def kl_batch(batch: list[int]) -> list[float]:
         ids, mask, completion_mask, prompt_len = build_batch([prompt_ids[i] for i in batch],
                                                              [completions[i] for i in batch], 1, pad_id)
         ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
         # token_kl upcasts chunk by chunk: no full float32 copy of bf16 logits
-        per_token = losses.token_kl(completion_logits(policy, ids, mask, prompt_len),
-                                    completion_logits(reference, ids, mask, prompt_len))
+        per_token = losses.token_kl(*_kl_logits(policy, reference, ids, mask, prompt_len, shared))
         return losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()
 
     rows = min(batch_size, 8)  # two [rows, answer length, vocabulary] logits tensors alive at once
     # Rows of similar prompt length together: prompts are left-padded to the batch's longest.
     return run_in_length_batches([len(p) for p in prompt_ids], rows, kl_batch)
+
+
+def _kl_logits(policy, reference, ids, mask, prompt_len: int, shared) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's and the reference's logits on the answers' positions: two full forwards, or
+    with `shared` (a prefix of each, `equal_leading_layers`) the shared layers once and two tails."""
+    if shared is None:
+        return (completion_logits(policy, ids, mask, prompt_len), completion_logits(reference, ids, mask, prompt_len))
+    policy_prefix, reference_prefix = shared
+    hidden = reference_prefix.hidden(ids, mask)
+    return (completion_logits(policy, ids, mask, prompt_len, policy_prefix, hidden),
+            completion_logits(reference, ids, mask, prompt_len, reference_prefix, hidden))
+
+
+def _shared_kl_layers(policy, reference, prompt_ids, completions, pad_id: int, device):
+    """`equal_leading_layers(policy, reference)` where it gives both full forwards' logits on the
+    first two answers; else None (printed either way when there are shared layers)."""
+    shared = equal_leading_layers(policy, reference)
+    if shared is None or not prompt_ids:
+        return None
+    ids, mask, _, prompt_len = build_batch(prompt_ids[:2], completions[:2], 1, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    full = _kl_logits(policy, reference, ids, mask, prompt_len, None)
+    diff = max(float((f - s).abs().max()) for f, s in zip(full, _kl_logits(policy, reference, ids, mask, prompt_len, shared)))
+    layers = shared[0].layers
+    if diff > layout_tolerance(full[0].dtype) * max(1.0, float(full[0].abs().max())):
+        print(f"[eval] KL: the first {layers} layers are the same in the policy and the reference, but computing them "
+              f"once gave other logits (max diff {diff:.1e}): two full forwards", flush=True)
+        return None
+    print(f"[eval] KL: the first {layers} layers are the same in the policy and the reference: computed once per batch "
+          f"for both (checked equal to the full forwards, max diff {diff:.1e})", flush=True)
+    return shared
 
 
 @dataclasses.dataclass

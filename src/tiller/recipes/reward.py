@@ -122,14 +122,21 @@ def score_side_by_side(scorer: torch.nn.Module, groups: list[list[list[int]]], p
 
 def choose_layout(rcfg, scorer: torch.nn.Module, probe: list[EncodedPair], pad_id: int, device) -> str:
     """reward.shared_prompt, else reward.packing, where it gives this model's padded scores on
-    `probe` (real pairs); else padded."""
+    the shortest and the longest pair of `probe` (real pairs: two of different lengths check
+    the padding too, at a quarter of a micro-batch's cost); else padded."""
     if not probe:
         return "padded"
+    if len(probe) > 2:
+        probe = [min(probe, key=_pair_length), max(probe, key=_pair_length)]
     if rcfg.shared_prompt and shared_prefix_is_exact(scorer, [[p.chosen, p.rejected] for p in probe], pad_id, device):
         return "shared_prompt"
     if rcfg.packing and packing_is_exact(scorer, [s for p in probe for s in (p.chosen, p.rejected)], pad_id, device):
         return "packed"
     return "padded"
+
+
+def _pair_length(pair: EncodedPair) -> int:
+    return len(pair.chosen) + len(pair.rejected)
 
 
 def describe_layout(rcfg, layout: str) -> str:

@@ -201,9 +201,12 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- 3. the frozen layers' output, once for the reference, the policy and (when its
         # token ids extend the policy's) a reward adapter on the same base; reference log-probs
         t0 = time.perf_counter()
+        # The one-time checks of the shortcuts below run on two prompt groups of the first
+        # micro-batch (its shortest and longest prompts, so padding is checked too), not all of it.
+        check_rows = _check_rows(mb, k)
         if not prefix_checked:
             ids, mask, _, plen = micro[0]
-            prefix = _checked_prefix(rt, unwrapped, prefix, ids, mask, plen, temperature)
+            prefix = _checked_prefix(rt, unwrapped, prefix, ids[check_rows], mask[check_rows], plen, temperature)
             prefix_checked = True
             shared_reward = shared_reward and prefix is not None
         extended, suffixes = None, []
@@ -234,8 +237,10 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
                                            [texts[i] for i in own_rows], k, [row_records[i] for i in own_rows], rt.device)
                 scores[own_rows] = own
             if not reward_sharing_checked:  # once: the same scores as the reward model's own pass
-                shared_reward = _checked_shared_reward(rt, scores, score_completions(
-                    reward_backends, row_messages, texts, k, row_records, rt.device)[0], next(unwrapped.parameters()).dtype)
+                own, _ = score_completions(reward_backends, [row_messages[i] for i in check_rows],
+                                           [texts[i] for i in check_rows], k, [row_records[i] for i in check_rows],
+                                           rt.device)
+                shared_reward = _checked_shared_reward(rt, scores[check_rows], own, next(unwrapped.parameters()).dtype)
                 reward_sharing_checked = True
             parts = {reward_backends[0][0]: scores}
         else:
@@ -377,9 +382,17 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
                        gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
 
 
+def _check_rows(rows: int, k: int) -> list[int]:
+    """The rows of a micro-batch of `rows` rows (whole groups of k completions, prompts shortest
+    first) that the one-time checks look at: its first and last prompt group, or all of it."""
+    if rows < 3 * k:
+        return list(range(rows))
+    return list(range(k)) + list(range(rows - k, rows))
+
+
 @torch.no_grad()
 def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, prompt_len, temperature):
-    """The shared-prefix path only where it gives the full forward's log-probs on a real batch."""
+    """The shared-prefix path only where it gives the full forward's log-probs on real rows."""
     was_training = policy.training
     policy.eval()
     try:
@@ -391,7 +404,8 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
     tol = layout_tolerance(full.dtype)
     if torch.allclose(full, shared, atol=tol, rtol=tol):
         rt.print(f"[rloo] the first {prefix.layers} layers hold no adapter: computed once per micro-batch for the "
-                 f"reference and the policy (checked equal to the full forward, max diff {(full - shared).abs().max():.1e})")
+                 f"reference and the policy (checked equal to the full forward on {input_ids.shape[0]} rows of the first "
+                 f"micro-batch, max diff {(full - shared).abs().max():.1e})")
         return prefix
     rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {(full - shared).abs().max():.1e}): "
              "running full forwards")
@@ -400,12 +414,12 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
 
 def _checked_shared_reward(rt, shared: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the scores from the shared frozen layers equal the reward model's own full pass
-    (`own`, the same rows) on the first step; printed either way."""
+    (`own`, the same rows: the first step's `_check_rows`); printed either way."""
     diff = float((shared - own).abs().max())
     # Every process decides alike (a metric and the passes it runs depend on it).
     if not rt.any_rank(diff > layout_tolerance(dtype) * max(1.0, float(own.abs().max()))):
         rt.print(f"[rloo] the reward adapter also runs only the layers above the shared frozen ones, on every row "
-                 f"whose reward token ids extend the policy's (checked equal to its own full pass on the first step, "
+                 f"whose reward token ids extend the policy's (checked equal to its own full pass on {len(own)} rows of the first step, "
                  f"max diff {diff:.1e}; rows that re-tokenize differently get its own pass: reward/shared_rows)")
         return True
     rt.print(f"[rloo] the reward adapter's scores from the shared frozen layers differ from its own pass "
