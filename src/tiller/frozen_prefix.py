@@ -21,6 +21,7 @@ against the full forward once before relying on it (the RLOO recipe does, on its
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
 
@@ -97,6 +98,65 @@ class FrozenPrefix:
     def tail_only(self):
         """Inside: the model's forward runs only the layers after the prefix (pass `inputs_embeds`)."""
         return self._swapped(torch.nn.ModuleList(self.decoder.layers[self.layers:]))
+
+
+class FrozenOutputs:
+    """The frozen layers' output for inputs met before, kept in memory for the next model on the
+    same base in this process: the pipeline's reward and judge stages (LoRA adapters of one base
+    on the same last layers) score the same validation pairs, so the judge's frozen layers read
+    what the reward model's computed. An entry is found only for the same `base` (what names the
+    weights: `base_identity`), the same number of layers and the exact same input tensors; at
+    most `max_bytes` are kept (later inputs are computed as usual, not stored)."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self.stored: dict[str, torch.Tensor] = {}
+        self.bytes = 0
+        self.reused = 0
+
+    def hidden(self, prefix: FrozenPrefix, base: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`prefix.hidden(...)`, or what it gave for these inputs before."""
+        key = _inputs_key(base, prefix.layers, input_ids, attention_mask, position_ids)
+        if key in self.stored:
+            self.reused += 1
+            return self.stored[key]
+        hidden = prefix.hidden(input_ids, attention_mask, position_ids)
+        size = hidden.numel() * hidden.element_size()
+        if self.bytes + size <= self.max_bytes:
+            self.stored[key] = hidden
+            self.bytes += size
+        return hidden
+
+    def clear(self) -> None:
+        self.stored.clear()
+        self.bytes = 0
+
+
+def _inputs_key(base: str, layers: int, *tensors: torch.Tensor | None) -> str:
+    digest = hashlib.sha256(f"{base}|{layers}".encode())
+    for t in tensors:
+        if t is None:
+            digest.update(b"|none")
+            continue
+        digest.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ReusablePrefix:
+    """A model's frozen prefix whose output goes through a `FrozenOutputs` store under `base`:
+    what the scoring functions of `tiller.score_head` take as `frozen`."""
+
+    def __init__(self, prefix: FrozenPrefix, outputs: FrozenOutputs, base: str):
+        self.prefix, self.outputs, self.base = prefix, outputs, base
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.outputs.hidden(self.prefix, self.base, input_ids, attention_mask, position_ids)
+
+    def tail_only(self):
+        return self.prefix.tail_only()
 
 
 def equal_leading_layers(a: torch.nn.Module, b: torch.nn.Module) -> tuple[FrozenPrefix, FrozenPrefix] | None:

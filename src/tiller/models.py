@@ -92,6 +92,16 @@ def resolve_model_name(name: str) -> str:
     return name  # a hub id
 
 
+def base_identity(name: str, cfg: ModelConfig) -> str:
+    """What names a model's weights within one process: its folder (or hub id) and revision, the
+    dtype it loads in, and the size and modification time of each weight file in the folder."""
+    resolved = resolve_model_name(name)
+    folder = Path(resolved)
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")) if folder.is_dir() else []
+    stamps = ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return f"{resolved}|{cfg.revision}|{cfg.dtype}|{cfg.mixed_precision}|{stamps}"
+
+
 def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype:
     """`auto` means bf16 on GPU and fp32 on CPU (CPU bf16 training is not reliably faster)."""
     if dtype == "auto":

@@ -41,36 +41,53 @@ class ScoreHead(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
+                rows: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """`inputs_embeds` instead of `input_ids`: the output of frozen leading layers, with the
+        decoder cut to the layers after them (`FrozenPrefix.tail_only`)."""
         hf = base_hf_model(self.model)
         body = getattr(hf, hf.base_model_prefix)
         if ends is not None:  # a packed row; or rows of sequences sharing a prefix, with their 4D mask
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).last_hidden_state
+            hidden = body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          position_ids=position_ids, use_cache=False).last_hidden_state
             return hf.score(hidden[torch.zeros_like(ends) if rows is None else rows, ends]).squeeze(-1)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
-                      use_cache=False).last_hidden_state
+        hidden = body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                      position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
         last = last_token_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return hf.score(picked).squeeze(-1)
 
 
-def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, packed: bool) -> torch.Tensor:
+def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, packed: bool,
+                    frozen=None) -> torch.Tensor:
+    """One score per sequence, padded rows or one packed row. `frozen` (a
+    `tiller.frozen_prefix.ReusablePrefix` of the scorer's model) runs the frozen leading layers
+    through its store of outputs, then the rest."""
     if packed:
         ids, positions, ends = pack_sequences(sequences)
-        return scorer(ids.to(device), position_ids=positions.to(device), ends=ends.to(device))
+        return _score(scorer, frozen, ids.to(device), None, positions=positions.to(device), ends=ends.to(device))
     ids, mask = pad_batch(sequences, pad_id)
-    return scorer(ids.to(device), mask.to(device))
+    return _score(scorer, frozen, ids.to(device), mask.to(device))
 
 
-def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device) -> torch.Tensor:
+def score_groups(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device,
+                 frozen=None) -> torch.Tensor:
     """The score of every sequence of `groups`, in order, each group in one row with the prefix
-    its sequences share computed once (`tiller.batching.shared_prefix_rows`)."""
+    its sequences share computed once (`tiller.batching.shared_prefix_rows`); `frozen` as in
+    `score_sequences`."""
     ids, positions, mask, rows, ends = shared_prefix_rows(groups, pad_id, floating_dtype(scorer))
-    return scorer(ids.to(device), mask.to(device), position_ids=positions.to(device), ends=ends.to(device),
-                  rows=rows.to(device))
+    return _score(scorer, frozen, ids.to(device), mask.to(device), positions.to(device), ends.to(device),
+                  rows.to(device))
+
+
+def _score(scorer, frozen, ids, mask, positions=None, ends=None, rows=None) -> torch.Tensor:
+    if frozen is None:
+        return scorer(ids, mask, position_ids=positions, ends=ends, rows=rows)
+    # The same operations as the full forward, in the same order: the same scores to the bit.
+    hidden = frozen.hidden(ids, mask, mask_positions(mask) if positions is None else positions)
+    with frozen.tail_only():
+        return scorer(None, mask, position_ids=positions, ends=ends, rows=rows, inputs_embeds=hidden)
 
 
 def scores_tolerance(scorer) -> float:

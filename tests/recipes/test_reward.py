@@ -15,6 +15,7 @@ from tests.conftest import accelerate_launch, toy_pairs, write_pairs
 from tests.helpers.metrics import assert_same_metrics
 from tests.helpers.saved import saved_weights
 from tiller.config_loading import config_from_dict
+from tiller.frozen_prefix import FrozenOutputs
 from tiller.models import load_frozen, load_reward_model, load_tokenizer
 from tiller.preference_logprobs import concatenated_logps, encode_preferences
 from tiller.recipes import reward
@@ -142,6 +143,27 @@ def test_judge_trains_on_the_other_half(tmp_path, tiny_llama):
     assert json.loads((out / "eval.json").read_text())["subset"] == "second_half"
     with pytest.raises(ValueError, match="never saw"):
         reward.judge_subset("all")
+
+
+@pytest.mark.parametrize("shared_prompt", [False, True], ids=["padded", "shared_prompt"])
+def test_the_judge_reuses_the_reward_models_frozen_layers_and_scores_as_alone(tmp_path, tiny_llama, shared_prompt,
+                                                                                capsys):
+    write_pairs(tmp_path, toy_pairs(32), toy_pairs(8, offset=500))
+    raw = reward_config(tmp_path, tiny_llama, max_steps=2)
+    raw["reward"]["lora"] = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1}
+    raw["reward"]["shared_prompt"] = shared_prompt
+    cfg = config_from_dict(raw)
+    alone = json.loads((reward.run(cfg, stage="judge") / "eval.json").read_text())  # no store: its own layers
+
+    outputs = FrozenOutputs()
+    reward.run(cfg, stage="reward", frozen_outputs=outputs)
+    assert outputs.reused == 0 and len(outputs.stored) == 2  # 8 validation pairs, 4 per batch
+    capsys.readouterr()
+    reused = json.loads((reward.run(cfg, stage="judge", frozen_outputs=outputs) / "eval.json").read_text())
+    assert outputs.reused == 2
+    assert "reused from the previous reward model on the same base for 2 of 2 batches" in capsys.readouterr().out
+    for key in ("accuracy", "mean_margin", "by_domain", "by_strength", "samples", "degenerate_check"):
+        assert reused[key] == alone[key], key  # the same scores to the bit
 
 
 @pytest.mark.parametrize("variant", ["plain", "group_by_length", "shared_prompt"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiller.batching import mask_positions
 from tiller.config import LoraConfig
-from tiller.frozen_prefix import FrozenPrefix, equal_leading_layers, frozen_layer_count
+from tiller.frozen_prefix import FrozenOutputs, FrozenPrefix, equal_leading_layers, frozen_layer_count
 from tiller.models import apply_lora, load_causal_lm
 from tiller.tiny import build_tiny_model
 
@@ -83,6 +84,25 @@ def test_equal_leading_layers_of_a_merged_policy_and_its_base(four_layer_model):
     with torch.no_grad():
         next(base.parameters()).add_(1e-3)  # the embeddings differ: no shared layer
     assert equal_leading_layers(merged, base) is None
+
+
+def test_frozen_outputs_reuse_only_the_same_inputs_on_the_same_base(four_layer_model):
+    model = apply_lora(load_causal_lm(str(four_layer_model)), LoraConfig(r=4, alpha=8, last_n_layers=1), "CAUSAL_LM")
+    prefix = FrozenPrefix.of(model)
+    ids = torch.randint(3, 200, (2, 7))
+    mask = torch.ones_like(ids)
+    outputs = FrozenOutputs()
+    first = outputs.hidden(prefix, "base-a", ids, mask)
+    assert torch.equal(first, prefix.hidden(ids, mask)) and outputs.reused == 0
+    assert outputs.hidden(prefix, "base-a", ids.clone(), mask.clone()) is first and outputs.reused == 1
+    other_ids = ids.clone()
+    other_ids[1, 3] += 1
+    for args in (("base-b", ids, mask), ("base-a", other_ids, mask), ("base-a", ids, mask, mask_positions(mask) + 1)):
+        assert outputs.hidden(prefix, *args) is not first  # another base, token or position: computed
+    assert outputs.reused == 1
+    small = FrozenOutputs(max_bytes=first.numel() * first.element_size() - 1)  # too small for one output
+    small.hidden(prefix, "base-a", ids, mask)
+    assert not small.stored and small.hidden(prefix, "base-a", ids, mask) is not None and small.reused == 0
 
 
 def test_reward_suffix_by_hand():

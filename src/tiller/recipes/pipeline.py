@@ -56,7 +56,10 @@ def _policies_evaluated(run_dir: Path, stages: list[str]) -> bool:
         written_after(side, s) for s in held)
 
 
-def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool = False) -> None:
+def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool = False,
+              frozen_outputs=None) -> None:
+    """`frozen_outputs` (a `tiller.frozen_prefix.FrozenOutputs`) carries the reward stage's
+    frozen-layer outputs on the validation pairs to the judge stage."""
     if stage == "data":
         from tiller.recipes import data
 
@@ -64,7 +67,8 @@ def run_stage(cfg: Config, stage: str, resume: bool, accept_config_changes: bool
     elif stage in ("reward", "judge"):
         from tiller.recipes import reward
 
-        reward.run(cfg, stage=stage, resume=resume, accept_config_changes=accept_config_changes)
+        reward.run(cfg, stage=stage, resume=resume, accept_config_changes=accept_config_changes,
+                   frozen_outputs=frozen_outputs)
     elif stage == "sft":
         from tiller.recipes import sft
 
@@ -146,6 +150,11 @@ def run(cfg: Config, only: str | None = None, from_stage: str | None = None, res
     stages, forced = select_stages(cfg.pipeline.stages, only, from_stage)
     finished: list[str] = []
     started = time.time()
+    # The reward and judge stages validate on the same pairs: where both are adapters on the same
+    # last layers of one base, the judge reuses the frozen layers' output (in memory, this run only).
+    from tiller.frozen_prefix import FrozenOutputs
+
+    frozen_outputs = FrozenOutputs()
     for stage in stages:
         if stage not in forced and is_complete(run_dir, stage, cfg):
             print(f"[pipeline] {stage}: complete, skipped ({run_dir / stage})", flush=True)
@@ -153,10 +162,12 @@ def run(cfg: Config, only: str | None = None, from_stage: str | None = None, res
             continue
         if stage in forced:
             (run_dir / stage / "DONE").unlink(missing_ok=True)
+        if stage not in ("reward", "judge"):
+            frozen_outputs.clear()  # they serve the next reward model only: free the memory
         print(f"[pipeline] {stage}: starting", flush=True)
         t0 = time.time()
         try:
-            run_stage(cfg, stage, resume, accept_config_changes)
+            run_stage(cfg, stage, resume, accept_config_changes, frozen_outputs)
         except Exception as e:  # a stage failure ends the pipeline with a clear message
             traceback.print_exc()
             raise PipelineError(

@@ -32,7 +32,8 @@ from tiller.degeneration import degenerate_rewrites
 from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
-from tiller.models import apply_lora, load_frozen, load_reward_model, load_tokenizer
+from tiller.frozen_prefix import FrozenOutputs, FrozenPrefix, ReusablePrefix
+from tiller.models import apply_lora, base_identity, load_frozen, load_reward_model, load_tokenizer
 from tiller.pair_baselines import format_baselines, length_baselines, likelihood_baselines
 from tiller.preference_logprobs import answer_token_counts, concatenated_logps, encode_preferences
 from tiller.score_head import ScoreHead, packing_is_exact, score_groups, score_sequences, shared_prefix_is_exact
@@ -42,6 +43,7 @@ from tiller.training import (
     gradient_accumulation,
     map_over_ranks,
     prepare_for_training,
+    rank_batches,
     resume_latest,
     save_trained_model,
     seed_per_rank,
@@ -109,15 +111,28 @@ def score_pairs(scorer: torch.nn.Module, batch: list[EncodedPair], pad_id: int, 
 
 
 def score_side_by_side(scorer: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device,
-                       layout: str) -> torch.Tensor:
+                       layout: str, frozen: ReusablePrefix | None = None) -> torch.Tensor:
     """Scores [n, k] of n groups of k sequences that share a prompt (a pair's chosen and rejected
     answers, and for the degenerate check a rewrite of the chosen one) in one forward: every
-    sequence padded or packed into one row, or each group in its own row with the prompt once."""
+    sequence padded or packed into one row, or each group in its own row with the prompt once.
+    `frozen`: the frozen leading layers through a store of their outputs (`_reusable_prefix`)."""
     if layout == "shared_prompt":
-        return score_groups(scorer, groups, pad_id, device).float().view(len(groups), -1)
+        return score_groups(scorer, groups, pad_id, device, frozen).float().view(len(groups), -1)
     k = len(groups[0])
     side_major = [group[j] for j in range(k) for group in groups]  # all first sequences, then all second, ...
-    return score_sequences(scorer, side_major, pad_id, device, layout == "packed").float().view(k, len(groups)).T
+    return score_sequences(scorer, side_major, pad_id, device, layout == "packed", frozen).float().view(k, len(groups)).T
+
+
+def _reusable_prefix(rt: Runtime, scorer: ScoreHead, outputs: FrozenOutputs | None, name: str,
+                     cfg: Config) -> ReusablePrefix | None:
+    """The scorer's frozen leading layers (LoRA on the last layers) with their outputs kept in
+    `outputs` under the base's identity, so that another reward model on the same base (the
+    judge after the reward model, in one pipeline run) reuses them on the same pairs; None
+    without a store, under FSDP / ZeRO-3 (which own the layers) or without frozen layers."""
+    if outputs is None or rt.sharded:
+        return None
+    prefix = FrozenPrefix.of(scorer.model)
+    return None if prefix is None else ReusablePrefix(prefix, outputs, base_identity(name, cfg.model))
 
 
 def choose_layout(rcfg, scorer: torch.nn.Module, probe: list[EncodedPair], pad_id: int, device) -> str:
@@ -150,11 +165,13 @@ def describe_layout(rcfg, layout: str) -> str:
 
 @torch.no_grad()
 def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, batch_size: int = 8, num_samples: int = 4,
-                   layout: str = "padded", rewrites: list[list[int]] | None = None) -> dict:
+                   layout: str = "padded", rewrites: list[list[int]] | None = None,
+                   frozen: ReusablePrefix | None = None) -> dict:
     """Pairwise accuracy with a Wilson 95% interval, mean margin, by domain and by strength; with
     `rewrites` (token ids of a degenerate rewrite of each pair's chosen answer,
     `degenerate_rewrite_ids`) also the degenerate check, each rewrite scored in its pair's
-    forward (in its row, after the same prompt, under the shared_prompt layout).
+    forward (in its row, after the same prompt, under the shared_prompt layout). `frozen` as in
+    `score_side_by_side`.
 
     The pairs are shared out between the processes (every process returns the same report)."""
     if not pairs:
@@ -165,7 +182,8 @@ def evaluate_pairs(scorer, pairs: list[EncodedPair], pad_id: int, rt: Runtime, b
     groups = [[p.chosen, p.rejected] + ([rewrites[i]] if rewrites is not None else []) for i, p in enumerate(pairs)]
     # Pairs of similar length share a padded batch (the pairs keep their order in the report).
     scores = map_over_ranks(rt, len(pairs), batch_size,
-                            lambda ids: score_side_by_side(scorer, [groups[i] for i in ids], pad_id, rt.device, layout),
+                            lambda ids: score_side_by_side(scorer, [groups[i] for i in ids], pad_id, rt.device, layout,
+                                                           frozen),
                             lengths=[max(map(len, g)) for g in groups], width=len(groups[0]))
     scorer.train(was_training)
     c, r = scores[:, :2].float().cpu().T
@@ -247,11 +265,12 @@ def _build_model(cfg: Config, name: str, tokenizer, device: torch.device):
 
 
 def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: int | None = None,
-        accept_config_changes: bool = False) -> Path:
+        accept_config_changes: bool = False, frozen_outputs: FrozenOutputs | None = None) -> Path:
     """Train a reward model; `stage` is "reward" or "judge" (the held-out judge for evaluation).
 
     `stop_after` ends the loop after that many steps without finishing (tests use it to
-    simulate a killed run)."""
+    simulate a killed run). `frozen_outputs` keeps the frozen layers' outputs on the validation
+    pairs for the next stage on the same base, and reuses the previous one's (the pipeline's)."""
     rcfg = cfg.reward
     rt = setup_runtime(cfg.seed, cfg.model.mixed_precision)
     out = Path(cfg.run_dir) / stage
@@ -349,8 +368,14 @@ def run(cfg: Config, stage: str = "reward", resume: bool = False, stop_after: in
 
     elapsed = time.time() - started
     evaluation_started = time.time()
+    frozen = _reusable_prefix(rt, unwrapped, frozen_outputs, name, cfg)
+    reused_before = frozen_outputs.reused if frozen_outputs is not None else 0
     report = evaluate_pairs(unwrapped, val, pad_id, rt, t.micro_batch_per_device, rcfg.num_eval_samples, layout,
-                            degenerate_rewrite_ids(val, tokenizer, cfg))
+                            degenerate_rewrite_ids(val, tokenizer, cfg), frozen)
+    if frozen is not None and frozen_outputs.reused > reused_before:
+        rt.print(f"[{stage}] validation: the first {frozen.prefix.layers} layers' output (no adapter there) reused "
+                 f"from the previous reward model on the same base for {frozen_outputs.reused - reused_before} of "
+                 f"{len(rank_batches(len(val), t.micro_batch_per_device, rt.rank, rt.world_size))} batches")
     report.update({"train_pairs": len(train), "steps": total_steps, "train_seconds": elapsed, "subset": which,
                    "degenerate_negatives": len(added)})
     tracker.log({"eval/accuracy": report.get("accuracy", 0.0), "eval/mean_margin": report.get("mean_margin", 0.0)}, total_steps)
