@@ -145,6 +145,17 @@ def shared_prefix_columns(group: list[list[int]]) -> list[list[int]]:
     return columns
 
 
+def first_and_last_groups(sizes: list[int]) -> list[int]:
+    """Indices, among the items of consecutive groups of these sizes, of the first group's and
+    the last group's items: what a one-time check of a shortcut looks at (batches sorted by
+    length put the shortest and the longest there, so padding is checked too), or every item
+    when there are at most two groups."""
+    if len(sizes) <= 2:
+        return list(range(sum(sizes)))
+    last_start = sum(sizes[:-1])
+    return list(range(sizes[0])) + list(range(last_start, last_start + sizes[-1]))
+
+
 def prompt_group_batches(keys: list, lengths: list[int], max_items: int) -> list[list[list[int]]]:
     """Indices grouped by equal key (the answers to one prompt: one `shared_prefix_rows` row
     each), the groups of similar total length in batches of at most `max_items` indices (a

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tiller.batching import common_prefix_length, shared_prefix_columns, shared_prefix_rows
+from tiller.batching import common_prefix_length, first_and_last_groups, shared_prefix_columns, shared_prefix_rows
 
 
 def test_shared_prefix_rows_by_hand():
@@ -52,3 +52,11 @@ def test_shared_prefix_columns_by_hand():
     for row, group in enumerate(groups):
         for sequence, columns in zip(group, shared_prefix_columns(group)):
             assert ids[row, columns].tolist() == sequence
+
+
+def test_first_and_last_groups_by_hand():
+    assert first_and_last_groups([4, 4, 4, 4]) == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert first_and_last_groups([2, 3, 1]) == [0, 1, 5]  # groups of other sizes
+    assert first_and_last_groups([4, 4]) == list(range(8))  # two groups or fewer: every item
+    assert first_and_last_groups([3]) == [0, 1, 2]
+    assert first_and_last_groups([]) == []

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.batching import layout_tolerance
+from tiller.batching import first_and_last_groups, layout_tolerance
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
@@ -150,6 +150,11 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     shared_reward = (prefix is not None and shared_backend is not None
                      and hasattr(getattr(shared_backend, "scorer", None), "score_hidden"))
     reward_sharing_checked = False
+    # The one-time checks of those shortcuts run on two prompt groups of the first micro-batch
+    # (its shortest and longest prompts, so padding is checked too), not all of it; on all of it
+    # where the micro-batch does not hold whole groups.
+    mb = r.micro_batch_per_device
+    check_rows = first_and_last_groups([k] * (mb // k) if mb % k == 0 else [mb])
 
     seed_per_rank(rt, cfg.seed)  # models built: each process its own stream (sampling has per-prompt seeds)
     start_step = 0
@@ -189,7 +194,6 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         row_messages = [m for m in messages for _ in range(k)]
         row_records = [extras[i] for i in mine for _ in range(k)]
         row_prompts = [p for p in prompt_ids for _ in range(k)]
-        mb = r.micro_batch_per_device
         micro_slices = [slice(i * mb, (i + 1) * mb) for i in range(accum)]
         micro = []
         for s in micro_slices:
@@ -201,9 +205,6 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- 3. the frozen layers' output, once for the reference, the policy and (when its
         # token ids extend the policy's) a reward adapter on the same base; reference log-probs
         t0 = time.perf_counter()
-        # The one-time checks of the shortcuts below run on two prompt groups of the first
-        # micro-batch (its shortest and longest prompts, so padding is checked too), not all of it.
-        check_rows = _check_rows(mb, k)
         if not prefix_checked:
             ids, mask, _, plen = micro[0]
             prefix = _checked_prefix(rt, unwrapped, prefix, ids[check_rows], mask[check_rows], plen, temperature)
@@ -382,14 +383,6 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
                        gradient_checkpointing=use_gradient_checkpointing(cfg.model, device))
 
 
-def _check_rows(rows: int, k: int) -> list[int]:
-    """The rows of a micro-batch of `rows` rows (whole groups of k completions, prompts shortest
-    first) that the one-time checks look at: its first and last prompt group, or all of it."""
-    if rows < 3 * k:
-        return list(range(rows))
-    return list(range(k)) + list(range(rows - k, rows))
-
-
 @torch.no_grad()
 def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, prompt_len, temperature):
     """The shared-prefix path only where it gives the full forward's log-probs on real rows."""
@@ -414,7 +407,7 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
 
 def _checked_shared_reward(rt, shared: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the scores from the shared frozen layers equal the reward model's own full pass
-    (`own`, the same rows: the first step's `_check_rows`); printed either way."""
+    (`own`, the same rows: the first step's check rows); printed either way."""
     diff = float((shared - own).abs().max())
     # Every process decides alike (a metric and the passes it runs depend on it).
     if not rt.any_rank(diff > layout_tolerance(dtype) * max(1.0, float(own.abs().max()))):

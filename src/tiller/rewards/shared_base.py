@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from tiller.batching import mask_positions, pad_batch, prompt_group_batches, run_in_length_batches, shared_prefix_rows
+from tiller.batching import (first_and_last_groups, mask_positions, pad_batch, prompt_group_batches, run_in_length_batches,
+                             shared_prefix_rows)
 from tiller.frozen_prefix import FrozenPrefix
 from tiller.models import adapter_base, base_hf_model, load_causal_lm, resolve_model_name
 from tiller.score_head import last_token_index, score_sequences, scores_tolerance
@@ -297,7 +298,7 @@ class ScoresOnOneBase:
             self.checked = True
             # Checked on the sequences of the first and the last group of the batch (the shortest
             # and the longest: padding included), not all of it.
-            picked = _first_and_last_group(groups)
+            picked = first_and_last_groups([len(group) for group in groups])
             own = self._own_padded([flat[i] for i in picked])
             diff = float((scores[picked] - own).abs().max())
             shortcuts = ", ".join(
@@ -318,9 +319,3 @@ class ScoresOnOneBase:
         ids, mask = (t.to(first.device) for t in pad_batch(sequences, first.tokenizer.pad_token_id))
         return torch.stack([backend.scorer(ids, mask).float() for backend in self.backends], dim=1)
 
-
-def _first_and_last_group(groups: list[list[list[int]]]) -> list[int]:
-    """Indices, in the flattened `groups`, of the sequences of the first and the last group."""
-    last_start = sum(len(group) for group in groups[:-1])
-    first = list(range(len(groups[0])))
-    return first if len(groups) == 1 else first + list(range(last_start, last_start + len(groups[-1])))
