@@ -66,6 +66,8 @@ WORKLOADS = {
 # --quick: the same code paths on a few small steps, to check the bench runs end to end (and prints
 # every pair) without the minutes a real measurement takes; its figures are not for recording.
 QUICK = dict(prompts=8, max_new_tokens=16, warmup=1, measured=1, reps=1, tiller_micro_batch=8, trl_micro_batch=8)
+# tiller's rows lay each prompt group out in one row, the prompt once (rloo.shared_prompt), and
+# its overhead floor's forward+backward does the same; --padded-rows measures padded rows instead.
 COMMON = dict(beta=0.05, temperature=1.0, seed=0)
 
 
@@ -214,7 +216,7 @@ def reward_adapter(folder: Path, base: Path, lora: dict) -> Path:
     return save_model(model, tok, folder, merge_lora=False)
 
 
-def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str) -> dict:
+def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str, shared_prompt: bool = True) -> dict:
     w = WORKLOADS[name]
     return dict(
         workload=name, side=side, dtype=dtype, **files, **COMMON,
@@ -223,6 +225,7 @@ def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str
         micro_batch=w["trl_micro_batch"] if side == "trl" else w["tiller_micro_batch"],
         engine="vllm" if side == "tiller-vllm" else "transformers",
         max_prompt_tokens=w["max_prompt_tokens"], run_dir=str(work / name / f"run-{side}-{dtype}-{tag}"),
+        shared_prompt=shared_prompt,
     )
 
 
@@ -241,6 +244,9 @@ def run_worker(python: str, script: Path, spec: dict, work: Path) -> dict:
     if spec["side"] == "tiller-lora-rm" and "on the policy's own base" not in proc.stdout:
         sys.stderr.write(proc.stdout[-4000:])
         raise RuntimeError("the tiller-lora-rm row did not score on the policy's base (its stage's reward line above)")
+    if spec["side"].startswith("tiller") and spec["shared_prompt"] and "the prompt once (rloo.shared_prompt)" not in proc.stdout:
+        sys.stderr.write(proc.stdout[-4000:])
+        raise RuntimeError(f"the {spec['side']} row did not lay its prompt groups out with the prompt once (stage output above)")
     result = json.loads(out_file.read_text())
     result["process_wall_s"] = time.perf_counter() - started
     return result
@@ -287,7 +293,7 @@ def tiller_worker(spec: dict, out: Path) -> None:
                                        path=spec["reward_adapter_dir"] if spec["side"] == "tiller-lora-rm" else spec["reward_dir"]),
             prompts_per_step=spec["prompts"], completions_per_prompt=spec["k"], micro_batch_per_device=spec["micro_batch"],
             max_steps=steps, beta=spec["beta"], max_prompt_tokens=spec["max_prompt_tokens"],
-            save_every=0, sample_every=0, log_every=1,
+            save_every=0, sample_every=0, log_every=1, shared_prompt=spec["shared_prompt"],
         ),
     )
     # Fixed-length completions for the benchmark only: EOS suppressed (both sides do the same tokens).
@@ -345,7 +351,8 @@ def overhead_worker(spec: dict, out: Path) -> None:
 
     from tiller.config import LoraConfig, ModelConfig
     from tiller.chat import render_prompt
-    from tiller.logprobs import build_batch, completion_logprobs
+    from tiller.batching import floating_dtype
+    from tiller.logprobs import build_batch, completion_logprobs, prompt_once_rows
     from tiller.models import apply_lora, load_causal_lm, load_tokenizer
     from tiller.rollout import Sampling
     from tiller.rollout.transformers_engine import TransformersEngine
@@ -372,9 +379,11 @@ def overhead_worker(spec: dict, out: Path) -> None:
         row_prompts = [p for p in ids for _ in range(k)]
         policy.train()
         t0 = time.perf_counter()
-        for s in range(0, len(row_prompts), mb):  # each micro-batch padded to its own longest row, as tiller does
+        for s in range(0, len(row_prompts), mb):  # each micro-batch laid out as tiller's rows are
             input_ids, mask, cmask, plen = build_batch(row_prompts[s:s + mb], gen.completions[s:s + mb], 1, tok.pad_token_id)
-            logps, _ = completion_logprobs(policy, input_ids, mask, plen, spec["temperature"])
+            once = (prompt_once_rows(row_prompts[s:s + mb], gen.completions[s:s + mb], k, tok.pad_token_id,
+                                     floating_dtype(policy), "cpu") if spec["shared_prompt"] else None)
+            logps, _ = completion_logprobs(policy, input_ids, mask, plen, spec["temperature"], once=once)
             (logps * cmask).sum().backward()
         fb_t.append(time.perf_counter() - t0)
         policy.zero_grad(set_to_none=True)
@@ -418,6 +427,9 @@ def main() -> None:
                     help="add a tiller row with rollout.engine=vllm (SmolLM2 only; needs .venv-vllm from `make vllm-env`)")
     ap.add_argument("--no-lora-reward", action="store_true",
                     help="skip the row whose reward model is a LoRA adapter on the policy's base (LoRA workloads)")
+    ap.add_argument("--padded-rows", action="store_true",
+                    help="tiller's rows (and its overhead floor) in padded rows, each completion repeating its prompt, "
+                         "instead of each prompt group in one row with the prompt once (rloo.shared_prompt)")
     ap.add_argument("--quick", action="store_true",
                     help="a few small steps, one alternation (sizes in QUICK): checks the bench end to end")
     ap.add_argument("--out", help="where the JSON report goes (default runs/bench/rloo_step-<time>.json, git-ignored); "
@@ -448,9 +460,12 @@ def main() -> None:
     print(f"[bench] machine: {machine['cores']} cores, {machine['cpu_model']}")
     print(f"[bench] bfloat16 rows (both sides): {'run' if machine['fast_bf16'] else 'skipped'}: {machine['bf16_reason']}")
     print(f"[bench] versions: {json.dumps(vers)}", flush=True)
+    layout = ("padded rows, each completion repeating its prompt (--padded-rows)" if args.padded_rows else
+              "each prompt group in one row, the prompt once (rloo.shared_prompt: true)")
+    print(f"[bench] tiller's rows and its overhead floor: {layout}", flush=True)
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
-    report = {"load_average_start": os.getloadavg(), "machine": machine, "versions": vers, "workloads": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report = {"load_average_start": os.getloadavg(), "machine": machine, "tiller_layout": layout, "versions": vers, "workloads": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     lines: list[str] = []
     for name in args.workloads.split(","):
         w = dict(WORKLOADS[name])
@@ -477,7 +492,7 @@ def main() -> None:
             for side, dtype in configs:
                 script = BENCH / ("trl_worker.py" if side == "trl" else "rloo_step.py")
                 python = {"trl": str(TRL_PY), "tiller-vllm": str(VLLM_PY)}.get(side, sys.executable)
-                spec = spec_for(name, files, dtype, side, work, str(rep))
+                spec = spec_for(name, files, dtype, side, work, str(rep), shared_prompt=not args.padded_rows)
                 res = run_worker(python, script, spec, work)
                 results[f"{side}/{dtype}"].append(res)
                 print(f"[bench] {name} rep {rep} {side}/{dtype}: steps "
@@ -486,7 +501,7 @@ def main() -> None:
         summary = {key: summarize(v, completions) for key, v in results.items()}
         overhead = {}  # per precision: tiller's step against its floor in that precision
         for dtype in (dtypes if not args.no_overhead and "tiller" in sides else []):
-            spec = spec_for(name, files, dtype, "overhead", work, "0")
+            spec = spec_for(name, files, dtype, "overhead", work, "0", shared_prompt=not args.padded_rows)
             spec["measured"] = max(spec["measured"], 2 if name == "tiny" else 1)
             res = run_worker(sys.executable, BENCH / "rloo_step.py", spec, work)
             gen = statistics.median(s["generate"] for s in res["steps"])

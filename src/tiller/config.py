@@ -261,6 +261,13 @@ class RlooConfig:
     prompts_per_step: int = field(default=8, metadata=_range(1))
     completions_per_prompt: int = field(default=4, metadata=_range(2))
     micro_batch_per_device: int = field(default=8, metadata=_range(1))  # completions per forward
+    # A prompt's k completions in one row with the prompt's tokens once ([prompt | completion 1 |
+    # ... | completion k], a 4D attention mask keeping the completions apart) in the reference,
+    # reward-adapter and policy forwards, instead of k padded rows each repeating the prompt: on
+    # the benchmark's prompts (42 tokens) and 64-token completions, 298 tokens a group instead
+    # of 424. Needs whole groups per micro-batch; used where it gives the padded rows' log-probs
+    # (checked on the first micro-batch, printed). Off by default so recorded runs keep their numbers.
+    shared_prompt: bool = False
     total_episodes: Optional[int] = field(default=None, metadata=_range(1))  # completions in all
     max_steps: Optional[int] = field(default=None, metadata=_range(1))
     num_ppo_epochs: int = field(default=1, metadata=_range(1))

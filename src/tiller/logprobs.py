@@ -5,14 +5,22 @@ Rows are laid out as [left-padded prompt | right-padded completion] (`build_batc
 completion starts at the same column and one `logits_to_keep` slice covers exactly the
 completion tokens: the logits are computed for those positions only (`completion_logits`), and
 the log-softmax is never materialized over the vocabulary (`completion_logprobs`).
+
+With `rloo.shared_prompt` a micro-batch of whole prompt groups is instead laid out one row per
+group, the prompt once and each completion after it ([prompt | completion 1 | ... | completion k],
+a 4D mask keeping the completions apart: `PromptOnceRows`); the log-probs come back in the same
+[completions, completion tokens] shape, so the loss code does not know which layout ran.
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import torch
 
 from tiller import losses
-from tiller.batching import mask_positions, pad_batch
+from tiller.batching import mask_positions, pad_batch, shared_prefix_columns, shared_prefix_rows
 from tiller.frozen_prefix import FrozenPrefix
 
 
@@ -28,6 +36,65 @@ def build_batch(prompt_ids: list[list[int]], completions: list[list[int]], k: in
         if not c:
             c_mask[i] = 0
     return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), c_mask, p_ids.shape[1]
+
+
+@dataclass
+class PromptOnceRows:
+    """Completions of whole prompt groups, one row per group with the prompt once (built by
+    `prompt_once_rows`). Every row of `input_ids` / `position_ids` / `attention_mask` (additive,
+    [groups, 1, T, T]) is what `tiller.batching.shared_prefix_rows` makes of the group's sequences;
+    the logits are computed at the `keep` columns only, and each completion token's log-prob is read
+    at its predecessor's column (`pick_row`, `pick_keep`) and written to (`out_row`, `out_col`) of a
+    [completions, width] result, `width` the longest completion (at least 1), as `build_batch` pads."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    keep: torch.Tensor
+    pick_row: torch.Tensor
+    pick_keep: torch.Tensor
+    targets: torch.Tensor
+    out_row: torch.Tensor
+    out_col: torch.Tensor
+    completions: int
+    width: int
+    # Each sequence's row and last column (a reward model's score is read there).
+    rows: torch.Tensor
+    ends: torch.Tensor
+
+
+def prompt_once_rows(prompt_ids: list[list[int]], completions: list[list[int]], k: int, pad_id: int,
+                     dtype: torch.dtype, device, suffixes: list[list[int]] | None = None) -> PromptOnceRows:
+    """`PromptOnceRows` of consecutive groups of k rows sharing a prompt (`prompt_ids` per row,
+    as the RLOO recipe repeats them). `suffixes` (per row, may be empty) are written after each
+    completion in its own segment: a reward model's end-of-turn tokens, so that one forward of
+    the frozen layers serves the policy and a reward adapter; the completion's own log-probs do
+    not see them (causal)."""
+    if len(completions) % k:
+        raise ValueError(f"{len(completions)} completions are not whole groups of {k}")
+    suffixes = suffixes or [[] for _ in completions]
+    sequences = [p + c + x for p, c, x in zip(prompt_ids, completions, suffixes)]
+    groups = [sequences[g:g + k] for g in range(0, len(sequences), k)]
+    input_ids, position_ids, mask, rows, ends = shared_prefix_rows(groups, pad_id, dtype)
+    picks = []  # (group row, column, target, completion, token)
+    for g, group in enumerate(groups):
+        for j, columns in enumerate(shared_prefix_columns(group)):
+            n = g * k + j
+            start = len(prompt_ids[n])
+            for t, token in enumerate(completions[n]):
+                picks.append((g, columns[start + t - 1], token, n, t))
+    keep = sorted({column for _, column, _, _, _ in picks})
+    where = {column: i for i, column in enumerate(keep)}
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return PromptOnceRows(
+        input_ids=input_ids.to(device), position_ids=position_ids.to(device), attention_mask=mask.to(device),
+        keep=tensor(keep), pick_row=tensor([p[0] for p in picks]), pick_keep=tensor([where[p[1]] for p in picks]),
+        targets=tensor([p[2] for p in picks]), out_row=tensor([p[3] for p in picks]), out_col=tensor([p[4] for p in picks]),
+        completions=len(completions), width=max([1] + [len(c) for c in completions]),
+        rows=rows.to(device), ends=ends.to(device))
 
 
 def completion_logits(model, input_ids, attention_mask, prompt_len: int,
@@ -48,12 +115,39 @@ def completion_logits(model, input_ids, attention_mask, prompt_len: int,
 
 
 def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
-                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None):
+                        prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None,
+                        once: PromptOnceRows | None = None):
     """Per-token log-probs of the completion tokens (`completion_logits`); the log-softmax is
-    never materialized over the vocabulary."""
+    never materialized over the vocabulary. With `once`, the same from the prompt-once layout
+    (`hidden` then being the frozen layers' output for its rows)."""
+    if once is not None:
+        return _prompt_once_logprobs(model, once, temperature, with_entropy, prefix, hidden)
     logits = completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature  # the sampling distribution is the tempered one
     logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
     entropy = losses.token_entropy(logits.detach()) if with_entropy else None
+    return logps, entropy
+
+
+def _prompt_once_logprobs(model, once: PromptOnceRows, temperature: float, with_entropy: bool,
+                          prefix: FrozenPrefix | None, hidden: torch.Tensor | None):
+    inputs = dict(input_ids=once.input_ids) if hidden is None else dict(inputs_embeds=hidden)
+    with prefix.tail_only() if hidden is not None else contextlib.nullcontext():
+        logits = model(**inputs, attention_mask=once.attention_mask, position_ids=once.position_ids,
+                       logits_to_keep=once.keep, use_cache=False).logits
+    picked = logits[once.pick_row, once.pick_keep][None]  # [1, tokens, V]: a copy, so the logits can go
+    del logits
+    if temperature > 0 and temperature != 1.0:
+        picked = picked / temperature
+    # All of a micro-batch's tokens are one [tokens, V] block here (padded rows go row by row):
+    # chunks of a row's size keep the float temporaries of the vocabulary-wide ops as small.
+    chunk = 64
+    token_logps = losses.token_logprobs(picked, once.targets[None], chunk_size=chunk)[0]
+    shape = (once.completions, once.width)
+    logps = token_logps.new_zeros(shape).index_put((once.out_row, once.out_col), token_logps)
+    entropy = None
+    if with_entropy:
+        token_entropy = losses.token_entropy(picked.detach(), chunk_size=chunk)[0]
+        entropy = token_entropy.new_zeros(shape).index_put((once.out_row, once.out_col), token_entropy)
     return logps, entropy

@@ -185,6 +185,16 @@ def activation_bytes(d: ModelDims, seq_len: int, micro_batch: int, dtype_bytes: 
     return layers * full_layer
 
 
+def micro_batch_tokens(cfg) -> int:
+    """Tokens one rloo micro-batch holds at most: micro_batch rows of prompt + completion, or with
+    rloo.shared_prompt (whole groups per micro-batch) each group's prompt once."""
+    r = cfg.rloo
+    mb, k, prompt, completion = r.micro_batch_per_device, r.completions_per_prompt, r.max_prompt_tokens, r.rollout.max_new_tokens
+    if r.shared_prompt and mb % k == 0:
+        return (mb // k) * prompt + mb * completion
+    return mb * (prompt + completion)
+
+
 def logits_bytes(d: ModelDims, micro_batch: int, completion_len: int, dtype_bytes: int) -> int:
     """Logits of the kept positions (completion + 1, `logits_to_keep`) and their gradient."""
     return 2 * micro_batch * (completion_len + 1) * d.vocab_size * dtype_bytes
@@ -291,14 +301,15 @@ def estimate(cfg, strategy: str, gpus: int, gpu: str = "80 GB", policy: ModelDim
         parts[f"reward model ({r.reward.backend}: off-GPU)"] = 0
     parts["runtime overhead (assumed)"] = RUNTIME_OVERHEAD_BYTES
 
-    # Activations and logits of one micro-batch: [left-padded prompt | completion] rows.
+    # Activations and logits of one micro-batch: [left-padded prompt | completion] rows, or with
+    # rloo.shared_prompt one row per prompt group, [prompt | k completions].
     seq = r.max_prompt_tokens + ro.max_new_tokens
     mb = r.micro_batch_per_device
     ckpt = cfg.model.gradient_checkpointing in ("auto", "on")  # auto = on for GPUs
     layers_with_grad = r.lora.last_n_layers if r.lora.enabled else None
     train_peak = {
         f"activations ({'checkpointed' if ckpt else 'no checkpointing'})":
-            activation_bytes(policy, seq, mb, nb, ckpt, layers_with_grad),
+            activation_bytes(policy, micro_batch_tokens(cfg), 1, nb, ckpt, layers_with_grad),
         "logits + grad (completion positions)": logits_bytes(policy, mb, ro.max_new_tokens, nb),
     }
 
@@ -408,7 +419,8 @@ def run(cfg) -> str:
     out += [
         f"batch: micro-batch {r.micro_batch_per_device} completions x up to {seq} tokens "
         f"({r.max_prompt_tokens} prompt + {ro.max_new_tokens} completion); {r.prompts_per_step} prompts x "
-        f"{r.completions_per_prompt} completions per step",
+        f"{r.completions_per_prompt} completions per step; at most {micro_batch_tokens(cfg):,} tokens per micro-batch"
+        + (" (rloo.shared_prompt: each prompt group in one row, the prompt once)" if micro_batch_tokens(cfg) < r.micro_batch_per_device * seq else ""),
         "",
         "formulas and assumptions:",
         "  weights = params x dtype bytes (dtype auto = bf16 on GPU); sharded strategies (FSDP2, ZeRO-3) divide",
@@ -422,9 +434,9 @@ def run(cfg) -> str:
         "    and both moments in that dtype, no fp32 master: bf16 2+2+4 = 8 B/param (DDP: +2 B gradient bucket);",
         "    with model.mixed_precision bf16: FSDP2 (accelerate upcasts trainable weights to fp32) 4+4+8 = 16 B/param,",
         "    ZeRO-3 2 (weight) + 2 (grad) + 4 (fp32 master) + 8 (moments) = 16 B/param",
-        f"  activations per layer = seq x micro_batch x bytes x (4h + 2 q_dim + 2 kv_dim + 4 intermediate) "
+        f"  activations per layer = micro-batch tokens x bytes x (4h + 2 q_dim + 2 kv_dim + 4 intermediate) "
         f"= {activation_elements_per_token_layer(d) / d.hidden_size:.1f} x h per token;",
-        "    with gradient checkpointing: layers x seq x micro_batch x h x bytes + one layer's full set"
+        "    with gradient checkpointing: layers x micro-batch tokens x h x bytes + one layer's full set"
         f" (gradient_checkpointing: {cfg.model.gradient_checkpointing} -> {'on' if ckpt else 'off'})",
         "  logits: 2 x micro_batch x (completion + 1) x vocab x bytes (kept positions only, plus their gradient)",
         f"  KV cache = 2 x layers x kv_heads x head_dim x bytes = {kv_cache_bytes_per_token(d, nb) / 1024:.0f} KiB per "

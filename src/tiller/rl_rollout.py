@@ -120,16 +120,19 @@ def without_dropout(model: torch.nn.Module) -> str:
     return ", ".join(f"dropout {p:g} in {n} module(s)" for p, n in sorted(found.items()))
 
 
-def reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None):
+def reference_logprobs(policy, reference, input_ids, attention_mask, prompt_len, temperature, prefix=None, hidden=None,
+                       once=None):
     """Completion log-probs under the reference: the frozen copy, or (LoRA) the policy with its
-    adapter disabled, one copy of the weights in memory."""
+    adapter disabled, one copy of the weights in memory. `once`: the prompt-once layout of the
+    same rows (`tiller.logprobs.PromptOnceRows`)."""
     if reference is not None:
-        return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature)[0]
+        return completion_logprobs(reference, input_ids, attention_mask, prompt_len, temperature, once=once)[0]
     with policy.disable_adapter():
         was_training = policy.training
         policy.eval()
         try:
-            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
+            return completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden,
+                                       once)[0]
         finally:
             policy.train(was_training)
 

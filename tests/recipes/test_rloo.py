@@ -188,14 +188,18 @@ def test_shared_frozen_layers_give_the_same_run(tmp_path, tiny_qwen3, monkeypatc
 
 
 @pytest.mark.distributed
-def test_two_processes_match_one_with_shared_frozen_layers(tmp_path, tiny_llama):
+@pytest.mark.parametrize("shared_prompt", [False, True], ids=["padded rows", "prompt once"])
+def test_two_processes_match_one_with_shared_frozen_layers(tmp_path, tiny_llama, shared_prompt):
     """LoRA on the last layer: the tail runs through the DDP-wrapped model from the shared hidden
-    states, and 2 processes still give the 1-process update."""
+    states, and 2 processes still give the 1-process update; also with each prompt group in one
+    row, the prompt once (rloo.shared_prompt)."""
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1, "merge_on_save": True}
     optim = {"lr": 0.1, "scheduler": "constant", "adam_eps": 1.0, "max_grad_norm": 0.0}
     for processes in (1, 2):
-        out = _launch(tmp_path / str(processes), tiny_llama, processes, lora=lora, optim=optim)
+        out = _launch(tmp_path / str(processes), tiny_llama, processes, lora=lora, optim=optim,
+                      shared_prompt=shared_prompt)
         assert "the first 1 layers hold no adapter" in out, out[-2000:]
+        assert ("each prompt group in one row, the prompt once" in out) == shared_prompt, out[-2000:]
     a = load_file(str(tmp_path / "1" / "rloo" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "2" / "rloo" / "model" / "model.safetensors"))
     start = load_file(str(tiny_llama / "model.safetensors"))
@@ -319,25 +323,29 @@ def test_a_lora_reward_model_on_the_policys_base_gives_the_separate_models_run(t
     assert all(torch.equal(wa[n], wk[n]) for n in wa)
 
 
+@pytest.mark.parametrize("shared_prompt", [False, True], ids=["padded rows", "prompt once"])
 def test_a_reward_adapter_on_the_last_layers_shares_the_frozen_layers_and_gives_the_same_run(tmp_path, tiny_llama,
-                                                                                              capsys):
+                                                                                              capsys, shared_prompt):
     """Reward and policy adapters both on the last layer: the frozen layers below run once for
     reference, policy and reward (the reward rows extend the policy's), checked on the first
     step and printed; the run's figures and weights are those of the separate merged reward
-    model's run (the same tolerances as above)."""
+    model's run with padded rows (the same tolerances as above). With rloo.shared_prompt each
+    prompt group is one row, the prompt once and the reward's end-of-turn tokens after each
+    completion: the same run again."""
     reward_dir = reward_adapter_folder(tmp_path / "reward", tiny_llama, last_n_layers=1)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1}
 
     def config(folder: Path, share: bool) -> dict:
         write_prompts(folder)
         return rloo_config(folder, tiny_llama, lora=lora, optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.1,
-                           max_steps=4, micro_batch_per_device=8,
+                           max_steps=4, micro_batch_per_device=8, shared_prompt=share and shared_prompt,
                            reward={"backend": "classifier", "path": str(reward_dir), "share_base": share})
 
     rloo.run(config_from_dict(config(tmp_path / "shared", True)))
     out = capsys.readouterr().out
     assert "the reward adapter also runs only the layers above the shared frozen ones" in out, out[-3000:]
     assert "do not extend" not in out
+    assert ("each prompt group in one row, the prompt once" in out) == shared_prompt, out[-3000:]
     rloo.run(config_from_dict(config(tmp_path / "separate", False)))
     shared = read_metrics(tmp_path / "shared" / "rloo" / "metrics.jsonl")
     separate = read_metrics(tmp_path / "separate" / "rloo" / "metrics.jsonl")
@@ -377,3 +385,4 @@ def test_two_processes_match_one_with_the_reward_on_the_policys_base(tmp_path, t
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
     assert_same_metrics(tmp_path / "1" / "rloo" / "metrics.jsonl", tmp_path / "2" / "rloo" / "metrics.jsonl")
+

@@ -80,7 +80,7 @@ def stage_config(run_dir: Path, model: Path, stage: str, lora: dict) -> dict:
         cfg["rloo"] = {"lora": lora, "optim": {**OPTIM, "lr": 5.0}, "prompts_per_step": 4, "completions_per_prompt": 4,
                        "micro_batch_per_device": 4, "max_steps": 2, "beta": 0.05, "rollout": {"max_new_tokens": 12},
                        "reward": {"backend": "callable", "function": "tests.helpers.rloo_rewards:vowel_share"},
-                       "save_every": 0, "sample_every": 0}
+                       "save_every": 0, "sample_every": 0, "shared_prompt": lora["enabled"]}
         if not lora["enabled"]:  # the other update path: no-grad old log-probs, then 2 epochs
             cfg["rloo"].update(num_ppo_epochs=2, micro_batch_per_device=2)
     return cfg
@@ -149,7 +149,8 @@ def one_process(eos_heavy_llama, tmp_path_factory) -> Path:
 def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama, tmp_path):
     """reward, SFT, DPO and RLOO, LoRA and full: 2 processes x 2 accumulation steps under FSDP2 /
     ZeRO-3 give the weights and the losses of 1 process x 4 (with LoRA, the reward model and DPO
-    take each pair in one row, its prompt once: reward.shared_prompt, dpo.shared_prompt);
+    take each pair in one row, its prompt once, and RLOO each prompt group: reward.shared_prompt,
+    dpo.shared_prompt, rloo.shared_prompt);
     DeepSpeed's own optimizer step count equals tiller's; both ranks ran the same number of decoder
     forwards; the saved folders load: full models with transformers as they are, LoRA adapters
     (rank 0 rebuilt an unsharded copy and saved the adapter only) through tiller, on the base their
@@ -172,6 +173,7 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
     # the reward and DPO LoRA cases ran with each pair in one row (not a fallback to padding)
     shared_layout = "each pair in one row, the prompt its answers share computed once (checked exact)"
     assert out.count(shared_layout) == 2, out[-3000:]
+    assert out.count("each prompt group in one row, the prompt once (rloo.shared_prompt)") == 1, out[-3000:]
     if strategy == "zero3":  # DeepSpeed stepped exactly when tiller did
         lines = [line for line in out.splitlines() if "optimizer step(s) (deepspeed" in line]
         assert len(lines) == len(CASES)

@@ -162,3 +162,18 @@ def test_a_reward_adapter_on_the_policys_base_costs_its_adapter_only():
     assert separate.resident - single.resident == 2 * plan.parameter_count(QWEN3_8B, lm_head=False) - 4 * adapter
     text = "\n".join(plan._table([plan.estimate(cfg, s, 8, "80 GB", QWEN3_8B) for s in ("ddp", "zero3")]))
     assert "reward adapter (on the base)" in text and "reward model (classifier)" in text  # each strategy's rows
+
+
+def test_a_micro_batch_counts_each_groups_prompt_once_with_shared_prompt():
+    """rloo.shared_prompt: a micro-batch of whole groups holds each group's prompt once (by hand,
+    the flagship's 4 completions of one 1024-token prompt, 1024 tokens each: 1024 + 4 x 1024);
+    padded rows repeat it (4 x 2048), as does a micro-batch that splits a group."""
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    assert cfg.rloo.shared_prompt and plan.micro_batch_tokens(cfg) == 5120
+    with_ckpt = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B).train_peak["activations (checkpointed)"]
+    cfg.rloo.shared_prompt = False
+    assert plan.micro_batch_tokens(cfg) == 8192
+    padded = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B).train_peak["activations (checkpointed)"]
+    assert with_ckpt == plan.activation_bytes(QWEN3_8B, 5120, 1, 2, True) < padded
+    cfg.rloo.shared_prompt, cfg.rloo.micro_batch_per_device = True, 2
+    assert plan.micro_batch_tokens(cfg) == 2 * 2048

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.batching import first_and_last_groups, layout_tolerance
+from tiller.batching import first_and_last_groups, floating_dtype, layout_tolerance
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
 from tiller.frozen_prefix import FrozenPrefix, extend_rows, reward_suffix
-from tiller.logprobs import build_batch, completion_logprobs
+from tiller.logprobs import build_batch, completion_logprobs, prompt_once_rows
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
@@ -155,6 +155,13 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     # where the micro-batch does not hold whole groups.
     mb = r.micro_batch_per_device
     check_rows = first_and_last_groups([k] * (mb // k) if mb % k == 0 else [mb])
+    # rloo.shared_prompt: each micro-batch's prompt groups one row each, the prompt once.
+    prompt_once = r.shared_prompt and mb % k == 0
+    if r.shared_prompt and not prompt_once:
+        rt.print(f"[rloo] rloo.shared_prompt needs whole prompt groups per micro-batch (micro_batch_per_device {mb} "
+                 f"is not a multiple of k={k}): padded rows")
+    prompt_once_checked = not prompt_once
+    pad_id = tokenizer.pad_token_id
 
     seed_per_rank(rt, cfg.seed)  # models built: each process its own stream (sampling has per-prompt seeds)
     start_step = 0
@@ -210,28 +217,44 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             prefix = _checked_prefix(rt, unwrapped, prefix, ids[check_rows], mask[check_rows], plen, temperature)
             prefix_checked = True
             shared_reward = shared_reward and prefix is not None
+        if not prompt_once_checked:
+            prompt_once = _checked_prompt_once(rt, unwrapped, prefix, [row_prompts[i] for i in check_rows],
+                                               [gen.completions[i] for i in check_rows], k, pad_id, temperature)
+            prompt_once_checked = True
         extended, suffixes = None, []
         if shared_reward:  # per row: do the reward model's ids extend the policy's?
             suffixes = [reward_suffix(row_prompts[i] + gen.completions[i], shared_backend.encode(row_messages[i], texts[i]))
                         for i in range(len(texts))]
-            if any(x is not None for x in suffixes):
-                extended = [extend_rows(ids, mask, [x or [] for x in suffixes[s]], tokenizer.pad_token_id)
-                            for (ids, mask, _, _), s in zip(micro, micro_slices)]
-        if extended is not None:
+        reward_from_hidden = shared_reward and any(x is not None for x in suffixes)
+        onces = [None] * len(micro)
+        if prompt_once:  # a reward adapter's end-of-turn tokens go after each completion, in its segment
+            onces = [prompt_once_rows(row_prompts[s], gen.completions[s], k, pad_id, floating_dtype(unwrapped), rt.device,
+                                      [x or [] for x in suffixes[s]] if reward_from_hidden else None)
+                     for s in micro_slices]
+            hiddens = [prefix.hidden(o.input_ids, o.attention_mask, o.position_ids) if prefix else None for o in onces]
+            full_hiddens = hiddens
+        elif reward_from_hidden:
+            extended = [extend_rows(ids, mask, [x or [] for x in suffixes[s]], pad_id)
+                        for (ids, mask, _, _), s in zip(micro, micro_slices)]
             full_hiddens = [prefix.hidden(ids, mask) for ids, mask in extended]
             hiddens = [h[:, :ids.shape[1]] for h, (ids, _, _, _) in zip(full_hiddens, micro)]
         else:
             hiddens = [prefix.hidden(ids, mask) if prefix else None for ids, mask, _, _ in micro]
         with torch.no_grad():
-            ref_logps = [reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h)
-                         for (ids, mask, _, plen), h in zip(micro, hiddens)]
+            ref_logps = [reference_logprobs(unwrapped, reference, ids, mask, plen, temperature, prefix, h, o)
+                         for (ids, mask, _, plen), h, o in zip(micro, hiddens, onces)]
         timings["reference"] = time.perf_counter() - t0
 
         # ---- 4. reward
         t0 = time.perf_counter()
-        if extended is not None:
-            scores = torch.cat([shared_backend.scorer.score_hidden(h, mask, prefix).float()
-                                for h, (_, mask) in zip(full_hiddens, extended)]).to(rt.device)
+        if reward_from_hidden:
+            if prompt_once:
+                scores = torch.cat([shared_backend.scorer.score_hidden(h, o.attention_mask, prefix, o.position_ids,
+                                                                       o.ends, o.rows).float()
+                                    for h, o in zip(full_hiddens, onces)]).to(rt.device)
+            else:
+                scores = torch.cat([shared_backend.scorer.score_hidden(h, mask, prefix).float()
+                                    for h, (_, mask) in zip(full_hiddens, extended)]).to(rt.device)
             own_rows = [i for i, x in enumerate(suffixes) if x is None]  # re-tokenized differently
             if own_rows:
                 own, _ = score_completions(reward_backends, [row_messages[i] for i in own_rows],
@@ -268,7 +291,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         global_norm = rt.accelerator.reduce(local_norm.clone(), reduction="sum") if rt.world_size > 1 else local_norm
         m = StepMetrics()  # each metric combined over micro-batches and processes by what it is
         if shared_reward:  # share of rows scored from the shared frozen layers
-            shared_rows = sum(x is not None for x in suffixes) / len(texts) if extended is not None else 0.0
+            shared_rows = sum(x is not None for x in suffixes) / len(texts) if reward_from_hidden else 0.0
             m.mean("reward/shared_rows", torch.tensor(shared_rows, device=rt.device), len(texts))
         reward_beta = r.beta if r.kl_in == "reward" else 0.0  # the KL is counted once: reward or loss
         loss_options = dict(clip_eps_low=r.clip_eps_low, clip_eps_high=r.clip_eps_high,
@@ -280,7 +303,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         if fused:
             for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                 with updates.micro_batch(i):
-                    logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i])
+                    logps, entropy = completion_logprobs(model, ids, mask, plen, temperature, True, prefix, hiddens[i],
+                                                         onces[i])
                     kl = losses.sequence_kl(logps.detach(), ref_logps[i], cmask, r.kl_estimator)
                     rewards = losses.rloo_rewards(penalized[s], kl, has_eos[s], reward_beta, r.missing_eos_penalty)
                     advantages = losses.advantages_for(r.advantage, rewards, k)
@@ -297,8 +321,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             grad_norm = updates.step()
         else:
             with torch.no_grad():
-                old = [completion_logprobs(model, ids, mask, plen, temperature, True, prefix, h)
-                       for (ids, mask, _, plen), h in zip(micro, hiddens)]
+                old = [completion_logprobs(model, ids, mask, plen, temperature, True, prefix, h, o)
+                       for (ids, mask, _, plen), h, o in zip(micro, hiddens, onces)]
             # Whole-step tensors for the advantages: per-token values right-padded to one width.
             width = max(cmask.shape[1] for _, _, cmask, _ in micro)
 
@@ -326,7 +350,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             for ppo_epoch in range(r.num_ppo_epochs):
                 for i, (s, (ids, mask, cmask, plen)) in enumerate(zip(micro_slices, micro)):
                     with updates.micro_batch(i):
-                        logps, _ = completion_logprobs(model, ids, mask, plen, temperature, False, prefix, hiddens[i])
+                        logps, _ = completion_logprobs(model, ids, mask, plen, temperature, False, prefix, hiddens[i],
+                                                       onces[i])
                         loss, metrics = losses.policy_loss(logps, old_logps[s][:, :logps.shape[1]], advantages[s], cmask,
                                                            r.clip_eps, r.aggregation, normalizer=global_norm,
                                                            **loss_options, **kl_in_loss(ref_logps[i]))
@@ -403,6 +428,39 @@ def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask,
     rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {(full - shared).abs().max():.1e}): "
              "running full forwards")
     return None
+
+
+@torch.no_grad()
+def _checked_prompt_once(rt, policy, prefix: FrozenPrefix | None, prompt_ids, completions, k: int, pad_id: int,
+                         temperature: float) -> bool:
+    """Whether the prompt-once rows give the padded rows' log-probs (through the frozen prefix
+    where one is used) on these whole prompt groups; printed either way, decided alike on every
+    process (an attention implementation that ignores or refuses a 4D mask would not)."""
+    device = rt.device
+    ids, mask, cmask, plen = (x.to(device) if torch.is_tensor(x) else x
+                              for x in build_batch(prompt_ids, completions, 1, pad_id))
+    was_training = policy.training
+    policy.eval()
+    try:
+        padded = completion_logprobs(policy, ids, mask, plen, temperature)[0] * cmask
+        try:
+            once = prompt_once_rows(prompt_ids, completions, k, pad_id, floating_dtype(policy), device)
+            hidden = prefix.hidden(once.input_ids, once.attention_mask, once.position_ids) if prefix else None
+            diff = float((completion_logprobs(policy, None, None, None, temperature, False, prefix, hidden, once)[0]
+                          - padded).abs().max())
+        except (RuntimeError, ValueError) as error:  # e.g. an attention implementation refusing a 4D mask
+            rt.print(f"[rloo] the prompt-once layout failed here ({type(error).__name__}: {error})")
+            diff = float("inf")
+    finally:
+        policy.train(was_training)
+    tokens = int(cmask.sum()) + sum(len(p) for p in prompt_ids[::k])
+    if not rt.any_rank(diff > layout_tolerance(floating_dtype(policy)) * max(1.0, float(padded.abs().max()))):
+        rt.print(f"[rloo] each prompt group in one row, the prompt once (rloo.shared_prompt): {tokens} real tokens "
+                 f"where padded rows hold {ids.numel()} on the check rows (checked equal to padded rows on "
+                 f"{len(completions)} rows of the first micro-batch, max diff {diff:.1e})")
+        return True
+    rt.print(f"[rloo] the prompt-once rows give other log-probs than padded rows here (max diff {diff:.1e}): padded rows")
+    return False
 
 
 def _checked_shared_reward(rt, shared: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> bool:
