@@ -390,6 +390,7 @@ def run(cfg) -> str:
     nb = DTYPE_BYTES[dtype]
     n = parameter_count(policy)
     seq = r.max_prompt_tokens + ro.max_new_tokens
+    tokens = micro_batch_tokens(cfg)
     ckpt = cfg.model.gradient_checkpointing in ("auto", "on")
     d = policy
     out = [
@@ -419,8 +420,8 @@ def run(cfg) -> str:
     out += [
         f"batch: micro-batch {r.micro_batch_per_device} completions x up to {seq} tokens "
         f"({r.max_prompt_tokens} prompt + {ro.max_new_tokens} completion); {r.prompts_per_step} prompts x "
-        f"{r.completions_per_prompt} completions per step; at most {micro_batch_tokens(cfg):,} tokens per micro-batch"
-        + (" (rloo.shared_prompt: each prompt group in one row, the prompt once)" if micro_batch_tokens(cfg) < r.micro_batch_per_device * seq else ""),
+        f"{r.completions_per_prompt} completions per step; at most {tokens:,} tokens per micro-batch"
+        + (" (rloo.shared_prompt: each prompt group in one row, the prompt once)" if tokens < r.micro_batch_per_device * seq else ""),
         "",
         "formulas and assumptions:",
         "  weights = params x dtype bytes (dtype auto = bf16 on GPU); sharded strategies (FSDP2, ZeRO-3) divide",

@@ -385,4 +385,3 @@ def test_two_processes_match_one_with_the_reward_on_the_policys_base(tmp_path, t
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
     assert_same_metrics(tmp_path / "1" / "rloo" / "metrics.jsonl", tmp_path / "2" / "rloo" / "metrics.jsonl")
-
