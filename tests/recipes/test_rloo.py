@@ -128,6 +128,26 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_llama, monkeypatch, caps
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+def test_the_update_runs_the_largest_micro_batch_first(tmp_path, tiny_llama, monkeypatch):
+    """Less peak memory on CPU (the later micro-batches' activations fit where the first one's
+    were): the update's forwards go from the largest micro-batch to the smallest, every one once."""
+    seen = []  # per update forward: (step, tokens in its rows)
+    forward = rloo.completion_logprobs
+
+    def recording(model, ids, *args, **kwargs):
+        if torch.is_grad_enabled():
+            seen.append(ids.numel())
+        return forward(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(rloo, "completion_logprobs", recording)
+    write_prompts(tmp_path)
+    rloo.run(config_from_dict(rloo_config(tmp_path, tiny_llama, max_steps=2, micro_batch_per_device=4)))
+    assert len(seen) == 2 * 4  # 4 prompt groups a step, one per micro-batch
+    for step in (seen[:4], seen[4:]):
+        assert step == sorted(step, reverse=True), seen
+    assert len(set(seen)) > 1, seen  # micro-batches of different sizes: the order was decided, not given
+
+
 def _launch(run_dir: Path, model: Path, processes: int, **overrides) -> str:
     write_prompts(run_dir)
     # adam_eps=1 makes an update about lr x gradient: with the default eps Adam's first step is
