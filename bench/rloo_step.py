@@ -236,9 +236,14 @@ def run_worker(python: str, script: Path, spec: dict, work: Path) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                PYTHONWARNINGS="ignore", TILLER_PROGRESS="0")
     started = time.perf_counter()
-    proc = subprocess.run([python, str(script), "--worker", spec["side"], "--spec", str(spec_file), "--out", str(out_file)],
-                          env=env, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0 or not out_file.is_file():
+    try:
+        proc = subprocess.run([python, str(script), "--worker", spec["side"], "--spec", str(spec_file), "--out",
+                               str(out_file)], env=env, capture_output=True, text=True, cwd=ROOT)
+        result = json.loads(out_file.read_text()) if out_file.is_file() else None
+    finally:  # the worker's input and report are read: nothing of them stays under bench/.work
+        spec_file.unlink(missing_ok=True)
+        out_file.unlink(missing_ok=True)
+    if proc.returncode != 0 or result is None:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise RuntimeError(f"{spec['side']} worker failed ({spec['workload']}, {spec['dtype']})")
     if spec["side"] == "tiller-lora-rm" and "on the policy's own base" not in proc.stdout:
@@ -247,7 +252,6 @@ def run_worker(python: str, script: Path, spec: dict, work: Path) -> dict:
     if spec["side"].startswith("tiller") and spec["shared_prompt"] and "the prompt once (rloo.shared_prompt)" not in proc.stdout:
         sys.stderr.write(proc.stdout[-4000:])
         raise RuntimeError(f"the {spec['side']} row did not lay its prompt groups out with the prompt once (stage output above)")
-    result = json.loads(out_file.read_text())
     result["process_wall_s"] = time.perf_counter() - started
     return result
 

@@ -8,7 +8,7 @@ running work in batches of similar length with the results put back in the calle
 (`run_in_length_batches`), which generation, evaluation KL, classifier scoring and reward-pair
 validation all use; a training epoch's shuffled items regrouped into steps of similar length
 (`length_grouped_order`); and whether a layout that skips work gives the padded forward's outputs
-on a model (`shortcut_matches`, within `layout_tolerance` of its `floating_dtype`).
+on a model (`compare_layouts`; `shortcut_matches` within `layout_tolerance` of its `floating_dtype`).
 """
 
 from __future__ import annotations
@@ -41,21 +41,29 @@ def floating_dtype(model) -> torch.dtype:
 
 
 @torch.no_grad()
-def shortcut_matches(model, padded: Callable[[], torch.Tensor], shortcut: Callable[[], torch.Tensor], tol: float) -> bool:
-    """Whether `shortcut()` (a layout that skips work: packed rows, a shared prefix once) gives what
-    `padded()` gives, within `tol` relative and absolute, with `model` in eval mode; False where
-    the shortcut raises (an attention implementation that refuses its layout)."""
+def compare_layouts(model, padded: Callable[[], torch.Tensor],
+                    shortcut: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, str | None]:
+    """`padded()` and `shortcut()` (a layout that skips work: packed rows, a shared prefix once,
+    shared frozen layers) computed on the same rows with `model` in eval mode, as float32:
+    (padded, shortcut, None), or (padded, None, "Error: message") where the shortcut raised (an
+    attention implementation that refuses its layout). Each caller judges the difference."""
     was_training = model.training
     model.eval()
     try:
         reference = padded().float()
         try:
-            result = shortcut().float()
-        except (RuntimeError, ValueError):
-            return False
+            return reference, shortcut().float(), None
+        except (RuntimeError, ValueError) as error:
+            return reference, None, f"{type(error).__name__}: {error}"
     finally:
         model.train(was_training)
-    return bool(torch.allclose(result, reference, atol=tol, rtol=tol))
+
+
+def shortcut_matches(model, padded: Callable[[], torch.Tensor], shortcut: Callable[[], torch.Tensor], tol: float) -> bool:
+    """Whether `shortcut()` gives what `padded()` gives (`compare_layouts`), within `tol` relative
+    and absolute; False where the shortcut raises."""
+    reference, result, _ = compare_layouts(model, padded, shortcut)
+    return result is not None and bool(torch.allclose(result, reference, atol=tol, rtol=tol))
 
 
 def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:

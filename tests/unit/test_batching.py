@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from tiller.batching import common_prefix_length, first_and_last_groups, shared_prefix_columns, shared_prefix_rows
+import pytest
+
+from tiller.batching import (
+    common_prefix_length,
+    compare_layouts,
+    first_and_last_groups,
+    shared_prefix_columns,
+    shared_prefix_rows,
+    shortcut_matches,
+)
 
 
 def test_shared_prefix_rows_by_hand():
@@ -60,3 +69,32 @@ def test_first_and_last_groups_by_hand():
     assert first_and_last_groups([4, 4]) == list(range(8))  # two groups or fewer: every item
     assert first_and_last_groups([3]) == [0, 1, 2]
     assert first_and_last_groups([]) == []
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_compare_layouts_runs_both_in_eval_mode_and_reports_a_refusing_shortcut(training):
+    model = torch.nn.Dropout(0.5).train(training)
+    modes = []
+
+    def padded():
+        modes.append(model.training)
+        return torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+
+    def shortcut():
+        modes.append(model.training)
+        return torch.tensor([1.0, 2.5], dtype=torch.float64)
+
+    reference, result, error = compare_layouts(model, padded, shortcut)
+    assert modes == [False, False] and model.training == training  # eval for both, the mode restored
+    assert reference.dtype == result.dtype == torch.float32 and error is None
+    assert result.tolist() == [1.0, 2.5]
+
+    def refusing():
+        raise RuntimeError("no 4D masks here")
+
+    reference, result, error = compare_layouts(model, padded, refusing)
+    assert result is None and error == "RuntimeError: no 4D masks here" and model.training == training
+    assert reference.tolist() == [1.0, 2.0]
+    # |2.5 - 2| = 0.5 against tol + tol * 2: within 0.2, not within 0.1; a refusing shortcut never matches
+    assert shortcut_matches(model, padded, shortcut, 0.2) and not shortcut_matches(model, padded, shortcut, 0.1)
+    assert not shortcut_matches(model, padded, refusing, 1.0)

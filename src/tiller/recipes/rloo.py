@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from tiller import losses
-from tiller.batching import first_and_last_groups, floating_dtype, layout_tolerance
+from tiller.batching import compare_layouts, first_and_last_groups, floating_dtype, layout_tolerance
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
@@ -417,23 +417,21 @@ def _build_policy(cfg: Config, name: str, device: torch.device):
 
 @torch.no_grad()
 def _checked_prefix(rt, policy, prefix: FrozenPrefix, input_ids, attention_mask, prompt_len, temperature):
-    """The shared-prefix path only where it gives the full forward's log-probs on real rows."""
-    was_training = policy.training
-    policy.eval()
-    try:
-        full = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0]
-        hidden = prefix.hidden(input_ids, attention_mask)
-        shared = completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix, hidden)[0]
-    finally:
-        policy.train(was_training)
-    tol = layout_tolerance(full.dtype)
-    if torch.allclose(full, shared, atol=tol, rtol=tol):
+    """The shared-prefix path only where it gives the full forward's log-probs on real rows,
+    decided alike on every process."""
+    full, shared, error = compare_layouts(
+        policy, lambda: completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature)[0],
+        lambda: completion_logprobs(policy, input_ids, attention_mask, prompt_len, temperature, False, prefix,
+                                    prefix.hidden(input_ids, attention_mask))[0])
+    diff = float("inf") if shared is None else float((full - shared).abs().max())
+    tol = layout_tolerance(floating_dtype(policy))
+    if not rt.any_rank(shared is None or not torch.allclose(full, shared, atol=tol, rtol=tol)):
         rt.print(f"[rloo] the first {prefix.layers} layers hold no adapter: computed once per micro-batch for the "
                  f"reference and the policy (checked equal to the full forward on {input_ids.shape[0]} rows of the first "
-                 f"micro-batch, max diff {(full - shared).abs().max():.1e})")
+                 f"micro-batch, max diff {diff:.1e})")
         return prefix
-    rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {(full - shared).abs().max():.1e}): "
-             "running full forwards")
+    rt.print(f"[rloo] shared frozen layers give different log-probs here (max diff {diff:.1e}"
+             f"{'; ' + error if error else ''}): running full forwards")
     return None
 
 
@@ -446,27 +444,23 @@ def _checked_prompt_once(rt, policy, prefix: FrozenPrefix | None, prompt_ids, co
     device = rt.device
     ids, mask, cmask, plen = (x.to(device) if torch.is_tensor(x) else x
                               for x in build_batch(prompt_ids, completions, 1, pad_id))
-    was_training = policy.training
-    policy.eval()
-    try:
-        padded = completion_logprobs(policy, ids, mask, plen, temperature)[0] * cmask
-        try:
-            once = prompt_once_rows(prompt_ids, completions, k, pad_id, floating_dtype(policy), device)
-            hidden = prefix.hidden(once.input_ids, once.attention_mask, once.position_ids) if prefix else None
-            diff = float((completion_logprobs(policy, None, None, None, temperature, False, prefix, hidden, once)[0]
-                          - padded).abs().max())
-        except (RuntimeError, ValueError) as error:  # e.g. an attention implementation refusing a 4D mask
-            rt.print(f"[rloo] the prompt-once layout failed here ({type(error).__name__}: {error})")
-            diff = float("inf")
-    finally:
-        policy.train(was_training)
+
+    def once_logps():
+        once = prompt_once_rows(prompt_ids, completions, k, pad_id, floating_dtype(policy), device)
+        hidden = prefix.hidden(once.input_ids, once.attention_mask, once.position_ids) if prefix else None
+        return completion_logprobs(policy, None, None, None, temperature, False, prefix, hidden, once)[0]
+
+    padded, once, error = compare_layouts(
+        policy, lambda: completion_logprobs(policy, ids, mask, plen, temperature)[0] * cmask, once_logps)
+    diff = float("inf") if once is None else float((once - padded).abs().max())
     tokens = int(cmask.sum()) + sum(len(p) for p in prompt_ids[::k])
     if not rt.any_rank(diff > layout_tolerance(floating_dtype(policy)) * max(1.0, float(padded.abs().max()))):
         rt.print(f"[rloo] each prompt group in one row, the prompt once (rloo.shared_prompt): {tokens} real tokens "
                  f"where padded rows hold {ids.numel()} on the check rows (checked equal to padded rows on "
                  f"{len(completions)} rows of the first micro-batch, max diff {diff:.1e})")
         return True
-    rt.print(f"[rloo] the prompt-once rows give other log-probs than padded rows here (max diff {diff:.1e}): padded rows")
+    rt.print(f"[rloo] the prompt-once rows give other log-probs than padded rows here (max diff {diff:.1e}"
+             f"{'; ' + error if error else ''}): padded rows")
     return False
 
 
