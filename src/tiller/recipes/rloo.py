@@ -183,8 +183,9 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         timings: dict[str, float] = {}
         # ---- 1. prompts: this process's whole prompts of the step
         mine = step_indices(len(prompts), r.prompts_per_step, step, cfg.seed, rt.rank, rt.world_size)
-        # Shortest prompts first, so that each micro-batch holds prompts of similar length and pads
-        # little; a prompt's completions depend on its own seed only, so the order changes no sample.
+        # Sorted by prompt length, so that each micro-batch holds prompts of similar length and pads
+        # little (the update then runs the largest micro-batch first, below); a prompt's
+        # completions depend on its own seed only, so the order changes no sample.
         mine = sorted(mine, key=lambda i: len(prompts[i][1]))
         messages = [prompts[i][0] for i in mine]
         prompt_ids = [prompts[i][1] for i in mine]
