@@ -303,7 +303,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
         # The updates run the largest micro-batch first: each later one's activations then fit in
         # the memory the one before freed, where growing ones leave it behind as fragments
-        # (measured on the RLOO bench's SmolLM2 step: 240 MB less peak resident memory on CPU).
+        # (measured on CPU: the RLOO bench's SmolLM2 step peaked 130-240 MB lower, bench/README.md).
         # The gradient is the same sum in another order; a step of one micro-batch is unchanged.
         largest_first = sorted(range(len(micro)), key=lambda i: micro[i][0].numel(), reverse=True)
         if fused:
