@@ -131,7 +131,7 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_llama, monkeypatch, caps
 def test_the_update_runs_the_largest_micro_batch_first(tmp_path, tiny_llama, monkeypatch):
     """Less peak memory on CPU (the later micro-batches' activations fit where the first one's
     were): the update's forwards go from the largest micro-batch to the smallest, every one once."""
-    seen = []  # per update forward: (step, tokens in its rows)
+    seen = []  # per update forward (the ones with gradients), in order: tokens in its rows
     forward = rloo.completion_logprobs
 
     def recording(model, ids, *args, **kwargs):

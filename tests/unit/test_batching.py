@@ -3,9 +3,8 @@ token's column in it: `shared_prefix_columns`), by hand."""
 
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 
 from tiller.batching import (
     common_prefix_length,
