@@ -10,6 +10,13 @@ With `rloo.shared_prompt` a micro-batch of whole prompt groups is instead laid o
 group, the prompt once and each completion after it ([prompt | completion 1 | ... | completion k],
 a 4D mask keeping the completions apart: `PromptOnceRows`); the log-probs come back in the same
 [completions, completion tokens] shape, so the loss code does not know which layout ran.
+
+Where the architecture's logits are its output layer applied to the last hidden states and
+nothing more (`OUTPUT_LAYER_LOGPROBS_ARCHITECTURES`), the output layer itself computes the log-probs for the duration of
+the forward (`losses.linear_token_logprobs`, a chunk of tokens at a time): the [tokens, vocabulary]
+logits and their gradient are never whole, the largest tensors of a step otherwise (Qwen3's
+vocabulary: 0.6 MB a token each in float32). The swap happens inside the layer's own call, so
+the hooks FSDP2 and DeepSpeed ZeRO-3 put on it still gather its weight around it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 
 from tiller import losses
 from tiller.batching import mask_positions, pad_batch, shared_prefix_columns, shared_prefix_rows
@@ -97,35 +105,104 @@ def prompt_once_rows(prompt_ids: list[list[int]], completions: list[list[int]], 
         rows=rows.to(device), ends=ends.to(device))
 
 
+# Architectures whose forward returns `lm_head(last hidden states)` as the logits, unchanged (read
+# in transformers 5.24's modeling code); others (Gemma 2's soft-capping, Cohere's logit scale,
+# Granite's divisor, ...) keep the plain path.
+OUTPUT_LAYER_LOGPROBS_ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe"})
+
+
+def _plain_output_layer(model) -> torch.nn.Linear | None:
+    """The model's output layer when the fused log-probs reproduce its logits: a bias-free
+    `nn.Linear` (not an adapter-wrapped one) of an architecture in `OUTPUT_LAYER_LOGPROBS_ARCHITECTURES`; else None."""
+    inner = extract_model_from_parallel(model)
+    config = getattr(inner, "config", None)
+    if getattr(config, "model_type", None) not in OUTPUT_LAYER_LOGPROBS_ARCHITECTURES or not hasattr(inner, "get_output_embeddings"):
+        return None
+    head = inner.get_output_embeddings()
+    return head if isinstance(head, torch.nn.Linear) and head.bias is None else None
+
+
+def describe_logprob_path(model) -> str:
+    """One line for a stage's start: how this model's completion log-probs are computed."""
+    head = _plain_output_layer(model)
+    if head is None:
+        model_type = getattr(getattr(extract_model_from_parallel(model), "config", None), "model_type", None)
+        return (f"log-probs from the model's logits ([tokens, vocabulary] per micro-batch): the output layer of "
+                f"{model_type!r} is not a plain linear layer whose output is the logits")
+    vocab = head.out_features  # not weight.shape: DeepSpeed ZeRO-3 leaves an empty tensor outside the forward
+    return (f"log-probs computed by the output layer {losses.linear_token_rows(vocab)} tokens at a time (the "
+            f"[tokens, {vocab:,}] logits are never whole)")
+
+
+@contextlib.contextmanager
+def _head_as_logprobs(head: torch.nn.Linear, select, labels: torch.Tensor, temperature: float, with_entropy: bool):
+    """While open, `head` returns the log-probs of `labels` at the hidden states `select` picks
+    from its input ([tokens, H]) instead of logits; the entropies land in the yielded dict."""
+    found = {}
+
+    def forward(hidden):
+        logps, found["entropy"] = losses.linear_token_logprobs(select(hidden), head.weight, labels, temperature,
+                                                               with_entropy)
+        return logps
+
+    head.forward = forward  # an instance attribute: the module's call and its hooks stay
+    try:
+        yield found
+    finally:
+        del head.forward
+
+
+def _tempered(temperature: float) -> float:
+    return temperature if temperature > 0 else 1.0  # 0 is greedy decoding: the untempered distribution
+
+
+def _completion_forward(model, input_ids, attention_mask, prompt_len: int, prefix: FrozenPrefix | None,
+                        hidden: torch.Tensor | None):
+    """The model's output at every completion position and the one after (`logits_to_keep`)."""
+    completion_len = input_ids.shape[1] - prompt_len
+    positions = mask_positions(attention_mask)
+    if hidden is not None:
+        with prefix.tail_only():
+            return model(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
+                         logits_to_keep=completion_len + 1, use_cache=False).logits
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                 logits_to_keep=completion_len + 1, use_cache=False).logits
+
+
 def completion_logits(model, input_ids, attention_mask, prompt_len: int,
                       prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
     """Logits predicting each completion token (positions prompt_len - 1 .. end - 1), computed
     for those positions only. With `hidden` (the output of `prefix`'s frozen layers for these
     rows) only the layers after it run."""
-    completion_len = input_ids.shape[1] - prompt_len
-    positions = mask_positions(attention_mask)
-    if hidden is not None:
-        with prefix.tail_only():
-            out = model(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
-                        logits_to_keep=completion_len + 1, use_cache=False)
-    else:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                    logits_to_keep=completion_len + 1, use_cache=False)
-    return out.logits[:, :-1]
+    return _completion_forward(model, input_ids, attention_mask, prompt_len, prefix, hidden)[:, :-1]
 
 
 def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, temperature: float, with_entropy: bool = False,
                         prefix: FrozenPrefix | None = None, hidden: torch.Tensor | None = None,
                         once: PromptOnceRows | None = None):
-    """Per-token log-probs of the completion tokens (`completion_logits`); the log-softmax is
-    never materialized over the vocabulary. With `once`, the same from the prompt-once layout
-    (`hidden` then being the frozen layers' output for its rows)."""
+    """Per-token log-probs of the completion tokens [rows, completion tokens] and, with
+    `with_entropy`, the entropies of the same distributions (no gradient); the log-softmax is
+    never materialized over the vocabulary, nor, where the output layer allows it, the logits
+    (module docstring). With `once`, the same from the prompt-once layout (`hidden` then being
+    the frozen layers' output for its rows)."""
     if once is not None:
         return _prompt_once_logprobs(model, once, temperature, with_entropy, prefix, hidden)
+    labels = input_ids[:, prompt_len:]
+    head = _plain_output_layer(model)
+    if head is not None:
+        rows, width = labels.shape
+
+        def select(states):  # [rows, width + 1, H]: the last position predicts past the row
+            return states[:, :-1].reshape(rows * width, states.shape[-1])
+
+        with _head_as_logprobs(head, select, labels.reshape(-1), _tempered(temperature), with_entropy) as found:
+            logps = _completion_forward(model, input_ids, attention_mask, prompt_len, prefix, hidden)
+        entropy = found["entropy"].view(rows, width) if with_entropy else None
+        return logps.view(rows, width), entropy
     logits = completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature  # the sampling distribution is the tempered one
-    logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
+    logps = losses.token_logprobs(logits, labels)
     entropy = losses.token_entropy(logits.detach()) if with_entropy else None
     return logps, entropy
 
@@ -133,21 +210,30 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
 def _prompt_once_logprobs(model, once: PromptOnceRows, temperature: float, with_entropy: bool,
                           prefix: FrozenPrefix | None, hidden: torch.Tensor | None):
     inputs = dict(input_ids=once.input_ids) if hidden is None else dict(inputs_embeds=hidden)
-    with prefix.tail_only() if hidden is not None else contextlib.nullcontext():
-        logits = model(**inputs, attention_mask=once.attention_mask, position_ids=once.position_ids,
-                       logits_to_keep=once.keep, use_cache=False).logits
-    picked = logits[once.pick_row, once.pick_keep][None]  # [1, tokens, V]: a copy, so the logits can go
-    del logits
-    if temperature > 0 and temperature != 1.0:
-        picked = picked / temperature
-    # All of a micro-batch's tokens are one [tokens, V] block here (padded rows go row by row):
-    # chunks of a row's size keep the float temporaries of the vocabulary-wide ops as small.
-    chunk = 64
-    token_logps = losses.token_logprobs(picked, once.targets[None], chunk_size=chunk)[0]
+    head = _plain_output_layer(model)
+    with contextlib.ExitStack() as stack:
+        if hidden is not None:
+            stack.enter_context(prefix.tail_only())
+        if head is not None:
+            found = stack.enter_context(_head_as_logprobs(head, lambda states: states[once.pick_row, once.pick_keep],
+                                                          once.targets, _tempered(temperature), with_entropy))
+        out = model(**inputs, attention_mask=once.attention_mask, position_ids=once.position_ids,
+                    logits_to_keep=once.keep, use_cache=False).logits
+    if head is not None:
+        token_logps, token_entropy = out, found["entropy"]
+    else:
+        picked = out[once.pick_row, once.pick_keep][None]  # [1, tokens, V]: a copy, so the logits can go
+        del out
+        if temperature > 0 and temperature != 1.0:
+            picked = picked / temperature
+        # All of a micro-batch's tokens are one [tokens, V] block here (padded rows go row by row):
+        # chunks of a row's size keep the float temporaries of the vocabulary-wide ops as small.
+        chunk = 64
+        token_logps = losses.token_logprobs(picked, once.targets[None], chunk_size=chunk)[0]
+        token_entropy = losses.token_entropy(picked.detach(), chunk_size=chunk)[0] if with_entropy else None
     shape = (once.completions, once.width)
     logps = token_logps.new_zeros(shape).index_put((once.out_row, once.out_col), token_logps)
     entropy = None
     if with_entropy:
-        token_entropy = losses.token_entropy(picked.detach(), chunk_size=chunk)[0]
         entropy = token_entropy.new_zeros(shape).index_put((once.out_row, once.out_col), token_entropy)
     return logps, entropy

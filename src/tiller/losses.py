@@ -166,6 +166,99 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     return torch.cat(pieces).view(B, T)  # both block layouts are row-major
 
 
+def linear_token_logprobs(hidden: Tensor, weight: Tensor, labels: Tensor, temperature: float = 1.0,
+                          with_entropy: bool = False, chunk_size: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """Per-token log p(labels[n]) under softmax(hidden[n] @ weight.T / temperature), for hidden
+    [N, H], weight [V, H] (a language model's output layer, no bias) and labels [N] token ids
+    -> (log-probs [N], entropies [N] or None), both in float32 (float64 for float64 inputs).
+
+    The logits exist only a chunk of tokens at a time (by default as many as 32 MiB of float32
+    logits hold, `linear_token_rows`), in the forward and again in the backward: neither the
+    [N, V] logits nor their gradient is ever whole, where an output layer followed by
+    ``token_logprobs`` keeps the logits for backward and builds [N, V] gradients (for Qwen3's
+    151,936-token vocabulary, 0.6 MB a token each in float32). Each chunk's operations are
+    those of that path, row by row, so on a CPU the results and gradients are the same bits.
+    Differentiable in ``hidden`` and ``weight``; the entropies carry no gradient (metrics).
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1] or labels.shape != hidden.shape[:1]:
+        raise ValueError(f"expected hidden [N, H], weight [V, H] and labels [N], got {tuple(hidden.shape)}, "
+                         f"{tuple(weight.shape)} and {tuple(labels.shape)}")
+    rows = chunk_size or linear_token_rows(weight.shape[0])
+    logps, entropy = _ChunkedLinearLogprobs.apply(hidden, weight, labels.long(), temperature, rows, with_entropy)
+    return logps, entropy if with_entropy else None
+
+
+def linear_token_rows(vocab_size: int) -> int:
+    """`linear_token_logprobs`'s default chunk: as many tokens as 32 MiB of float32 logits hold."""
+    return max(2, (32 << 20) // (4 * vocab_size))
+
+
+def _even_chunks(n: int, rows: int) -> list[slice]:
+    # Chunks of equal size (within one) rather than a remainder: a matrix product over one row
+    # takes another kernel (matrix-vector) whose sums round differently from the whole product's.
+    count = -(-n // rows) if n else 0
+    bounds = [n * i // count for i in range(count + 1)] if count else [0]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+class _ChunkedLinearLogprobs(torch.autograd.Function):
+    """log p(label) = logit[label] - logsumexp(logits), logits = hidden @ weight.T / temperature,
+    a chunk of tokens at a time. Only ``hidden``, the labels and the logsumexp are saved; the
+    backward recomputes each chunk's logits (one more [chunk, H] x [H, V] product per chunk, the
+    price of never holding them) and applies, chunk by chunk, what ``_ChunkedTokenLogprobs``,
+    the division by the temperature and the output layer's backward would."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, temperature, rows, with_entropy):  # type: ignore[override]
+        dtype = _compute_dtype(hidden.dtype)
+        n = hidden.shape[0]
+        logps = hidden.new_empty(n, dtype=dtype)
+        lse = hidden.new_empty(n, dtype=dtype)
+        entropy = hidden.new_empty(n if with_entropy else 0, dtype=dtype)
+        for sl in _even_chunks(n, rows):
+            logits = _tempered_logits(hidden[sl], weight, temperature).to(dtype)
+            chunk_lse = torch.logsumexp(logits, dim=-1)
+            logps[sl] = logits.gather(-1, labels[sl, None]).squeeze(-1) - chunk_lse
+            lse[sl] = chunk_lse
+            if with_entropy:
+                probs = torch.exp(logits - chunk_lse[:, None])
+                entropy[sl] = chunk_lse - (probs * logits).sum(-1)
+        ctx.mark_non_differentiable(entropy)
+        ctx.temperature, ctx.rows = temperature, rows
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        return logps, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_entropy):  # type: ignore[override]
+        hidden, weight, labels, lse = ctx.saved_tensors
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        # float32 sums over the chunks for a low-precision weight (its own dtype otherwise)
+        grad_weight = (torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
+                                   device=weight.device) if want_weight else None)
+        for sl in _even_chunks(hidden.shape[0], ctx.rows):
+            tempered = _tempered_logits(hidden[sl], weight, ctx.temperature)
+            gi = grad_logps[sl, None].to(lse.dtype)
+            grad_logits = -torch.exp(tempered.to(lse.dtype) - lse[sl, None]) * gi  # -softmax * g
+            grad_logits.scatter_add_(-1, labels[sl, None], gi)  # + onehot(label) * g
+            grad_logits = grad_logits.to(tempered.dtype)
+            if ctx.temperature != 1.0:
+                grad_logits = grad_logits / ctx.temperature
+            if want_hidden:
+                grad_hidden[sl] = grad_logits.mm(weight)
+            if want_weight:
+                grad_weight += grad_logits.T.mm(hidden[sl]).to(grad_weight.dtype)
+        grad_weight = grad_weight.to(weight.dtype) if want_weight else None
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def _tempered_logits(hidden: Tensor, weight: Tensor, temperature: float) -> Tensor:
+    # As the model computes them (its output layer, in its dtype), tempered in that dtype as
+    # ``logits / temperature`` is.
+    logits = F.linear(hidden, weight)
+    return logits / temperature if temperature != 1.0 else logits
+
+
 def token_kl(policy_logits: Tensor, ref_logits: Tensor, chunk_size: int = 1024) -> Tensor:
     """Exact KL(pi || pi_ref) of the next-token distributions at each position -> [B, T].
 

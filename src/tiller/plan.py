@@ -15,8 +15,10 @@ What is counted, per GPU, for the rloo stage as tiller runs it (recipes/rloo.py)
   `reward_shares_base`) only its adapter and score head in fp32, because it scores on the
   policy's base (tiller.rewards.shared_base); else a second model in the same dtype. An
   HTTP/GenRM/callable reward uses no GPU memory here;
-- activations kept for backward, with or without gradient checkpointing, and the logits of
-  the kept completion positions with their gradient;
+- activations kept for backward, with or without gradient checkpointing, and what the
+  log-probs need: where the output layer computes them a chunk at a time (tiller.logprobs) a
+  chunk's temporaries and d logp / d hidden per completion token, else the logits of the kept
+  completion positions with their gradient;
 - vLLM: it reserves `vllm_gpu_memory_utilization` x the GPU for its own weight copy and KV
   cache; released during training when it sleeps between steps.
 """
@@ -87,6 +89,7 @@ class ModelDims:
     attention_bias: bool = False  # Qwen2: biases on q, k, v
     qk_norm: bool = False  # Qwen3: RMSNorm on q and k per head
     source: str = ""
+    model_type: str = ""
 
     @property
     def q_dim(self) -> int:
@@ -107,7 +110,7 @@ def dims_from_config(c: dict, source: str = "") -> ModelDims:
         intermediate_size=c["intermediate_size"], vocab_size=c["vocab_size"],
         tie_embeddings=bool(c.get("tie_word_embeddings", False)),
         attention_bias=bool(c.get("attention_bias", model_type == "qwen2")),
-        qk_norm=model_type.startswith("qwen3"), source=source,
+        qk_norm=model_type.startswith("qwen3"), source=source, model_type=model_type,
     )
 
 
@@ -198,6 +201,30 @@ def micro_batch_tokens(cfg) -> int:
 def logits_bytes(d: ModelDims, micro_batch: int, completion_len: int, dtype_bytes: int) -> int:
     """Logits of the kept positions (completion + 1, `logits_to_keep`) and their gradient."""
     return 2 * micro_batch * (completion_len + 1) * d.vocab_size * dtype_bytes
+
+
+def output_layer_logprobs(d: ModelDims, lora) -> bool:
+    """Whether RLOO's log-probs come from the output layer in chunks (`tiller.logprobs`): an
+    architecture whose logits are its output layer's output, and no adapter on that layer."""
+    from tiller.logprobs import OUTPUT_LAYER_LOGPROBS_ARCHITECTURES
+
+    adapted = lora.enabled and "lm_head" in (lora.target_modules or [])
+    return d.model_type in OUTPUT_LAYER_LOGPROBS_ARCHITECTURES and not adapted
+
+
+def output_layer_logprob_bytes(d: ModelDims, micro_batch: int, completion_len: int, head_trained: bool) -> int:
+    """Where the output layer computes the log-probs a chunk of tokens at a time
+    (`tiller.losses.linear_token_logprobs`): four float32 [chunk, vocab] temporaries (the chunk's
+    logits, their upcast, the softmax and its cast for the product with the weight; a chunk is
+    what 32 MiB of float32 logits hold, at most the micro-batch's completion tokens), d logp / d hidden of every completion token and its
+    product with the incoming gradient (float32), and with a trained output layer its float32
+    gradient accumulator."""
+    from tiller.losses import linear_token_rows
+
+    tokens = micro_batch * completion_len
+    chunk = 4 * min(linear_token_rows(d.vocab_size), tokens) * d.vocab_size * 4
+    per_token = 2 * tokens * d.hidden_size * 4
+    return chunk + per_token + (d.vocab_size * d.hidden_size * 4 if head_trained else 0)
 
 
 def kv_cache_bytes_per_token(d: ModelDims, dtype_bytes: int) -> int:
@@ -310,8 +337,12 @@ def estimate(cfg, strategy: str, gpus: int, gpu: str = "80 GB", policy: ModelDim
     train_peak = {
         f"activations ({'checkpointed' if ckpt else 'no checkpointing'})":
             activation_bytes(policy, micro_batch_tokens(cfg), 1, nb, ckpt, layers_with_grad),
-        "logits + grad (completion positions)": logits_bytes(policy, mb, ro.max_new_tokens, nb),
     }
+    if output_layer_logprobs(policy, r.lora):
+        train_peak["log-probs by the output layer (chunked)"] = output_layer_logprob_bytes(
+            policy, mb, ro.max_new_tokens, head_trained=not r.lora.enabled)
+    else:
+        train_peak["logits + grad (completion positions)"] = logits_bytes(policy, mb, ro.max_new_tokens, nb)
 
     # vLLM: one engine per process, its own copy of the weights (split over TP ranks).
     vllm_share, vllm_needs, sleeps = 0, 0, False
@@ -439,7 +470,10 @@ def run(cfg) -> str:
         f"= {activation_elements_per_token_layer(d) / d.hidden_size:.1f} x h per token;",
         "    with gradient checkpointing: layers x micro-batch tokens x h x bytes + one layer's full set"
         f" (gradient_checkpointing: {cfg.model.gradient_checkpointing} -> {'on' if ckpt else 'off'})",
-        "  logits: 2 x micro_batch x (completion + 1) x vocab x bytes (kept positions only, plus their gradient)",
+        "  log-probs: where the output layer computes them in chunks (Llama, Mistral, Qwen2/3, no adapter on it),",
+        "    4 x chunk x vocab x 4 B (a chunk: 32 MiB of float32 logits) + 2 x micro_batch x completion x h x 4 B",
+        "    (+ vocab x h x 4 B when the output layer is trained); else the logits of the kept positions and",
+        "    their gradient, 2 x micro_batch x (completion + 1) x vocab x bytes",
         f"  KV cache = 2 x layers x kv_heads x head_dim x bytes = {kv_cache_bytes_per_token(d, nb) / 1024:.0f} KiB per "
         "token x concurrent tokens (prompts per process x k x seq)",
         "  vLLM reserves gpu_memory_utilization x GPU while awake (its weight copy + KV cache); with",

@@ -150,7 +150,7 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
     """reward, SFT, DPO and RLOO, LoRA and full: 2 processes x 2 accumulation steps under FSDP2 /
     ZeRO-3 give the weights and the losses of 1 process x 4 (with LoRA, the reward model and DPO
     take each pair in one row, its prompt once, and RLOO each prompt group: reward.shared_prompt,
-    dpo.shared_prompt, rloo.shared_prompt);
+    dpo.shared_prompt, rloo.shared_prompt; RLOO's log-probs come from the output layer in chunks);
     DeepSpeed's own optimizer step count equals tiller's; both ranks ran the same number of decoder
     forwards; the saved folders load: full models with transformers as they are, LoRA adapters
     (rank 0 rebuilt an unsharded copy and saved the adapter only) through tiller, on the base their
@@ -174,6 +174,9 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
     shared_layout = "each pair in one row, the prompt its answers share computed once (checked exact)"
     assert out.count(shared_layout) == 2, out[-3000:]
     assert out.count("each prompt group in one row, the prompt once (rloo.shared_prompt)") == 1, out[-3000:]
+    # both RLOO cases (LoRA; full, with the output layer trained and tied to the embeddings) took
+    # their log-probs from the sharded output layer in chunks, not from whole logits
+    assert out.count("log-probs computed by the output layer") == 2, out[-3000:]
     if strategy == "zero3":  # DeepSpeed stepped exactly when tiller did
         lines = [line for line in out.splitlines() if "optimizer step(s) (deepspeed" in line]
         assert len(lines) == len(CASES)

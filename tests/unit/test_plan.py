@@ -52,6 +52,27 @@ def test_kv_cache_activations_and_logits_by_hand():
     assert plan.activation_bytes(SMALL, seq, mb, 2, checkpointing=False, layers_with_grad=1) == 30 * 960 * 2
     # logits of 7 + 1 kept positions and their gradient
     assert plan.logits_bytes(SMALL, mb, 7, 2) == 2 * 3 * 8 * 100 * 2
+    # the output layer's log-probs: 21 completion tokens, one chunk of them (32 MiB holds 83,886
+    # rows of 100): 4 x 21 x 100 x 4 = 33,600; 2 x 21 x 64 x 4 = 10,752; trained head 100 x 64 x 4 = 25,600
+    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, head_trained=False) == 33_600 + 10_752
+    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, head_trained=True) == 33_600 + 10_752 + 25_600
+    # Qwen3-8B, 16 x 1024 completion tokens: a chunk is 32 MiB // (4 x 151,936) = 55 rows;
+    # 4 x 55 x 151,936 x 4 = 133,703,680; 2 x 16,384 x 4096 x 4 = 536,870,912
+    assert plan.output_layer_logprob_bytes(QWEN3_8B, 16, 1024, head_trained=False) == 133_703_680 + 536_870_912
+
+
+def test_the_flagship_plan_counts_log_probs_from_the_output_layer_not_whole_logits():
+    """Qwen3's logits are its output layer's output: the plan counts the chunked log-probs; an
+    architecture that changes its logits afterwards (Gemma 2's soft-capping) the whole logits."""
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-helpsteer3.yaml")
+    mb, completion = cfg.rloo.micro_batch_per_device, cfg.rloo.rollout.max_new_tokens
+    e = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
+    assert "logits + grad (completion positions)" not in e.train_peak
+    assert e.train_peak["log-probs by the output layer (chunked)"] == plan.output_layer_logprob_bytes(
+        QWEN3_8B, mb, completion, head_trained=False)
+    capped = plan.estimate(cfg, "single", 1, "80 GB", plan.ModelDims(**{**QWEN3_8B.__dict__, "model_type": "gemma2"}))
+    assert capped.train_peak["logits + grad (completion positions)"] == plan.logits_bytes(QWEN3_8B, mb, completion, 2)
+    assert "log-probs by the output layer (chunked)" not in capped.train_peak
 
 
 def _cfg(**rloo):

@@ -32,7 +32,7 @@ from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
 from tiller.frozen_prefix import FrozenPrefix, extend_rows, reward_suffix
-from tiller.logprobs import build_batch, completion_logprobs, prompt_once_rows
+from tiller.logprobs import build_batch, completion_logprobs, describe_logprob_path, prompt_once_rows
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_policy, load_tokenizer, policy_start, write_origin
@@ -133,6 +133,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         rt.print(f"[rloo] reward = {' + '.join(terms)} (each logged as reward/<name>)")
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
         rt, policy, r.optim, total_steps * r.num_ppo_epochs, accum, r.micro_batch_per_device, "rloo")
+    rt.print(f"[rloo] {describe_logprob_path(model)}")
     engine = make_engine(r.rollout.engine, unwrapped, tokenizer, r.rollout, cfg.model)
     if rt.sharded:
         # Every decoder forward is a collective: all processes decode until the last one is done.

@@ -1,0 +1,114 @@
+"""RLOO's training forward + backward at Qwen3's vocabulary: the completion log-probs computed by
+the output layer a chunk of tokens at a time (`tiller.logprobs`, what `tiller rloo` does for
+Llama, Mistral, Qwen2 and Qwen3) against whole logits followed by the chunked log-softmax
+(tiller's logits path: what it did before, and still does for architectures that change their
+logits after the output layer).
+
+The model is built from a config (random weights, nothing downloaded): Qwen3 with the real
+vocabulary (151,936 tokens, tied embeddings), hidden size 256, 2 layers, LoRA r=16 on every
+projection; one micro-batch of `--rows` completions of `--completion` tokens after a 64-token
+prompt, padded rows, temperature 0.7, with the entropies RLOO logs. Each side runs in its own
+process (a peak RSS only grows), `--reps` times alternated; each process does one warm-up and
+three measured forward + backward passes and reports its peak RSS above what it held after
+loading, and the median pass time.
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/logprob_memory.py [--rows 8] [--completion 256] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDES = ("output layer", "logits")
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def worker(side: str, folder: str, rows: int, completion: int) -> dict:
+    import torch
+
+    import tiller.logprobs as logprobs
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora, load_causal_lm
+
+    if side == "logits":
+        logprobs._plain_output_layer = lambda model: None  # the path an unsupported architecture takes
+    torch.manual_seed(0)
+    model = apply_lora(load_causal_lm(folder), LoraConfig(r=16, alpha=32, dropout=0.0), "CAUSAL_LM")
+    vocab = model.get_output_embeddings().out_features
+    generator = torch.Generator().manual_seed(1)
+    prompts = torch.randint(10, vocab, (rows, 64), generator=generator).tolist()
+    completions = torch.randint(10, vocab, (rows, completion), generator=generator).tolist()
+    ids, mask, cmask, plen = logprobs.build_batch(prompts, completions, 1, 0)
+    loaded = _rss_mb("VmRSS")
+    times = []
+    for rep in range(4):
+        start = time.perf_counter()
+        logps, entropy = logprobs.completion_logprobs(model, ids, mask, plen, 0.7, True)
+        ((logps * cmask).sum() / cmask.sum()).backward()
+        times.append(time.perf_counter() - start)
+        del logps, entropy
+    return {"side": side, "line": logprobs.describe_logprob_path(model), "pass_s": statistics.median(times[1:]),
+            "peak_above_load_mb": _rss_mb("VmHWM") - loaded, "tokens": int(cmask.numel()), "vocab": vocab}
+
+
+def build_model(folder: Path) -> None:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=151_936, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=True,
+                         pad_token_id=0, max_position_embeddings=4096)
+    Qwen3ForCausalLM(config).save_pretrained(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--completion", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.rows, args.completion)))
+        return
+    with tempfile.TemporaryDirectory(prefix="logprob-memory-") as tmp:
+        build_model(Path(tmp))
+        results = {side: [] for side in SIDES}
+        for rep in range(args.reps):
+            for side in SIDES:
+                out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--completion",
+                                      str(args.completion), "--worker", side, tmp],
+                                     capture_output=True, text=True, check=True)
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                results[side].append(result)
+                print(f"[bench] rep {rep} {side}: {result['pass_s']:.2f} s a pass, peak "
+                      f"{result['peak_above_load_mb']:,.0f} MB above the loaded model ({result['line']})", flush=True)
+    first = results[SIDES[0]][0]
+    print(f"\n{args.rows} rows x {args.completion} completion tokens ({first['tokens']:,} positions), vocabulary "
+          f"{first['vocab']:,}; medians over {args.reps} process(es) per side")
+    summary = {}
+    for side in SIDES:
+        summary[side] = (statistics.median(r["pass_s"] for r in results[side]),
+                         statistics.median(r["peak_above_load_mb"] for r in results[side]))
+        print(f"{side:<14} forward+backward {summary[side][0]:6.2f} s   peak above load {summary[side][1]:8,.0f} MB")
+    (ours_s, ours_mb), (peer_s, peer_mb) = summary["output layer"], summary["logits"]
+    print(f"ratio output layer / logits: time x{ours_s / peer_s:.2f}, peak memory above load x{ours_mb / peer_mb:.2f}")
+
+
+if __name__ == "__main__":
+    main()
