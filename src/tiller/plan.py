@@ -17,8 +17,8 @@ What is counted, per GPU, for the rloo stage as tiller runs it (recipes/rloo.py)
   HTTP/GenRM/callable reward uses no GPU memory here;
 - activations kept for backward, with or without gradient checkpointing, and what the
   log-probs need: where the output layer computes them a chunk at a time (tiller.logprobs) a
-  chunk's temporaries and d logp / d hidden per completion token, else the logits of the kept
-  completion positions with their gradient;
+  chunk's temporaries and the completion tokens' hidden states with their gradient, else the
+  logits of the kept completion positions with their gradient;
 - vLLM: it reserves `vllm_gpu_memory_utilization` x the GPU for its own weight copy and KV
   cache; released during training when it sleeps between steps.
 """
@@ -212,18 +212,19 @@ def output_layer_logprobs(d: ModelDims, lora) -> bool:
     return d.model_type in OUTPUT_LAYER_LOGPROBS_ARCHITECTURES and not adapted
 
 
-def output_layer_logprob_bytes(d: ModelDims, micro_batch: int, completion_len: int, head_trained: bool) -> int:
+def output_layer_logprob_bytes(d: ModelDims, micro_batch: int, completion_len: int, dtype_bytes: int,
+                               head_trained: bool) -> int:
     """Where the output layer computes the log-probs a chunk of tokens at a time
-    (`tiller.losses.linear_token_logprobs`): four float32 [chunk, vocab] temporaries (the chunk's
-    logits, their upcast, the softmax and its cast for the product with the weight; a chunk is
-    what 32 MiB of float32 logits hold, at most the micro-batch's completion tokens), d logp / d hidden of every completion token and its
-    product with the incoming gradient (float32), and with a trained output layer its float32
-    gradient accumulator."""
+    (`tiller.losses.linear_token_logprobs`): four float32 [chunk, vocab] temporaries (a chunk's
+    logits, their upcast, the softmax or its gradient and that cast back; a chunk is what 32 MiB
+    of float32 logits hold, at most the micro-batch's completion tokens), the completion tokens'
+    hidden states kept for the backward and their gradient (in the model's dtype), and with a
+    trained output layer its float32 gradient accumulator."""
     from tiller.losses import linear_token_rows
 
     tokens = micro_batch * completion_len
     chunk = 4 * min(linear_token_rows(d.vocab_size), tokens) * d.vocab_size * 4
-    per_token = 2 * tokens * d.hidden_size * 4
+    per_token = 2 * tokens * d.hidden_size * dtype_bytes
     return chunk + per_token + (d.vocab_size * d.hidden_size * 4 if head_trained else 0)
 
 
@@ -340,7 +341,7 @@ def estimate(cfg, strategy: str, gpus: int, gpu: str = "80 GB", policy: ModelDim
     }
     if output_layer_logprobs(policy, r.lora):
         train_peak["log-probs by the output layer (chunked)"] = output_layer_logprob_bytes(
-            policy, mb, ro.max_new_tokens, head_trained=not r.lora.enabled)
+            policy, mb, ro.max_new_tokens, nb, head_trained=not r.lora.enabled)
     else:
         train_peak["logits + grad (completion positions)"] = logits_bytes(policy, mb, ro.max_new_tokens, nb)
 
@@ -471,7 +472,7 @@ def run(cfg) -> str:
         "    with gradient checkpointing: layers x micro-batch tokens x h x bytes + one layer's full set"
         f" (gradient_checkpointing: {cfg.model.gradient_checkpointing} -> {'on' if ckpt else 'off'})",
         "  log-probs: where the output layer computes them in chunks (Llama, Mistral, Qwen2/3, no adapter on it),",
-        "    4 x chunk x vocab x 4 B (a chunk: 32 MiB of float32 logits) + 2 x micro_batch x completion x h x 4 B",
+        "    4 x chunk x vocab x 4 B (a chunk: 32 MiB of float32 logits) + 2 x micro_batch x completion x h x bytes",
         "    (+ vocab x h x 4 B when the output layer is trained); else the logits of the kept positions and",
         "    their gradient, 2 x micro_batch x (completion + 1) x vocab x bytes",
         f"  KV cache = 2 x layers x kv_heads x head_dim x bytes = {kv_cache_bytes_per_token(d, nb) / 1024:.0f} KiB per "

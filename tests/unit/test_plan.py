@@ -53,12 +53,13 @@ def test_kv_cache_activations_and_logits_by_hand():
     # logits of 7 + 1 kept positions and their gradient
     assert plan.logits_bytes(SMALL, mb, 7, 2) == 2 * 3 * 8 * 100 * 2
     # the output layer's log-probs: 21 completion tokens, one chunk of them (32 MiB holds 83,886
-    # rows of 100): 4 x 21 x 100 x 4 = 33,600; 2 x 21 x 64 x 4 = 10,752; trained head 100 x 64 x 4 = 25,600
-    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, head_trained=False) == 33_600 + 10_752
-    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, head_trained=True) == 33_600 + 10_752 + 25_600
-    # Qwen3-8B, 16 x 1024 completion tokens: a chunk is 32 MiB // (4 x 151,936) = 55 rows;
-    # 4 x 55 x 151,936 x 4 = 133,703,680; 2 x 16,384 x 4096 x 4 = 536,870,912
-    assert plan.output_layer_logprob_bytes(QWEN3_8B, 16, 1024, head_trained=False) == 133_703_680 + 536_870_912
+    # rows of 100): 4 x 21 x 100 x 4 = 33,600; their hidden states and gradient 2 x 21 x 64 x 2 = 5,376;
+    # a trained head's float32 accumulator 100 x 64 x 4 = 25,600
+    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, 2, head_trained=False) == 33_600 + 5_376
+    assert plan.output_layer_logprob_bytes(SMALL, mb, 7, 2, head_trained=True) == 33_600 + 5_376 + 25_600
+    # Qwen3-8B in bf16, 16 x 1024 completion tokens: a chunk is 32 MiB // (4 x 151,936) = 55 rows;
+    # 4 x 55 x 151,936 x 4 = 133,703,680; 2 x 16,384 x 4096 x 2 = 268,435,456
+    assert plan.output_layer_logprob_bytes(QWEN3_8B, 16, 1024, 2, head_trained=False) == 133_703_680 + 268_435_456
 
 
 def test_the_flagship_plan_counts_log_probs_from_the_output_layer_not_whole_logits():
@@ -69,7 +70,7 @@ def test_the_flagship_plan_counts_log_probs_from_the_output_layer_not_whole_logi
     e = plan.estimate(cfg, "single", 1, "80 GB", QWEN3_8B)
     assert "logits + grad (completion positions)" not in e.train_peak
     assert e.train_peak["log-probs by the output layer (chunked)"] == plan.output_layer_logprob_bytes(
-        QWEN3_8B, mb, completion, head_trained=False)
+        QWEN3_8B, mb, completion, 2, head_trained=False)
     capped = plan.estimate(cfg, "single", 1, "80 GB", plan.ModelDims(**{**QWEN3_8B.__dict__, "model_type": "gemma2"}))
     assert capped.train_peak["logits + grad (completion positions)"] == plan.logits_bytes(QWEN3_8B, mb, completion, 2)
     assert "log-probs by the output layer (chunked)" not in capped.train_peak
