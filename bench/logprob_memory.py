@@ -61,7 +61,8 @@ def worker(side: str, folder: str, rows: int, completion: int) -> dict:
         ((logps * cmask).sum() / cmask.sum()).backward()
         times.append(time.perf_counter() - start)
         del logps, entropy
-    return {"side": side, "line": logprobs.describe_logprob_path(model), "pass_s": statistics.median(times[1:]),
+    line = logprobs.describe_logprob_path(model) if side == "output layer" else "the logits path, forced"
+    return {"side": side, "line": line, "pass_s": statistics.median(times[1:]),
             "peak_above_load_mb": _rss_mb("VmHWM") - loaded, "tokens": int(cmask.numel()), "vocab": vocab}
 
 
