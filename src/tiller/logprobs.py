@@ -199,8 +199,14 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
             logps = _completion_forward(model, input_ids, attention_mask, prompt_len, prefix, hidden)
         entropy = found["entropy"].view(rows, width) if with_entropy else None
         return logps.view(rows, width), entropy
-    logits = completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden)
-    if temperature > 0 and temperature != 1.0:
+    return logprobs_from_logits(completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden),
+                                labels, temperature, with_entropy)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float, with_entropy: bool):
+    """(log-probs of `labels`, entropies or None) under the tempered softmax of `logits` [B, T, V]:
+    the logits path, chunked over the vocabulary (`losses.token_logprobs`)."""
+    if _tempered(temperature) != 1.0:
         logits = logits / temperature  # the sampling distribution is the tempered one
     logps = losses.token_logprobs(logits, labels)
     entropy = losses.token_entropy(logits.detach()) if with_entropy else None
@@ -224,7 +230,7 @@ def _prompt_once_logprobs(model, once: PromptOnceRows, temperature: float, with_
     else:
         picked = out[once.pick_row, once.pick_keep][None]  # [1, tokens, V]: a copy, so the logits can go
         del out
-        if temperature > 0 and temperature != 1.0:
+        if _tempered(temperature) != 1.0:
             picked = picked / temperature
         # All of a micro-batch's tokens are one [tokens, V] block here (padded rows go row by row):
         # chunks of a row's size keep the float temporaries of the vocabulary-wide ops as small.

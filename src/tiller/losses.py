@@ -82,6 +82,24 @@ def _token_blocks(logits: Tensor, *others: Tensor) -> Iterator[tuple[Tensor, ...
             yield (logits[b], *(o[b] for o in others))
 
 
+def _chunk_logprobs(chunk: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(log p(label), logsumexp) of each row of a [n, V] chunk already in the compute dtype."""
+    lse = torch.logsumexp(chunk, dim=-1)
+    return chunk.gather(-1, labels[:, None]).squeeze(-1) - lse, lse
+
+
+def _chunk_entropy(chunk: Tensor, lse: Tensor) -> Tensor:
+    """Entropy of softmax(row) for each row of a [n, V] chunk, given its logsumexp."""
+    return lse - (torch.exp(chunk - lse[:, None]) * chunk).sum(-1)
+
+
+def _chunk_logprob_grad(chunk: Tensor, labels: Tensor, lse: Tensor, grad: Tensor) -> Tensor:
+    """d(sum grad * log p(label)) / d chunk = (onehot(label) - softmax) * grad, in lse's dtype."""
+    g = grad[:, None].to(lse.dtype)
+    out = -torch.exp(chunk.to(lse.dtype) - lse[:, None]) * g  # -softmax * g
+    return out.scatter_add_(-1, labels[:, None], g)  # + onehot(label) * g
+
+
 class _ChunkedTokenLogprobs(torch.autograd.Function):
     """log p(label) = logit[label] - logsumexp(logits), chunk by chunk.
 
@@ -98,11 +116,8 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         lse = logits.new_empty(labels.shape, dtype=dtype)
         for x, y, o, s in _token_blocks(logits, labels, out, lse):
             for i in range(0, x.shape[0], chunk_size):
-                chunk = x[i : i + chunk_size].to(dtype)
-                chunk_lse = torch.logsumexp(chunk, dim=-1)
-                picked = chunk.gather(-1, y[i : i + chunk_size, None]).squeeze(-1)
-                o[i : i + chunk_size] = picked - chunk_lse
-                s[i : i + chunk_size] = chunk_lse
+                o[i : i + chunk_size], s[i : i + chunk_size] = _chunk_logprobs(x[i : i + chunk_size].to(dtype),
+                                                                              y[i : i + chunk_size])
         ctx.save_for_backward(logits, labels, lse)
         ctx.chunk_size = chunk_size
         return out
@@ -110,17 +125,13 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         logits, labels, lse = ctx.saved_tensors
-        dtype = lse.dtype
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         # grad is contiguous; _token_blocks decides the layout from logits and indexes grad
         # the same way (row by row or flat), so the pieces line up.
         for x, y, s, g, gx in _token_blocks(logits, labels, lse, grad_out, grad):
             for i in range(0, x.shape[0], ctx.chunk_size):
                 sl = slice(i, i + ctx.chunk_size)
-                gi = g[sl, None].to(dtype)
-                chunk_grad = -torch.exp(x[sl].to(dtype) - s[sl, None]) * gi  # -softmax * g
-                chunk_grad.scatter_add_(-1, y[sl, None], gi)  # + onehot(label) * g
-                gx[sl] = chunk_grad.to(gx.dtype)
+                gx[sl] = _chunk_logprob_grad(x[sl], y[sl], s[sl], g[sl]).to(gx.dtype)
         return grad, None, None
 
 
@@ -157,9 +168,7 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     for (x,) in _token_blocks(logits):
         for i in range(0, x.shape[0], chunk_size):
             chunk = x[i : i + chunk_size].to(dtype)
-            lse = torch.logsumexp(chunk, dim=-1, keepdim=True)
-            probs = torch.exp(chunk - lse)
-            pieces.append(lse.squeeze(-1) - (probs * chunk).sum(-1))
+            pieces.append(_chunk_entropy(chunk, torch.logsumexp(chunk, dim=-1)))
     B, T, _ = logits.shape
     if not pieces:  # B * T == 0
         return logits.new_zeros((B, T), dtype=dtype)
@@ -217,12 +226,9 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         entropy = hidden.new_empty(n if with_entropy else 0, dtype=dtype)
         for sl in _even_chunks(n, rows):
             logits = _tempered_logits(hidden[sl], weight, temperature).to(dtype)
-            chunk_lse = torch.logsumexp(logits, dim=-1)
-            logps[sl] = logits.gather(-1, labels[sl, None]).squeeze(-1) - chunk_lse
-            lse[sl] = chunk_lse
+            logps[sl], lse[sl] = _chunk_logprobs(logits, labels[sl])
             if with_entropy:
-                probs = torch.exp(logits - chunk_lse[:, None])
-                entropy[sl] = chunk_lse - (probs * logits).sum(-1)
+                entropy[sl] = _chunk_entropy(logits, lse[sl])
         ctx.mark_non_differentiable(entropy)
         ctx.temperature, ctx.rows = temperature, rows
         ctx.save_for_backward(hidden, weight, labels, lse)
@@ -238,10 +244,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                                    device=weight.device) if want_weight else None)
         for sl in _even_chunks(hidden.shape[0], ctx.rows):
             tempered = _tempered_logits(hidden[sl], weight, ctx.temperature)
-            gi = grad_logps[sl, None].to(lse.dtype)
-            grad_logits = -torch.exp(tempered.to(lse.dtype) - lse[sl, None]) * gi  # -softmax * g
-            grad_logits.scatter_add_(-1, labels[sl, None], gi)  # + onehot(label) * g
-            grad_logits = grad_logits.to(tempered.dtype)
+            grad_logits = _chunk_logprob_grad(tempered, labels[sl], lse[sl], grad_logps[sl]).to(tempered.dtype)
             if ctx.temperature != 1.0:
                 grad_logits = grad_logits / ctx.temperature
             if want_hidden:

@@ -37,9 +37,9 @@ import functools
 
 import torch
 
-from tiller import losses
 from tiller.batching import mask_positions
 from tiller.config import ModelConfig, PpoConfig
+from tiller.logprobs import logprobs_from_logits
 from tiller.models import base_hf_model, load_policy
 
 POLICY_ADAPTER, VALUE_ADAPTER = "default", "value"
@@ -182,9 +182,5 @@ def completion_logprobs_and_values(model, input_ids, attention_mask, prompt_len:
     the entropy. Rows are [left-padded prompt | right-padded completion] (`build_batch`)."""
     completion_len = input_ids.shape[1] - prompt_len
     logits, values = model(input_ids, attention_mask, completion_len + 1)
-    logits, values = logits[:, :-1], values[:, :-1]
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature  # the sampling distribution is the tempered one
-    logps = losses.token_logprobs(logits, input_ids[:, prompt_len:])
-    entropy = losses.token_entropy(logits.detach()) if with_entropy else None
-    return logps, values.float(), entropy
+    logps, entropy = logprobs_from_logits(logits[:, :-1], input_ids[:, prompt_len:], temperature, with_entropy)
+    return logps, values[:, :-1].float(), entropy
