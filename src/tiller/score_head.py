@@ -51,12 +51,19 @@ class ScoreHead(torch.nn.Module):
         if ends is not None:  # a packed row; or rows of sequences sharing a prefix, with their 4D mask
             hidden = body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False).last_hidden_state
-            return hf.score(hidden[torch.zeros_like(ends) if rows is None else rows, ends]).squeeze(-1)
+            return _scores(hf.score(hidden[torch.zeros_like(ends) if rows is None else rows, ends]))
         hidden = body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                       position_ids=mask_positions(attention_mask), use_cache=False).last_hidden_state
         last = last_token_index(attention_mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return hf.score(picked).squeeze(-1)
+        return _scores(hf.score(picked))
+
+
+def _scores(head_output: torch.Tensor) -> torch.Tensor:
+    """[n, 1] -> [n] as a tensor of its own, not a view: FSDP2 hooks the backward of what a
+    wrapped module returns, and a view of it can lose that hook to an in-place op (torch warns on
+    every forward)."""
+    return head_output.squeeze(-1).clone()
 
 
 def score_sequences(scorer: torch.nn.Module, sequences: list[list[int]], pad_id: int, device, packed: bool,
