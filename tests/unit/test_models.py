@@ -184,13 +184,17 @@ def test_embedded_model_loads_and_writes_english():
 def test_the_embedded_conversion_writes_the_gguf_weights(tmp_path, monkeypatch):
     """The folder written once from the GGUF holds exactly the weights transformers dequantizes
     from it (the model is built without a random init, then loaded), the LM head tied to the
-    embeddings as SmolLM2 has it."""
+    embeddings as SmolLM2 has it; gguf's name-map function, cached during the conversion, is
+    gguf's own again afterwards."""
+    import gguf
     from transformers import AutoModelForCausalLM
 
     from tiller.models import EMBEDDED_GGUF, _embedded_package_dir, embedded_model_dir
 
     monkeypatch.setenv("TILLER_CACHE", str(tmp_path))
+    name_map = gguf.get_tensor_name_map
     folder = embedded_model_dir()
+    assert gguf.get_tensor_name_map is name_map
     assert folder == tmp_path / "models" / "SmolLM2-135M-Instruct"
     written = load_file(folder / "model.safetensors")
     assert "lm_head.weight" not in written  # tied: saved once, as the embeddings
