@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a malformed command line: argparse's usage, exit 2
     stage = args.stage if args.stage != "eval" else f"eval {args.what}"
     try:
-        code = _run(args)
+        return _run(args)
     except Exception as e:
         if os.environ.get("TILLER_DEBUG") or not _is_user_error(e):
             raise
@@ -115,11 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"tiller {stage}: error: {message or type(e).__name__}", file=sys.stderr, flush=True)
         return 2
-    if "torch" in sys.modules:  # only a command that loaded torch can have joined a process group
-        from tiller.training import end_processes
-
-        end_processes()
-    return code
 
 
 def _is_user_error(e: BaseException) -> bool:

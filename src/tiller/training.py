@@ -7,6 +7,7 @@ recipes only ever ask for the process rank, the world size and a barrier.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -86,32 +87,45 @@ def setup_runtime(seed: int, mixed_precision: str = "no") -> Runtime:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        _leave_process_group_at_exit()
     # Same seed on every process: models initialize identically (score head, LoRA); the data
     # each process sees is chosen by rank explicitly, not by a different seed.
     seed_everything(seed)
     return Runtime(accelerator, accelerator.device, accelerator.process_index, accelerator.num_processes)
 
 
-def end_processes() -> None:
-    """Leave the process group this process joined, if any, before Python shuts down.
+def _leave_process_group_at_exit() -> None:
+    """Leave the process group this process joined before Python shuts down: registered with
+    `atexit` by `setup_runtime` (once per process; atexit runs while other threads can still take
+    the GIL, before the interpreter finalizes).
 
     Why: a gloo worker thread releases a finished collective, and with it tensors that need the
     GIL to free, just after the collective's `wait()` returns. A process that exits within a few
     milliseconds of its last collective (a run stopped by `stop_after`, right after a step) could
     reach interpreter shutdown before that thread got the GIL; the thread is then cancelled
     inside C++ and the process aborts ("terminate called without an active exception", SIGABRT
-    after a finished run: 2 in 4 runs of a 2-process FSDP2 resume test here, a core dump showed
-    the thread in `~AsyncAllgatherWork`). Destroying the group is accelerate's `end_training`;
-    it joins the threads where nothing else holds the group, but FSDP2 and accelerate keep
-    references, so the GIL is also handed over for a moment (0.2 s, once per process), time
-    for such a thread to finish. Called once, by the command line after its command: a
-    pipeline's stages share one group."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    after a finished run: 3 of 6 runs of a 2-process FSDP2 resume test here, a core dump showed
+    the thread in `~AsyncAllgatherWork` waiting for the GIL). Destroying the group is accelerate's
+    `end_training`; it joins those threads where nothing else holds the group, but FSDP2 and
+    accelerate keep references, so the GIL is also handed over for a moment (0.2 s, once per
+    process): time for such a thread to finish."""
+    global _leaving_registered
+    if _leaving_registered:
         return
-    from accelerate.state import PartialState
+    _leaving_registered = True
 
-    PartialState().destroy_process_group()
-    time.sleep(0.2)
+    def leave() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from accelerate.state import PartialState
+
+            PartialState().destroy_process_group()
+            time.sleep(0.2)
+
+    atexit.register(leave)
+
+
+_leaving_registered = False
 
 
 def seed_everything(seed: int) -> None:

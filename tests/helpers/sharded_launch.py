@@ -5,7 +5,7 @@ on CPU processes joined over gloo, so the sharded code paths run in CI without a
         [--then [--stop-after N] STAGE --config FILE ...]
 
 Several `--then`-separated commands run one after the other in the same processes (one start-up
-for several runs, one process group, left after the last); `--stop-after N` ends that command's training loop after N steps without
+for several runs); `--stop-after N` ends that command's training loop after N steps without
 finishing, as the recipes' `stop_after` does for a killed run in the single-process tests.
 
 Why a shim: accelerate (1.15, 1.16) enters FSDP or DeepSpeed only on an accelerator.
@@ -166,16 +166,10 @@ def main() -> int:
         else:
             current.append(arg)
     commands.append(current)
-    # The command line leaves the process group after its command (tiller.training.end_processes);
-    # here the commands share the group, which is left once, after the last one.
-    import tiller.training
-
-    end_processes, tiller.training.end_processes = tiller.training.end_processes, lambda: None
     for command in commands:
         code = _run(command)
         if code:
             return code
-    end_processes()
     return 0
 
 

@@ -111,3 +111,29 @@ def test_length_grouped_order_windows_and_errors():
     assert steps == {(1, 3), (2, 0), (5, 7), (6, 4)}
     with pytest.raises(ValueError, match="whole number of steps"):
         batching.length_grouped_order([0, 1, 2], [1, 2, 3], 2, random.Random(0))
+
+
+def test_a_process_that_joined_a_group_leaves_it_at_exit_while_python_runs(tmp_path):
+    """Once `setup_runtime` has seen a process group, the process leaves it at exit, in an atexit
+    callback (while other threads can still take the GIL): gloo's worker threads, still holding a
+    finished collective's tensors, otherwise now and then released them during interpreter
+    shutdown and the process aborted after a finished run (SIGABRT, "terminate called without an
+    active exception": 3 of 6 runs of test_sharded's FSDP2 resume test here before). One process
+    over gloo; the script's own atexit callback, registered first, runs last and looks."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit\n"
+        "import torch.distributed as dist\n"
+        "atexit.register(lambda: print('at exit, still in a group:', dist.is_initialized(), flush=True))\n"
+        f"dist.init_process_group('gloo', init_method={(tmp_path / 'store').as_uri()!r}, rank=0, world_size=1)\n"
+        "from tiller.training import setup_runtime\n"
+        "rt = setup_runtime(0)\n"
+        "print('in a group:', dist.is_initialized(), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-2:] == ["in a group: True", "at exit, still in a group: False"], out.stdout[-2000:]
