@@ -1,18 +1,21 @@
-"""RLOO's training forward + backward at Qwen3's vocabulary: the completion log-probs computed by
-the output layer a chunk of tokens at a time (`tiller.logprobs`, what `tiller rloo` does for
-Llama, Mistral, Qwen2 and Qwen3) against whole logits followed by the chunked log-softmax
-(tiller's logits path: what it did before, and still does for architectures that change their
-logits after the output layer).
+"""RLOO's (or DPO's: `--stage dpo`) training forward + backward at Qwen3's vocabulary: the
+log-probs computed by the output layer a chunk of tokens at a time (`tiller.logprobs`, what
+`tiller rloo`, `dpo` and `sft` do for Llama, Mistral, Qwen2 and Qwen3) against whole logits
+followed by the chunked log-softmax (RLOO: tiller's logits path, what it did before and still
+does for architectures that change their logits after the output layer; DPO: what `tiller dpo`
+computed before, the logits of every position, the prompt's included).
 
 The model is built from a config (random weights, nothing downloaded): Qwen3 with the real
 vocabulary (151,936 tokens, tied embeddings), hidden size 256, 2 layers, LoRA r=16 on every
 projection; one micro-batch of `--rows` completions of `--completion` tokens after a 64-token
-prompt, padded rows, temperature 0.7, with the entropies RLOO logs. Each side runs in its own
+prompt, padded rows, temperature 0.7, with the entropies RLOO logs; with `--stage dpo`, `--rows`
+pairs whose two answers of `--completion` tokens follow a 64-token prompt, padded rows, DPO's loss
+on the summed answer log-probs (beta 0.1, reference log-probs 0). Each side runs in its own
 process (a peak RSS only grows), `--reps` times alternated; each process does one warm-up and
 three measured forward + backward passes and reports its peak RSS above what it held after
 loading, and the median pass time.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/logprob_memory.py [--rows 8] [--completion 256] [--reps 2]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/logprob_memory.py [--stage rloo|dpo] [--rows 8] [--completion 256] [--reps 2]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def worker(side: str, folder: str, rows: int, completion: int) -> dict:
+def worker(stage: str, side: str, folder: str, rows: int, completion: int) -> dict:
     import torch
 
     import tiller.logprobs as logprobs
@@ -52,18 +55,57 @@ def worker(side: str, folder: str, rows: int, completion: int) -> dict:
     generator = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, vocab, (rows, 64), generator=generator).tolist()
     completions = torch.randint(10, vocab, (rows, completion), generator=generator).tolist()
-    ids, mask, cmask, plen = logprobs.build_batch(prompts, completions, 1, 0)
+    if stage == "dpo":
+        rejected = torch.randint(10, vocab, (rows, completion), generator=generator).tolist()
+        step, tokens = _dpo_step(model, side, prompts, completions, rejected)
+    else:
+        ids, mask, cmask, plen = logprobs.build_batch(prompts, completions, 1, 0)
+        tokens = int(cmask.numel())
+
+        def step():
+            logps, entropy = logprobs.completion_logprobs(model, ids, mask, plen, 0.7, True)
+            ((logps * cmask).sum() / cmask.sum()).backward()
+
     loaded = _rss_mb("VmRSS")
     times = []
     for rep in range(4):
         start = time.perf_counter()
-        logps, entropy = logprobs.completion_logprobs(model, ids, mask, plen, 0.7, True)
-        ((logps * cmask).sum() / cmask.sum()).backward()
+        step()
         times.append(time.perf_counter() - start)
-        del logps, entropy
     line = logprobs.describe_logprob_path(model) if side == "output layer" else "the logits path, forced"
     return {"side": side, "line": line, "pass_s": statistics.median(times[1:]),
-            "peak_above_load_mb": _rss_mb("VmHWM") - loaded, "tokens": int(cmask.numel()), "vocab": vocab}
+            "peak_above_load_mb": _rss_mb("VmHWM") - loaded, "tokens": tokens, "vocab": vocab}
+
+
+def _dpo_step(model, side: str, prompts, chosen, rejected):
+    """One DPO micro-batch's forward + backward (padded rows), and the positions it runs."""
+    import torch
+    import torch.nn.functional as F
+
+    from tiller import losses
+    from tiller.chat import IGNORE
+    from tiller.preference_logprobs import EncodedPreference, concatenated_logps, pair_batch
+
+    def encoded(prompt, answer):
+        ids = prompt + answer
+        return ids, [IGNORE] * (len(prompt) - 1) + answer + [IGNORE]
+
+    pairs = [EncodedPreference(*encoded(p, c), *encoded(p, r)) for p, c, r in zip(prompts, chosen, rejected)]
+    input_ids, attention_mask, labels = pair_batch(pairs, 0)
+
+    def summed_logps():
+        if side == "output layer":
+            return concatenated_logps(model, pairs, 0, "cpu")
+        # what `tiller dpo` computed before: the logits of every position, the prompt's included
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logps = losses.token_logprobs(logits, labels).sum(-1)
+        return logps[:len(pairs)], logps[len(pairs):]
+
+    def step():
+        chosen_logps, rejected_logps = summed_logps()
+        (-F.logsigmoid(0.1 * (chosen_logps - rejected_logps)).mean()).backward()
+
+    return step, int(input_ids.numel())
 
 
 def build_model(folder: Path) -> None:
@@ -79,20 +121,21 @@ def build_model(folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("rloo", "dpo"), default="rloo")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--completion", type=int, default=256)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.rows, args.completion)))
+        print(json.dumps(worker(args.stage, args.worker[0], args.worker[1], args.rows, args.completion)))
         return
     with tempfile.TemporaryDirectory(prefix="logprob-memory-") as tmp:
         build_model(Path(tmp))
         results = {side: [] for side in SIDES}
         for rep in range(args.reps):
             for side in SIDES:
-                out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--completion",
+                out = subprocess.run([sys.executable, __file__, "--stage", args.stage, "--rows", str(args.rows), "--completion",
                                       str(args.completion), "--worker", side, tmp],
                                      capture_output=True, text=True, check=True)
                 result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -100,7 +143,8 @@ def main() -> None:
                 print(f"[bench] rep {rep} {side}: {result['pass_s']:.2f} s a pass, peak "
                       f"{result['peak_above_load_mb']:,.0f} MB above the loaded model ({result['line']})", flush=True)
     first = results[SIDES[0]][0]
-    print(f"\n{args.rows} rows x {args.completion} completion tokens ({first['tokens']:,} positions), vocabulary "
+    what = "pairs x 2 answers" if args.stage == "dpo" else "rows"
+    print(f"\n{args.stage}: {args.rows} {what} x {args.completion} tokens after a 64-token prompt ({first['tokens']:,} positions), vocabulary "
           f"{first['vocab']:,}; medians over {args.reps} process(es) per side")
     summary = {}
     for side in SIDES:

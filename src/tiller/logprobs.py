@@ -1,5 +1,6 @@
 """Log-probabilities of completion tokens under a causal LM, the quantity RLOO trains on and
-evaluation measures KL with.
+evaluation measures KL with; and of labelled tokens (`label_logprobs`, `logprobs_at`), what SFT
+and DPO train on.
 
 Rows are laid out as [left-padded prompt | right-padded completion] (`build_batch`), so every
 completion starts at the same column and one `logits_to_keep` slice covers exactly the
@@ -201,6 +202,34 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
         return logps.view(rows, width), entropy
     return logprobs_from_logits(completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden),
                                 labels, temperature, with_entropy)
+
+
+def logprobs_at(model, where: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor, **inputs) -> torch.Tensor:
+    """log p(targets[n]) predicted at (row, column) `where[0][n], where[1][n]` of one forward of
+    `model` on `inputs` -> [N] (float32 for half-precision models), untempered. Where the output
+    layer allows it (`_plain_output_layer`) it computes them at those positions only, a chunk of
+    tokens at a time: no logits at other positions (a prompt's), none whole. Else from the
+    logits, picked at those positions first. Either way each token's value is its row's
+    log-softmax, so where the logits path ran on every position before, the picked values are its
+    bits (on CPU; checked in tests/unit/test_logprobs.py)."""
+    head = _plain_output_layer(model)
+    if head is not None:
+        with _head_as_logprobs(head, lambda states: states[where], targets, 1.0, False):
+            return model(**inputs, use_cache=False).logits
+    logits = model(**inputs, use_cache=False).logits
+    picked = logits[where][None]  # [1, N, V]: a copy, so the logits can go
+    del logits
+    return losses.token_logprobs(picked, targets[None], chunk_size=64)[0]
+
+
+def label_logprobs(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
+    """Per-token log p(labels[b, t]) [B, T], 0 where `labels` is -100 (`logits[:, t]` predicts
+    `labels[:, t]`: the caller shifted), from one forward of `model` on `inputs`
+    (`logprobs_at` at the labelled positions): what `losses.token_logprobs` of the model's
+    logits gives, without the logits of the unlabelled positions or the whole [B, T, V]."""
+    where = (labels != losses.IGNORE_INDEX).nonzero(as_tuple=True)
+    picked = logprobs_at(model, where, labels[where], **inputs)
+    return picked.new_zeros(labels.shape).index_put(where, picked)
 
 
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float, with_entropy: bool):

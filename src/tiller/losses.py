@@ -300,7 +300,13 @@ def sft_loss_sum(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> tuple[Ten
     batch was split.
     """
     mask = loss_mask.bool() & (labels != IGNORE_INDEX)
-    nll = -token_logprobs(logits, labels)
+    return nll_sum(token_logprobs(logits, labels), mask)
+
+
+def nll_sum(token_logps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum of -token_logps over `mask`, number of masked tokens): `sft_loss_sum` from log-probs
+    already taken (`tiller.logprobs.label_logprobs`)."""
+    nll = -token_logps
     return masked_sum(nll, mask), mask.sum().to(nll.dtype).detach()
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tiller import losses
 from tiller.batching import (
     floating_dtype,
     layout_tolerance,
@@ -23,6 +22,7 @@ from tiller.batching import (
     shortcut_matches,
 )
 from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
+from tiller.logprobs import label_logprobs, logprobs_at
 
 
 @dataclass
@@ -72,8 +72,7 @@ def concatenated_logps(model, batch: list[EncodedPreference], pad_id: int, devic
     if shared_prompt:
         return shared_prompt_logps(model, batch, pad_id, device)
     input_ids, attention_mask, labels = (x.to(device) for x in pair_batch(batch, pad_id))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    logps = losses.token_logprobs(logits, labels).sum(-1)  # 0 at every -100 position
+    logps = label_logprobs(model, labels, input_ids=input_ids, attention_mask=attention_mask).sum(-1)  # 0 at -100
     return logps[: len(batch)], logps[len(batch):]
 
 
@@ -85,8 +84,6 @@ def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, devi
     columns rather than from one label row."""
     groups = [[p.chosen_ids, p.rejected_ids] for p in batch]
     input_ids, position_ids, mask, _, _ = shared_prefix_rows(groups, pad_id, floating_dtype(model))
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                   use_cache=False).logits
     rows, columns, targets, owners = [], [], [], []
     for n, (pair, group_columns) in enumerate(zip(batch, map(shared_prefix_columns, groups))):
         for side, (labels, cols) in enumerate(zip((pair.chosen_labels, pair.rejected_labels), group_columns)):
@@ -96,8 +93,9 @@ def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, devi
                     columns.append(column)
                     targets.append(target)
                     owners.append(side * len(batch) + n)  # chosen sides first, as pair_batch orders them
-    picked = logits[torch.tensor(rows, device=logits.device), torch.tensor(columns, device=logits.device)]
-    logps = losses.token_logprobs(picked[None], torch.tensor(targets, device=logits.device)[None])[0]
+    where = (torch.tensor(rows, device=device), torch.tensor(columns, device=device))
+    logps = logprobs_at(model, where, torch.tensor(targets, device=device), input_ids=input_ids.to(device),
+                        attention_mask=mask.to(device), position_ids=position_ids.to(device))
     sums = torch.zeros(2 * len(batch), dtype=logps.dtype, device=logps.device)
     sums = sums.index_add(0, torch.tensor(owners, device=logps.device), logps)
     return sums[: len(batch)], sums[len(batch):]

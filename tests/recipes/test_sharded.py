@@ -174,9 +174,10 @@ def test_two_sharded_processes_match_one(strategy, one_process, eos_heavy_llama,
     shared_layout = "each pair in one row, the prompt its answers share computed once (checked exact)"
     assert out.count(shared_layout) == 2, out[-3000:]
     assert out.count("each prompt group in one row, the prompt once (rloo.shared_prompt)") == 1, out[-3000:]
-    # both RLOO cases (LoRA; full, with the output layer trained and tied to the embeddings) took
-    # their log-probs from the sharded output layer in chunks, not from whole logits
-    assert out.count("log-probs computed by the output layer") == 2, out[-3000:]
+    # the SFT, DPO and RLOO cases (LoRA; full, with the output layer trained and tied to the
+    # embeddings) took their log-probs from the sharded output layer in chunks, not from whole logits
+    for stage in ("sft", "dpo", "rloo"):
+        assert out.count(f"[{stage}] log-probs computed by the output layer") == 2, out[-3000:]
     if strategy == "zero3":  # DeepSpeed stepped exactly when tiller did
         lines = [line for line in out.splitlines() if "optimizer step(s) (deepspeed" in line]
         assert len(lines) == len(CASES)

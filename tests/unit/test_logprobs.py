@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiller.batching import mask_positions
+from tiller import losses
+from tiller.batching import mask_positions, pad_batch
+from tiller.chat import IGNORE
 from tiller.config import LoraConfig
 from tiller.frozen_prefix import FrozenPrefix
-from tiller.logprobs import build_batch, completion_logprobs, prompt_once_rows
+from tiller.logprobs import build_batch, completion_logprobs, label_logprobs, prompt_once_rows
 from tiller.models import apply_lora, load_causal_lm
 from tiller.tiny import build_tiny_model
 
@@ -175,3 +177,95 @@ def test_an_architecture_that_changes_its_logits_keeps_the_logits_path(tmp_path)
     assert float(logits.abs().max()) <= 0.5  # capped
     expected = torch.log_softmax(logits, -1).gather(-1, ids[:, plen:, None]).squeeze(-1)
     torch.testing.assert_close(logps * cmask, expected * cmask, rtol=0, atol=1e-5)
+
+
+# SFT's and DPO's rows: prompt + answer, the answer's tokens labelled (-100 on the prompt and the
+# padding; `logits[:, t]` predicts `labels[:, t]`), right-padded, of different lengths: 78 labelled
+# tokens of 132 positions. (At a few dozen tokens in all, the logits path's [positions, vocabulary]
+# product and the output layer's [labelled tokens, vocabulary] one take different matrix-product
+# kernels on this CPU, and the gradients differ in the last bits, 5e-7 at most: hence this size.)
+def _labelled_rows():
+    generator = torch.Generator().manual_seed(0)
+    prompt_lengths, answer_lengths = [3, 8, 5, 6], [30, 23, 16, 9]
+    sequences = [torch.randint(3, 500, (p + a,), generator=generator).tolist()
+                 for p, a in zip(prompt_lengths, answer_lengths)]
+    ids, mask = pad_batch(sequences, 0)
+    labels = torch.full_like(ids, IGNORE)
+    for row, (seq, n) in enumerate(zip(sequences, prompt_lengths)):
+        labels[row, n - 1:len(seq) - 1] = torch.tensor(seq[n:])
+    return ids, mask, labels
+
+
+def test_label_log_probs_give_the_bits_of_the_log_softmax_over_every_position(adapted_model, monkeypatch):
+    """`label_logprobs` (SFT, DPO) against what SFT and DPO computed before it, the model's logits at
+    every position then `losses.token_logprobs`: the same log-probs and adapter gradients to the
+    bit, through the output layer (which computes them at the labelled positions only) and
+    through the logits path (which picks those positions' logits first)."""
+    model = adapted_model
+    trained = [p for p in model.parameters() if p.requires_grad]
+    ids, mask, labels = _labelled_rows()
+    before = losses.token_logprobs(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
+    before_grads = torch.autograd.grad(before.sum(), trained)
+
+    def compute():
+        logps = label_logprobs(model, labels, input_ids=ids, attention_mask=mask)
+        return logps, torch.autograd.grad(logps.sum(), trained)
+
+    for logps, grads in _both_heads(monkeypatch, compute):
+        assert torch.equal(logps, before) and (logps[labels == IGNORE] == 0).all() and before.abs().sum() > 1
+        assert all(torch.equal(a, b) for a, b in zip(grads, before_grads))
+
+
+def test_sft_and_dpo_losses_keep_their_values(adapted_model):
+    """SFT's loss sum (padded and packed rows) and DPO's summed answer log-probs (padded rows; the
+    prompt once to float rounding, 1e-6 relative) equal the formulas they had over the whole logits."""
+    from tiller.preference_logprobs import EncodedPreference, concatenated_logps, pair_batch, shared_prompt_logps
+    from tiller.recipes import sft
+
+    model = adapted_model
+    ids, mask, labels = _labelled_rows()
+    examples = [sft.Example(row[m.bool()].tolist(), lab[m.bool()].tolist()) for row, m, lab in zip(ids, mask, labels)]
+    with torch.no_grad():
+        for packing in (False, True):
+            batch = sft.build_batch(examples, 0, packing, 64)
+            inputs = {k: v for k, v in batch.items() if v is not None and k != "labels"}
+            old = losses.sft_loss_sum(model(**inputs, use_cache=False).logits, batch["labels"], batch["labels"] != IGNORE)
+            new = sft.loss_sum(model, batch, "cpu")
+            assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1]) and old[1] == (labels != IGNORE).sum()
+        # Two pairs whose answers share their prompt (rows 0 and 1's), the other rows' answers rejected.
+        real = [int(m.sum()) for m in mask]
+        prompt = [int((lab == IGNORE)[:n].sum()) + 1 for lab, n in zip(labels, real)]  # prompt tokens per row
+
+        def side(row, answer_row):
+            answer = ids[answer_row, prompt[answer_row]:real[answer_row]].tolist()
+            seq = ids[row, :prompt[row]].tolist() + answer
+            return seq, [IGNORE] * (prompt[row] - 1) + answer + [IGNORE]
+
+        pairs = [EncodedPreference(*side(0, 0), *side(0, 2)), EncodedPreference(*side(1, 1), *side(1, 3))]
+        chosen, rejected = concatenated_logps(model, pairs, 0, "cpu")
+        rows, row_mask, row_labels = pair_batch(pairs, 0)
+        old = losses.token_logprobs(model(input_ids=rows, attention_mask=row_mask, use_cache=False).logits,
+                                    row_labels).sum(-1)
+        assert torch.equal(torch.cat([chosen, rejected]), old)
+        torch.testing.assert_close(torch.cat(shared_prompt_logps(model, pairs, 0, "cpu")), old, rtol=1e-6, atol=1e-5)
+
+
+def test_label_log_probs_keep_no_tensor_of_every_position_by_the_vocabulary(adapted_model):
+    """For backward the output layer path saves nothing of [labelled tokens, vocabulary] size (the
+    logits of every position were saved before); with no labelled token it gives zeros."""
+    model = adapted_model
+    weights = {p.data_ptr() for p in model.parameters()}
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ids, mask, labels = _labelled_rows()
+    saved = []
+
+    def pack(t):
+        if t.data_ptr() not in weights:
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        label_logprobs(model, labels, input_ids=ids, attention_mask=mask)
+    assert saved and max(saved) < int((labels != IGNORE).sum()) * vocab
+    none = label_logprobs(model, torch.full_like(labels, IGNORE), input_ids=ids, attention_mask=mask)
+    assert none.shape == labels.shape and not none.any()

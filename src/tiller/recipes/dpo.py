@@ -32,6 +32,7 @@ from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, ConfigError, to_yaml
 from tiller.data.run_files import load_pairs
 from tiller.data.splits import subset
+from tiller.logprobs import describe_logprob_path
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
 from tiller.preference_logprobs import EncodedPreference, concatenated_logps, encode_preferences, shared_prompt_is_exact
@@ -162,6 +163,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     rt.print(f"[dpo] trainable parameters {trainable:,} of {total:,} ({'LoRA' if d.lora.enabled else 'full'})")
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, policy, d.optim, total_steps, accum,
                                                                           t.micro_batch_per_device, "dpo")
+    rt.print(f"[dpo] {describe_logprob_path(model)}")
     pad_id = tokenizer.pad_token_id
     mb = t.micro_batch_per_device
     # Each pair in one row with its prompt once, where that gives this model's padded log-probs on

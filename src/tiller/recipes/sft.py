@@ -36,6 +36,7 @@ from tiller.chat import IGNORE, assistant_token_mask, shifted_labels
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.data.run_files import load_conversations, load_pairs
+from tiller.logprobs import describe_logprob_path, label_logprobs
 from tiller.model_card import CardInfo
 from tiller.models import describe_origin, load_policy, load_tokenizer, policy_start, write_origin
 from tiller.tracking import Tracker
@@ -147,9 +148,8 @@ def build_batch(examples: list[Example], pad_id: int, packing: bool = False, cap
 def loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed token cross-entropy, number of loss tokens) of one micro-batch."""
     kwargs = {k: v.to(device) for k, v in batch.items() if v is not None and k != "labels"}
-    logits = model(**kwargs, use_cache=False).logits
     labels = batch["labels"].to(device)
-    return losses.sft_loss_sum(logits, labels, labels != IGNORE)
+    return losses.nll_sum(label_logprobs(model, labels, **kwargs), labels != IGNORE)
 
 
 def pack_capacity(model, max_length: int) -> int | None:
@@ -235,6 +235,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
     capacity = pack_capacity(model, t.max_length)
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(rt, model, s.optim, total_steps, accum,
                                                                           t.micro_batch_per_device, "sft")
+    rt.print(f"[sft] {describe_logprob_path(model)}")
 
     seed_per_rank(rt, cfg.seed)  # every model is built: from here each process draws its own dropout stream
     start_step, state = 0, {"stage": "sft"}
