@@ -137,26 +137,34 @@ def test_a_trained_tied_output_layer_gets_the_logits_path_gradient(tmp_path, mon
         torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()))
 
 
+def _saved_for_backward(model, run) -> list[int]:
+    """The sizes of what autograd saves for backward while `run()` runs (the memory held at a
+    training forward's peak), the model's own weights left out."""
+    weights = {p.data_ptr() for p in model.parameters()}
+    saved = []
+
+    def pack(t):
+        if t.data_ptr() not in weights:
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return saved
+
+
 def test_no_tensor_of_every_token_by_the_vocabulary_is_kept_for_backward(adapted_model):
     """What autograd saves for the backward of a training forward (the memory held at its peak):
     with the output layer computing log-probs, nothing of [completion tokens, vocabulary] size
     besides the model's own weights; the logits path keeps the logits (it did before the change,
     for both layouts)."""
     model = adapted_model
-    weights = {p.data_ptr() for p in model.parameters()}
     vocab = model.get_output_embeddings().weight.shape[0]
     ids, mask, cmask, plen = build_batch(ROW_PROMPTS, COMPLETIONS, 1, 0)
     once = prompt_once_rows(ROW_PROMPTS, COMPLETIONS, 4, 0, torch.float32, "cpu")
     for name, run in (("padded", lambda: completion_logprobs(model, ids, mask, plen, 0.7)),
                       ("prompt once", lambda: completion_logprobs(model, None, None, None, 0.7, once=once))):
-        saved = []
-        def pack(t):
-            if t.data_ptr() not in weights:
-                saved.append(t.numel())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            run()
+        saved = _saved_for_backward(model, run)
         tokens = int(cmask.sum()) if name == "prompt once" else cmask.numel()
         assert saved and max(saved) < tokens * vocab, name
 
@@ -254,18 +262,9 @@ def test_label_log_probs_keep_no_tensor_of_every_position_by_the_vocabulary(adap
     """For backward the output layer path saves nothing of [labelled tokens, vocabulary] size (the
     logits of every position were saved before); with no labelled token it gives zeros."""
     model = adapted_model
-    weights = {p.data_ptr() for p in model.parameters()}
     vocab = model.get_output_embeddings().weight.shape[0]
     ids, mask, labels = _labelled_rows()
-    saved = []
-
-    def pack(t):
-        if t.data_ptr() not in weights:
-            saved.append(t.numel())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        label_logprobs(model, labels, input_ids=ids, attention_mask=mask)
+    saved = _saved_for_backward(model, lambda: label_logprobs(model, labels, input_ids=ids, attention_mask=mask))
     assert saved and max(saved) < int((labels != IGNORE).sum()) * vocab
     none = label_logprobs(model, torch.full_like(labels, IGNORE), input_ids=ids, attention_mask=mask)
     assert none.shape == labels.shape and not none.any()
