@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
 import random
@@ -95,10 +96,11 @@ def setup_runtime(seed: int, mixed_precision: str = "no") -> Runtime:
     return Runtime(accelerator, accelerator.device, accelerator.process_index, accelerator.num_processes)
 
 
+@functools.cache  # registered once per process
 def _leave_process_group_at_exit() -> None:
-    """Leave the process group this process joined before Python shuts down: registered with
-    `atexit` by `setup_runtime` (once per process; atexit runs while other threads can still take
-    the GIL, before the interpreter finalizes).
+    """Leave the process group this process joined before Python shuts down: an `atexit`
+    callback (atexit runs while other threads can still take the GIL, before the interpreter
+    finalizes), registered by `setup_runtime`.
 
     Why: a gloo worker thread releases a finished collective, and with it tensors that need the
     GIL to free, just after the collective's `wait()` returns. A process that exits within a few
@@ -110,10 +112,6 @@ def _leave_process_group_at_exit() -> None:
     `end_training`; it joins those threads where nothing else holds the group, but FSDP2 and
     accelerate keep references, so the GIL is also handed over for a moment (0.2 s, once per
     process): time for such a thread to finish."""
-    global _leaving_registered
-    if _leaving_registered:
-        return
-    _leaving_registered = True
 
     def leave() -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -123,9 +121,6 @@ def _leave_process_group_at_exit() -> None:
             time.sleep(0.2)
 
     atexit.register(leave)
-
-
-_leaving_registered = False
 
 
 def seed_everything(seed: int) -> None:
