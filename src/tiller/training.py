@@ -88,8 +88,8 @@ def setup_runtime(seed: int, mixed_precision: str = "no") -> Runtime:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        _leave_process_group_at_exit()
+    if accelerator.num_processes > 1:  # not a group of one that another library made (vLLM's)
+        leave_process_group_at_exit()
     # Same seed on every process: models initialize identically (score head, LoRA); the data
     # each process sees is chosen by rank explicitly, not by a different seed.
     seed_everything(seed)
@@ -97,10 +97,10 @@ def setup_runtime(seed: int, mixed_precision: str = "no") -> Runtime:
 
 
 @functools.cache  # registered once per process
-def _leave_process_group_at_exit() -> None:
+def leave_process_group_at_exit() -> None:
     """Leave the process group this process joined before Python shuts down: an `atexit`
     callback (atexit runs while other threads can still take the GIL, before the interpreter
-    finalizes), registered by `setup_runtime`.
+    finalizes), registered by `setup_runtime` when it runs in several processes.
 
     Why: a gloo worker thread releases a finished collective, and with it tensors that need the
     GIL to free, just after the collective's `wait()` returns. A process that exits within a few

@@ -114,12 +114,13 @@ def test_length_grouped_order_windows_and_errors():
 
 
 def test_a_process_that_joined_a_group_leaves_it_at_exit_while_python_runs(tmp_path):
-    """Once `setup_runtime` has seen a process group, the process leaves it at exit, in an atexit
-    callback (while other threads can still take the GIL): gloo's worker threads, still holding a
-    finished collective's tensors, otherwise now and then released them during interpreter
-    shutdown and the process aborted after a finished run (SIGABRT, "terminate called without an
-    active exception": 3 of 6 runs of test_sharded's FSDP2 resume test here before). One process
-    over gloo; the script's own atexit callback, registered first, runs last and looks."""
+    """`leave_process_group_at_exit` (what `setup_runtime` registers when it runs in several
+    processes) leaves the group at exit, in an atexit callback (while other threads can still take
+    the GIL): gloo's worker threads, still holding a finished collective's tensors, otherwise now
+    and then released them during interpreter shutdown and the process aborted after a finished
+    run (SIGABRT, "terminate called without an active exception": 3 of 6 runs of test_sharded's
+    FSDP2 resume test here before). One process over gloo; the script's own atexit callback,
+    registered first, runs last and looks. Registering twice registers once."""
     import os
     import subprocess
     import sys
@@ -129,11 +130,14 @@ def test_a_process_that_joined_a_group_leaves_it_at_exit_while_python_runs(tmp_p
         "import torch.distributed as dist\n"
         "atexit.register(lambda: print('at exit, still in a group:', dist.is_initialized(), flush=True))\n"
         f"dist.init_process_group('gloo', init_method={(tmp_path / 'store').as_uri()!r}, rank=0, world_size=1)\n"
-        "from tiller.training import setup_runtime\n"
-        "rt = setup_runtime(0)\n"
-        "print('in a group:', dist.is_initialized(), flush=True)\n"
+        "from tiller.training import leave_process_group_at_exit\n"
+        "before = atexit._ncallbacks()\n"
+        "leave_process_group_at_exit()\n"
+        "leave_process_group_at_exit()\n"
+        "print('callbacks added:', atexit._ncallbacks() - before, 'in a group:', dist.is_initialized(), flush=True)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines()[-2:] == ["in a group: True", "at exit, still in a group: False"], out.stdout[-2000:]
+    assert out.stdout.splitlines()[-2:] == ["callbacks added: 1 in a group: True",
+                                            "at exit, still in a group: False"], out.stdout[-2000:]
