@@ -204,9 +204,11 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
                                 labels, temperature, with_entropy)
 
 
-def logprobs_at(model, where: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor, **inputs) -> torch.Tensor:
-    """log p(targets[n]) predicted at (row, column) `where[0][n], where[1][n]` of one forward of
-    `model` on `inputs` -> [N] (float32 for half-precision models), untempered. Where the output
+def logprobs_at(model, where: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor, temperature: float = 1.0,
+                with_entropy: bool = False, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log p(targets[n]) predicted at (row, column) `where[0][n], where[1][n]` of one forward of
+    `model` on `inputs` -> [N] (float32 for half-precision models), under the tempered softmax;
+    with `with_entropy`, the entropies of the same distributions, else None). Where the output
     layer allows it (`_plain_output_layer`) it computes them at those positions only, a chunk of
     tokens at a time: no logits at other positions (a prompt's), none whole. Else from the
     logits, picked at those positions first. Either way each token's value is its row's
@@ -214,12 +216,20 @@ def logprobs_at(model, where: tuple[torch.Tensor, torch.Tensor], targets: torch.
     bits (on CPU; checked in tests/unit/test_logprobs.py)."""
     head = _plain_output_layer(model)
     if head is not None:
-        with _head_as_logprobs(head, lambda states: states[where], targets, 1.0, False):
-            return model(**inputs, use_cache=False).logits
+        with _head_as_logprobs(head, lambda states: states[where], targets, _tempered(temperature),
+                               with_entropy) as found:
+            return model(**inputs, use_cache=False).logits, found["entropy"]
     logits = model(**inputs, use_cache=False).logits
     picked = logits[where][None]  # [1, N, V]: a copy, so the logits can go
     del logits
-    return losses.token_logprobs(picked, targets[None], chunk_size=64)[0]
+    if _tempered(temperature) != 1.0:
+        picked = picked / temperature
+    # All the picked tokens are one [N, V] block here (padded rows go row by row): chunks of a
+    # row's size keep the float temporaries of the vocabulary-wide ops as small.
+    chunk = 64
+    logps = losses.token_logprobs(picked, targets[None], chunk_size=chunk)[0]
+    entropy = losses.token_entropy(picked.detach(), chunk_size=chunk)[0] if with_entropy else None
+    return logps, entropy
 
 
 def label_logprobs(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
@@ -228,7 +238,7 @@ def label_logprobs(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
     (`logprobs_at` at the labelled positions): what `losses.token_logprobs` of the model's
     logits gives, without the logits of the unlabelled positions or the whole [B, T, V]."""
     where = (labels != losses.IGNORE_INDEX).nonzero(as_tuple=True)
-    picked = logprobs_at(model, where, labels[where], **inputs)
+    picked, _ = logprobs_at(model, where, labels[where], **inputs)
     return picked.new_zeros(labels.shape).index_put(where, picked)
 
 
@@ -245,27 +255,10 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature
 def _prompt_once_logprobs(model, once: PromptOnceRows, temperature: float, with_entropy: bool,
                           prefix: FrozenPrefix | None, hidden: torch.Tensor | None):
     inputs = dict(input_ids=once.input_ids) if hidden is None else dict(inputs_embeds=hidden)
-    head = _plain_output_layer(model)
-    with contextlib.ExitStack() as stack:
-        if hidden is not None:
-            stack.enter_context(prefix.tail_only())
-        if head is not None:
-            found = stack.enter_context(_head_as_logprobs(head, lambda states: states[once.pick_row, once.pick_keep],
-                                                          once.targets, _tempered(temperature), with_entropy))
-        out = model(**inputs, attention_mask=once.attention_mask, position_ids=once.position_ids,
-                    logits_to_keep=once.keep, use_cache=False).logits
-    if head is not None:
-        token_logps, token_entropy = out, found["entropy"]
-    else:
-        picked = out[once.pick_row, once.pick_keep][None]  # [1, tokens, V]: a copy, so the logits can go
-        del out
-        if _tempered(temperature) != 1.0:
-            picked = picked / temperature
-        # All of a micro-batch's tokens are one [tokens, V] block here (padded rows go row by row):
-        # chunks of a row's size keep the float temporaries of the vocabulary-wide ops as small.
-        chunk = 64
-        token_logps = losses.token_logprobs(picked, once.targets[None], chunk_size=chunk)[0]
-        token_entropy = losses.token_entropy(picked.detach(), chunk_size=chunk)[0] if with_entropy else None
+    with prefix.tail_only() if hidden is not None else contextlib.nullcontext():
+        token_logps, token_entropy = logprobs_at(model, (once.pick_row, once.pick_keep), once.targets, temperature,
+                                                 with_entropy, **inputs, attention_mask=once.attention_mask,
+                                                 position_ids=once.position_ids, logits_to_keep=once.keep)
     shape = (once.completions, once.width)
     logps = token_logps.new_zeros(shape).index_put((once.out_row, once.out_col), token_logps)
     entropy = None

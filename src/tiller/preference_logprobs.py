@@ -94,8 +94,8 @@ def shared_prompt_logps(model, batch: list[EncodedPreference], pad_id: int, devi
                     targets.append(target)
                     owners.append(side * len(batch) + n)  # chosen sides first, as pair_batch orders them
     where = (torch.tensor(rows, device=device), torch.tensor(columns, device=device))
-    logps = logprobs_at(model, where, torch.tensor(targets, device=device), input_ids=input_ids.to(device),
-                        attention_mask=mask.to(device), position_ids=position_ids.to(device))
+    logps, _ = logprobs_at(model, where, torch.tensor(targets, device=device), input_ids=input_ids.to(device),
+                           attention_mask=mask.to(device), position_ids=position_ids.to(device))
     sums = torch.zeros(2 * len(batch), dtype=logps.dtype, device=logps.device)
     sums = sums.index_add(0, torch.tensor(owners, device=logps.device), logps)
     return sums[: len(batch)], sums[len(batch):]
