@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,8 @@ def _from_folder(auto_cls, path: str, kwargs: dict[str, Any], trainable: bool = 
     as it is, which knows neither `embedded` nor a pointer relative to the folder."""
     base = adapter_base(path)
     if base is None:
+        if auto_cls.__name__.endswith("ForSequenceClassification"):
+            return _classifier_from_pretrained(auto_cls, path, kwargs)
         return auto_cls.from_pretrained(path, **kwargs)
     from peft import PeftModel
 
@@ -169,7 +173,64 @@ def _from_folder(auto_cls, path: str, kwargs: dict[str, Any], trainable: bool = 
     base_model = _from_folder(auto_cls, base_path, kwargs)
     if adapter_base(base_path) is not None:
         base_model = merged(base_model, base_path)
-    return PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
+    with quiet_peft_wrapping():
+        return PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
+
+
+class _HeldRecords(logging.Filter):
+    """Keeps a logger's records instead of letting them through (see _classifier_from_pretrained)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _classifier_from_pretrained(auto_cls, path: str, kwargs: dict[str, Any]):
+    """A sequence classifier from a folder. Built from a causal LM (every reward and judge stage
+    starts so), the checkpoint has no score head and, where the output layer is not tied to the
+    embeddings, an unused `lm_head`: both expected. transformers prints a multi-line load report
+    about them ("MISSING ... Consider training on your downstream task") on every such load;
+    that case prints one line here instead. Any other missing, unexpected or mismatched weight
+    gets transformers' own report, unchanged, and its errors still raise (after the report)."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held = _HeldRecords()
+    logger.addFilter(held)
+    try:
+        model, info = auto_cls.from_pretrained(path, output_loading_info=True, **kwargs)
+    except BaseException:
+        logger.removeFilter(held)
+        for record in held.records:
+            logger.handle(record)
+        raise
+    logger.removeFilter(held)
+    missing, unexpected = list(info.get("missing_keys") or []), list(info.get("unexpected_keys") or [])
+    new_head = [k for k in missing if k.split(".")[0] == "score"]
+    unused_output_layer = [k for k in unexpected if k.split(".")[0] == "lm_head"]
+    expected_only = (len(new_head) == len(missing) and len(unused_output_layer) == len(unexpected)
+                     and not info.get("mismatched_keys"))
+    for record in held.records:  # all but the report of the expected keys
+        if not (expected_only and new_head and all(k in record.getMessage() for k in new_head)):
+            logger.handle(record)
+    if expected_only and new_head:
+        unused = f"; its output layer ({', '.join(unused_output_layer)}) unused" if unused_output_layer else ""
+        print(f"[tiller] {path} holds a causal LM: the classifier's score head ({', '.join(new_head)}) is new, "
+              f"at random{unused}", flush=True)
+    return model
+
+
+@contextlib.contextmanager
+def quiet_peft_wrapping():
+    """Wrapping a model in peft without transformers' FutureWarning about peft's own code: peft
+    (up to 0.21 at least) reads `model.is_gradient_checkpointing`, which transformers 5 renamed
+    to `is_activation_checkpointing` and warns about on each read: the warning was printed at
+    every stage's start and is nothing the user can act on. Other warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def merged(model, path: str | Path):
@@ -282,12 +343,24 @@ def load_policy(name: str, cfg: ModelConfig, lora: LoraConfig | None, device: to
     elif base is not None:
         handling = "continued (the saved adapter trains)"
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if wants_lora and not (base is not None and adapter == "continue"):
         model = apply_lora(model, lora, "CAUSAL_LM")
     origin = {"model": str(name), "base_model": base or str(name), "adapter": path if base is not None else None,
               "adapter_handling": handling, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     return model, origin
+
+
+def enable_activation_checkpointing(model, **checkpoint_kwargs) -> None:
+    """Each decoder layer's activations recomputed in backward (torch's non-reentrant checkpoint,
+    `checkpoint_kwargs` passed to it). transformers 5 renamed `gradient_checkpointing_enable`
+    to `activation_checkpointing_enable` (the old name warns, to go in v6); older versions have
+    the old name only. Both do the same."""
+    kwargs = {"use_reentrant": False, **checkpoint_kwargs}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def load_frozen(name: str, cfg: ModelConfig, device: torch.device | str = "cpu"):
@@ -336,7 +409,7 @@ def load_reward_model(name: str, cfg: ModelConfig | None = None, device: str = "
     if adapter_base(path) is not None:
         model = merged(model, path)
         print(f"[tiller] reward model {name}: a LoRA adapter and its trained score head on {adapter_base(path)}, "
-              "merged in memory (a 'score.weight MISSING' load report above is the base's, replaced)", flush=True)
+              "merged in memory (the base's new score head above replaced by the trained one)", flush=True)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model.to(device)
@@ -369,7 +442,8 @@ def apply_lora(model, lora: LoraConfig, task_type: str):
         task_type=task_type,
         modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
     )
-    return get_peft_model(model, peft_cfg)
+    with quiet_peft_wrapping():
+        return get_peft_model(model, peft_cfg)
 
 
 def save_model(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, card=None) -> Path:

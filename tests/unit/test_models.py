@@ -38,6 +38,53 @@ def test_reward_model_head_and_lora(tiny_llama):
         apply_lora(load_reward_model(str(tiny_llama)), LoraConfig(target_modules=["nope"]), "SEQ_CLS")
 
 
+def test_a_classifier_from_a_causal_lm_reports_its_new_head_in_one_line(tmp_path, tiny_llama, capfd, caplog):
+    """Every reward and judge stage builds its classifier from a causal LM: the missing score head
+    (and an untied output layer left unused) is expected, so one line says so instead of
+    transformers' load report; a checkpoint missing anything else still gets that report."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    config.tie_word_embeddings = False
+    untied = tmp_path / "untied"
+    AutoModelForCausalLM.from_config(config).save_pretrained(untied)
+    capfd.readouterr()
+    load_reward_model(str(untied))
+    out = capfd.readouterr()
+    assert "LOAD REPORT" not in out.out + out.err + caplog.text and "MISSING" not in out.out + out.err + caplog.text
+    lines = [line for line in out.out.splitlines() if line.startswith("[tiller]")]
+    assert len(lines) == 1 and "score.weight" in lines[0] and "lm_head.weight" in lines[0], lines
+
+    damaged = tmp_path / "damaged"  # a causal LM that lost its final norm: not the expected case
+    shutil.copytree(tiny_llama, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    del weights["model.norm.weight"]
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    load_reward_model(str(damaged))
+    out = capfd.readouterr()
+    # transformers' logger reaches the terminal through its handler, or pytest's log capture
+    assert "LOAD REPORT" in out.err + caplog.text and "model.norm.weight" in out.err + caplog.text
+    assert "[tiller]" not in out.out
+    caplog.clear()
+
+    merged_rm = tmp_path / "rm"  # a trained classifier's folder: nothing missing, nothing said
+    save_model(load_reward_model(str(tiny_llama), pad_token_id=0), load_tokenizer(str(tiny_llama)), merged_rm)
+    capfd.readouterr()
+    load_reward_model(str(merged_rm))
+    out = capfd.readouterr()
+    assert "LOAD REPORT" not in out.err + caplog.text and "[tiller]" not in out.out
+
+
+def test_wrapping_in_peft_prints_no_deprecation_about_peft_itself(tiny_llama, recwarn):
+    import warnings
+
+    warnings.simplefilter("always")
+    apply_lora(load_causal_lm(str(tiny_llama)), LoraConfig(r=2, alpha=4), "CAUSAL_LM")
+    apply_lora(load_reward_model(str(tiny_llama)), LoraConfig(r=2, alpha=4), "SEQ_CLS")
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_save_merged_lora_loads_in_plain_transformers(tmp_path, tiny_llama):
     from transformers import AutoModelForCausalLM
 

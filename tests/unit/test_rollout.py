@@ -129,3 +129,35 @@ def test_completions_do_not_depend_on_batch_mates(tiny_policy):
     alone = engine.generate(prompts[1:2], 3, sampling, [12]).completions
     assert together[3:6] == alone
     assert len({tuple(c) for c in together}) > 1  # sampling, not a constant
+
+
+def test_decoding_passes_the_cache_by_the_keyword_transformers_takes(tiny_policy):
+    """transformers 5 renamed forward's `past_key_values` to `cache` (the old name warns on every
+    call and goes in 5.40); older versions know only `past_key_values`. The engine asks the model
+    class, through peft's wrapper too, and decoding warns about neither."""
+    import warnings
+
+    from transformers import LlamaForCausalLM
+
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora
+
+    model, tokenizer = tiny_policy
+    takes_cache = "cache" in __import__("inspect").signature(LlamaForCausalLM.forward).parameters
+    assert te.cache_keyword(model) == ("cache" if takes_cache else "past_key_values")
+    wrapped = apply_lora(load_causal_lm(str(model.name_or_path)), LoraConfig(r=2, alpha=4, dropout=0.0), "CAUSAL_LM")
+    assert te.cache_keyword(wrapped) == te.cache_keyword(model)
+
+    class OlderLlama(LlamaForCausalLM):  # a forward from before the rename
+        def forward(self, input_ids=None, attention_mask=None, past_key_values=None, **kwargs):
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)
+
+    assert te._cache_keyword_of(OlderLlama) == "past_key_values"
+
+    prompts = _prompt_ids(tokenizer, ["Hi", "Name a color please."])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for m in (model, wrapped):
+            te.TransformersEngine(m, tokenizer).generate(prompts, 2, Sampling(max_new_tokens=6, temperature=1.0), [0, 1])
+    assert not [w for w in caught if "past_key_values" in str(w.message) or "deprecated" in str(w.message)], \
+        [str(w.message) for w in caught]

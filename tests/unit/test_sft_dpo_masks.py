@@ -4,6 +4,7 @@ model's ChatML template."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -153,11 +154,14 @@ def test_packed_batch_positions_labels_and_attention_blocks():
     # inside each conversation and blocks attention across conversations.
     seq = [[0, 0, 0, 1, 1], [0, 0, 0, 0, 1]]
     expected = torch.tensor([[[q >= k and s[q] == s[k] for k in range(5)] for q in range(5)] for s in seq])
+    # the cache's keyword: `cache` where transformers renamed `past_key_values` (which warns there)
+    cache_name = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
     for impl in ("sdpa", "eager"):
         config = LlamaConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1, vocab_size=64)
         config._attn_implementation = impl
+        no_cache = {cache_name: None}
         mask = create_causal_mask(config=config, inputs_embeds=torch.zeros(2, 5, 8), attention_mask=None,
-                                  past_key_values=None, position_ids=batch["position_ids"])
+                                  position_ids=batch["position_ids"], **no_cache)
         allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0  # eager: additive 0 / -inf
         assert torch.equal(allowed, expected), impl
 

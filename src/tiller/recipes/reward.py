@@ -33,7 +33,8 @@ from tiller.data.splits import subset
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo
 from tiller.frozen_prefix import FrozenOutputs, FrozenPrefix, ReusablePrefix
-from tiller.models import apply_lora, base_identity, load_frozen, load_reward_model, load_tokenizer
+from tiller.models import (apply_lora, base_identity, enable_activation_checkpointing, load_frozen, load_reward_model,
+                           load_tokenizer)
 from tiller.pair_baselines import format_baselines, length_baselines, likelihood_baselines
 from tiller.preference_logprobs import answer_token_counts, concatenated_logps, encode_preferences
 from tiller.score_head import ScoreHead, packing_is_exact, score_groups, score_sequences, shared_prefix_is_exact
@@ -258,7 +259,7 @@ def _build_model(cfg: Config, name: str, tokenizer, device: torch.device):
     rcfg = cfg.reward
     model = load_reward_model(name, cfg.model, device=str(device), pad_token_id=tokenizer.pad_token_id)
     if use_gradient_checkpointing(cfg.model, device):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if rcfg.lora.enabled:
         model = apply_lora(model, rcfg.lora, "SEQ_CLS")
     return model

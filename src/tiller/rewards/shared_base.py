@@ -30,7 +30,7 @@ import torch
 from tiller.batching import (first_and_last_groups, mask_positions, pad_batch, prompt_group_batches, run_in_length_batches,
                              shared_prefix_rows)
 from tiller.frozen_prefix import FrozenPrefix
-from tiller.models import adapter_base, base_hf_model, load_causal_lm, resolve_model_name
+from tiller.models import adapter_base, base_hf_model, load_causal_lm, quiet_peft_wrapping, resolve_model_name
 from tiller.score_head import last_token_index, score_sequences, scores_tolerance
 
 SCORE_KEYS = ("base_model.model.score.weight", "base_model.model.score.bias")
@@ -161,7 +161,8 @@ def attach_reward_adapter(policy, reward_path: str | Path, adapter_name: str = "
     else:  # a plain base (`load_adapters_on_one_base`): this adapter makes it a peft model
         from peft import get_peft_model
 
-        policy = get_peft_model(policy, config, adapter_name=adapter_name)
+        with quiet_peft_wrapping():
+            policy = get_peft_model(policy, config, adapter_name=adapter_name)
     result = set_peft_model_state_dict(policy, weights, adapter_name=adapter_name)
     missing = [k for k in result.missing_keys if f".{adapter_name}." in k]
     if result.unexpected_keys or missing:

@@ -13,6 +13,8 @@ required:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 
 import torch
@@ -134,6 +136,25 @@ def reserved_cache(model, reserve: int) -> DynamicCache:
     return cache
 
 
+def cache_keyword(model) -> str:
+    """The keyword the model's forward takes its KV cache by: `cache` from the transformers
+    versions that renamed it (there `past_key_values` is a deprecated alias that warns on every
+    call and is to be removed in 5.40), `past_key_values` in the versions before."""
+    from transformers import PreTrainedModel
+
+    # The first Hugging Face model inside any wrapper (peft, FSDP2's in-place subclass, DDP).
+    hf_model = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if hf_model is None:
+        return "past_key_values"
+    return _cache_keyword_of(type(hf_model))
+
+
+@functools.cache
+def _cache_keyword_of(model_class: type) -> str:
+    # inspect.signature follows the deprecation decorator's __wrapped__ to the real parameters.
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 class TransformersEngine:
     def __init__(self, model, tokenizer):
         self.model = model
@@ -172,7 +193,8 @@ class TransformersEngine:
         ids, mask = ids.to(device), mask.to(device)
         positions = mask_positions(mask)
         cache = reserved_cache(model, sampling.max_new_tokens)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+        with_cache = {cache_keyword(model): cache}
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache, use_cache=True,
                     logits_to_keep=1)
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -210,7 +232,7 @@ class TransformersEngine:
                 cache.batch_select_indices(index)
                 active, nxt, mask, next_pos = active[index], nxt[index], mask[index], next_pos[index]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, **with_cache, use_cache=True)
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
         return tokens
