@@ -1,6 +1,6 @@
 """RLOO's (or DPO's: `--stage dpo`) training forward + backward at Qwen3's vocabulary: the
 log-probs computed by the output layer a chunk of tokens at a time (`tiller.logprobs`, what
-`tiller rloo`, `dpo` and `sft` do for Llama, Mistral, Qwen2 and Qwen3) against whole logits
+`tiller rloo`, `ppo`, `dpo` and `sft` do for Llama, Mistral, Qwen2 and Qwen3) against whole logits
 followed by the chunked log-softmax (RLOO: tiller's logits path, what it did before and still
 does for architectures that change their logits after the output layer; DPO: what `tiller dpo`
 computed before, the logits of every position, the prompt's included).
@@ -10,12 +10,14 @@ vocabulary (151,936 tokens, tied embeddings), hidden size 256, 2 layers, LoRA r=
 projection; one micro-batch of `--rows` completions of `--completion` tokens after a 64-token
 prompt, padded rows, temperature 0.7, with the entropies RLOO logs; with `--stage dpo`, `--rows`
 pairs whose two answers of `--completion` tokens follow a 64-token prompt, padded rows, DPO's loss
-on the summed answer log-probs (beta 0.1, reference log-probs 0). Each side runs in its own
+on the summed answer log-probs (beta 0.1, reference log-probs 0); with `--stage kl`, `tiller eval`'s
+exact KL along `--rows` answers of `--completion` tokens (two forwards, no backward: the policy a
+perturbed copy of the model), from the two output layers against the two models' logits. Each side runs in its own
 process (a peak RSS only grows), `--reps` times alternated; each process does one warm-up and
 three measured forward + backward passes and reports its peak RSS above what it held after
 loading, and the median pass time.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/logprob_memory.py [--stage rloo|dpo] [--rows 8] [--completion 256] [--reps 2]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/logprob_memory.py [--stage rloo|dpo|kl] [--rows 8] [--completion 256] [--reps 2]
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def worker(stage: str, side: str, folder: str, rows: int, completion: int) -> di
     generator = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, vocab, (rows, 64), generator=generator).tolist()
     completions = torch.randint(10, vocab, (rows, completion), generator=generator).tolist()
-    if stage == "dpo":
+    if stage == "kl":
+        step, tokens = _kl_step(folder, prompts, completions)
+    elif stage == "dpo":
         rejected = torch.randint(10, vocab, (rows, completion), generator=generator).tolist()
         step, tokens = _dpo_step(model, side, prompts, completions, rejected)
     else:
@@ -73,6 +77,8 @@ def worker(stage: str, side: str, folder: str, rows: int, completion: int) -> di
         step()
         times.append(time.perf_counter() - start)
     line = logprobs.describe_logprob_path(model) if side == "output layer" else "the logits path, forced"
+    if stage == "kl" and side == "output layer":
+        line = "the KL from the two models' output layers, a chunk of tokens at a time"
     return {"side": side, "line": line, "pass_s": statistics.median(times[1:]),
             "peak_above_load_mb": _rss_mb("VmHWM") - loaded, "tokens": tokens, "vocab": vocab}
 
@@ -108,6 +114,25 @@ def _dpo_step(model, side: str, prompts, chosen, rejected):
     return step, int(input_ids.numel())
 
 
+def _kl_step(folder: str, prompts, completions):
+    """`tiller eval`'s exact KL along answers (`policy_kl`, rows of 8 as it batches them): the
+    policy a perturbed copy of the model (every weight moved, so no layer is shared)."""
+    import torch
+
+    from tiller.models import load_causal_lm
+    from tiller.recipes.evaluate import policy_kl
+
+    reference, policy = load_causal_lm(folder).eval(), load_causal_lm(folder).eval()
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+
+    def step():
+        policy_kl(policy, reference, prompts, completions, 0, len(prompts), "cpu")
+
+    return step, len(prompts) * (64 + len(completions[0]))
+
+
 def build_model(folder: Path) -> None:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -121,7 +146,7 @@ def build_model(folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("rloo", "dpo"), default="rloo")
+    parser.add_argument("--stage", choices=("rloo", "dpo", "kl"), default="rloo")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--completion", type=int, default=256)
     parser.add_argument("--reps", type=int, default=2)
@@ -150,7 +175,8 @@ def main() -> None:
     for side in SIDES:
         summary[side] = (statistics.median(r["pass_s"] for r in results[side]),
                          statistics.median(r["peak_above_load_mb"] for r in results[side]))
-        print(f"{side:<14} forward+backward {summary[side][0]:6.2f} s   peak above load {summary[side][1]:8,.0f} MB")
+        work = "forwards" if args.stage == "kl" else "forward+backward"
+        print(f"{side:<14} {work} {summary[side][0]:6.2f} s   peak above load {summary[side][1]:8,.0f} MB")
     (ours_s, ours_mb), (peer_s, peer_mb) = summary["output layer"], summary["logits"]
     print(f"ratio output layer / logits: time x{ours_s / peer_s:.2f}, peak memory above load x{ours_mb / peer_mb:.2f}")
 

@@ -204,6 +204,40 @@ def completion_logprobs(model, input_ids, attention_mask, prompt_len: int, tempe
                                 labels, temperature, with_entropy)
 
 
+@contextlib.contextmanager
+def _head_passing_hidden_states(head: torch.nn.Linear):
+    """While open, `head` returns its input (the last hidden states) instead of logits."""
+    head.forward = lambda hidden: hidden  # an instance attribute, as in _head_as_logprobs
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def completion_kl(policy, reference, input_ids, attention_mask, prompt_len: int,
+                  prefixes: tuple[FrozenPrefix, FrozenPrefix] | None = None, hidden: torch.Tensor | None = None):
+    """The exact KL(policy || reference) of the two next-token distributions at each completion
+    token (the whole vocabulary) -> [rows, completion tokens], for metrics (no gradient). Where
+    both output layers allow it (`_plain_output_layer`), from their last hidden states, the two
+    models' logits a chunk of tokens at a time (`losses.linear_token_kl`); else from the two
+    [rows, completion tokens, vocabulary] logits (`losses.token_kl`). With `prefixes` (each
+    model's frozen prefix) and `hidden` (their shared output for these rows) only the layers
+    after it run."""
+    prefixes = prefixes or (None, None)
+    models = (policy, reference)
+    heads = [_plain_output_layer(m) for m in models]
+    if None in heads:
+        return losses.token_kl(*(completion_logits(m, input_ids, attention_mask, prompt_len, prefix, hidden)
+                                 for m, prefix in zip(models, prefixes)))
+    states = []
+    for model, head, prefix in zip(models, heads, prefixes):
+        with _head_passing_hidden_states(head):
+            states.append(completion_logits(model, input_ids, attention_mask, prompt_len, prefix, hidden))
+    rows, width, size = states[0].shape
+    kl = losses.linear_token_kl(states[0].reshape(-1, size), heads[0].weight, states[1].reshape(-1, size), heads[1].weight)
+    return kl.view(rows, width)
+
+
 def logprobs_at(model, where: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor, temperature: float = 1.0,
                 with_entropy: bool = False, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log p(targets[n]) predicted at (row, column) `where[0][n], where[1][n]` of one forward of

@@ -274,16 +274,44 @@ def token_kl(policy_logits: Tensor, ref_logits: Tensor, chunk_size: int = 1024) 
         raise ValueError(f"expected two logits tensors [B, T, V] of one shape, got "
                          f"{tuple(policy_logits.shape)} and {tuple(ref_logits.shape)}")
     dtype = _compute_dtype(policy_logits.dtype)
-    pieces = []
+    B, T, _ = policy_logits.shape
+    kl = policy_logits.new_empty(B * T, dtype=dtype)  # written in place: see linear_token_kl
+    done = 0
     for x, y in _token_blocks(policy_logits, ref_logits):
         for i in range(0, x.shape[0], chunk_size):
-            log_p = torch.log_softmax(x[i : i + chunk_size].to(dtype), dim=-1)
-            log_q = torch.log_softmax(y[i : i + chunk_size].to(dtype), dim=-1)
-            pieces.append((log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0))  # clamp: rounding only
-    B, T, _ = policy_logits.shape
-    if not pieces:
-        return policy_logits.new_zeros((B, T), dtype=dtype)
-    return torch.cat(pieces).view(B, T)
+            piece = _rows_kl(x[i : i + chunk_size], y[i : i + chunk_size], dtype)
+            kl[done : done + piece.shape[0]] = piece
+            done += piece.shape[0]
+    return kl.view(B, T)
+
+
+def _rows_kl(policy_logits: Tensor, ref_logits: Tensor, dtype: torch.dtype) -> Tensor:
+    log_p = torch.log_softmax(policy_logits.to(dtype), dim=-1)
+    log_q = torch.log_softmax(ref_logits.to(dtype), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)  # clamp: rounding only
+
+
+def linear_token_kl(policy_hidden: Tensor, policy_weight: Tensor, ref_hidden: Tensor, ref_weight: Tensor,
+                    chunk_size: int | None = None) -> Tensor:
+    """``token_kl`` from two output layers: the exact KL(pi || pi_ref) at each of N tokens, where
+    pi = softmax(policy_hidden[n] @ policy_weight.T) and pi_ref the same of the reference's
+    (hidden [N, H], weights [V, H], no bias) -> [N], float32 (float64 for float64 inputs).
+
+    The two models' logits exist a chunk of tokens at a time (`linear_token_rows`, as
+    ``linear_token_logprobs``), never [N, V] each. For metrics under ``torch.no_grad()``."""
+    if policy_hidden.shape != ref_hidden.shape or policy_weight.shape != ref_weight.shape:
+        raise ValueError(f"expected hidden states [N, H] and output layers [V, H] of one shape each, got "
+                         f"{tuple(policy_hidden.shape)}, {tuple(ref_hidden.shape)}, {tuple(policy_weight.shape)}, "
+                         f"{tuple(ref_weight.shape)}")
+    dtype = _compute_dtype(policy_hidden.dtype)
+    rows = chunk_size or linear_token_rows(policy_weight.shape[0])
+    # Written into one tensor made first: per-chunk results kept alive between the chunks' large
+    # temporaries left the heap unable to reuse them (measured on CPU: +1.2 GB of RSS in 2 of 5
+    # runs of 2,048 tokens at Qwen3's vocabulary, against none).
+    kl = policy_hidden.new_empty(policy_hidden.shape[0], dtype=dtype)
+    for part in _even_chunks(policy_hidden.shape[0], rows):
+        kl[part] = _rows_kl(F.linear(policy_hidden[part], policy_weight), F.linear(ref_hidden[part], ref_weight), dtype)
+    return kl
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 `PolicyWithValue` holds the policy (a causal LM, peft-wrapped under LoRA) and the value model,
 whose decoder's last hidden state feeds a Linear(hidden, 1) head, one value per token. One
 module, so that one optimizer, one DDP wrapper and one checkpoint hold both, and one forward
-gives the policy's logits and the values: DDP needs every trained parameter reached inside its
+gives the policy's log-probs and the values: DDP needs every trained parameter reached inside its
 forward. The value model is either
 
 - shared (`ppo.value_model: shared`, the default under LoRA): a second LoRA adapter, "value",
@@ -39,8 +39,8 @@ import torch
 
 from tiller.batching import mask_positions
 from tiller.config import ModelConfig, PpoConfig
-from tiller.logprobs import logprobs_from_logits
-from tiller.models import base_hf_model, load_policy
+from tiller.logprobs import completion_logprobs
+from tiller.models import base_hf_model, enable_activation_checkpointing, load_policy
 
 POLICY_ADAPTER, VALUE_ADAPTER = "default", "value"
 
@@ -102,8 +102,8 @@ class PolicyWithValue(torch.nn.Module):
             policy.set_adapter(POLICY_ADAPTER)
             _train_both_adapters(policy)
             if any(getattr(m, "gradient_checkpointing", False) for m in hf.modules()):  # load_policy turned it on
-                hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
-                    "use_reentrant": False, "context_fn": functools.partial(_recompute_with_the_same_adapter, policy)})
+                enable_activation_checkpointing(
+                    hf, context_fn=functools.partial(_recompute_with_the_same_adapter, policy))
         else:
             # The same for the separate value model: its LM head (or an adapter on it) is never
             # reached, so it is frozen; a head tied to the input embedding trains through the body.
@@ -118,20 +118,25 @@ class PolicyWithValue(torch.nn.Module):
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids=None, attention_mask=None, keep: int | None = None, policy_kwargs: dict | None = None):
-        """(logits, values) at the last `keep` positions; with `policy_kwargs`, the policy's own
-        output for them (`PolicyThroughBundle`)."""
+    def forward(self, input_ids=None, attention_mask=None, prompt_len: int | None = None, temperature: float = 1.0,
+                with_entropy: bool = False, policy_kwargs: dict | None = None):
+        """(log-probs of the completion tokens, values, entropies or None) of rows [left-padded
+        prompt | right-padded completion] whose completions start at `prompt_len`: log-probs and
+        entropies [B, T] from the policy's output layer at the completion tokens only (as rloo's,
+        `tiller.logprobs.completion_logprobs`: the [tokens, vocabulary] logits never whole), and
+        the value at every completion position and the one after it [B, T + 1]. With
+        `policy_kwargs`, the policy's own output for them (`PolicyThroughBundle`)."""
         if policy_kwargs is not None:
             return self.policy(**policy_kwargs)
-        positions = mask_positions(attention_mask)
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                             logits_to_keep=keep, use_cache=False).logits
+        logps, entropy = completion_logprobs(self.policy, input_ids, attention_mask, prompt_len, temperature,
+                                             with_entropy)
+        keep = input_ids.shape[1] - prompt_len + 1
         hf = base_hf_model(self.policy if self.shared else self.value_model)
         body = getattr(hf, hf.base_model_prefix)  # the decoder without the LM head (LoRA layers stay in it)
         with adapter_active(self.policy, VALUE_ADAPTER) if self.shared else contextlib.nullcontext():
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
                           use_cache=False).last_hidden_state[:, -keep:]
-        return logits, self.value_head(hidden).squeeze(-1)
+        return logps, self.value_head(hidden).squeeze(-1), entropy
 
 
 def value_model_kind(p: PpoConfig) -> str:
@@ -180,7 +185,5 @@ def completion_logprobs_and_values(model, input_ids, attention_mask, prompt_len:
     """Per completion token [B, T]: the policy's log-prob of the sampled token, the value of the
     state before it (read at the same position as the logits that predict it), and optionally
     the entropy. Rows are [left-padded prompt | right-padded completion] (`build_batch`)."""
-    completion_len = input_ids.shape[1] - prompt_len
-    logits, values = model(input_ids, attention_mask, completion_len + 1)
-    logps, entropy = logprobs_from_logits(logits[:, :-1], input_ids[:, prompt_len:], temperature, with_entropy)
+    logps, values, entropy = model(input_ids, attention_mask, prompt_len, temperature, with_entropy)
     return logps, values[:, :-1].float(), entropy

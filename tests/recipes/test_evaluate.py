@@ -69,6 +69,28 @@ def test_policy_kl_is_the_exact_kl_summed_over_each_answer(tiny_llama, moved, ca
     assert policy_kl(reference, reference, prompts, answers, 0, 2, "cpu") == [0.0, 0.0, 0.0]
 
 
+def test_policy_kl_takes_the_output_layers_chunk_by_chunk_where_it_can(tiny_llama, monkeypatch):
+    """A Llama's output layer is a plain linear layer: the KL comes from the two models' last
+    hidden states, their logits a chunk of tokens at a time, never the [rows, answer, vocabulary]
+    logits of each (losses.token_kl is not called); with an output layer that is not plain (here
+    made so), from the logits, the same values."""
+    from tiller import logprobs
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prompts, answers = [[5, 6, 7], [8, 9], [3, 4, 5, 6, 7, 8]], [[10, 11, 12, 13], [14], [15, 16]]
+    with monkeypatch.context() as patch:
+        patch.setattr(losses, "token_kl", lambda *a, **k: pytest.fail("the logits path ran"))
+        by_output_layer = policy_kl(policy, reference, prompts, answers, 0, 2, "cpu")
+    monkeypatch.setattr(logprobs, "_plain_output_layer", lambda model: None)
+    by_logits = policy_kl(policy, reference, prompts, answers, 0, 2, "cpu")
+    torch.testing.assert_close(torch.tensor(by_output_layer), torch.tensor(by_logits), atol=1e-6, rtol=1e-6)
+
+
 def test_answers_come_back_in_the_prompts_order_whatever_the_batching(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tokenizer = load_tokenizer(str(tiny_llama))

@@ -320,6 +320,8 @@ def test_ppo_two_sharded_processes_match_one(strategy, eos_heavy_llama, tmp_path
     kind = "deepspeed" if strategy == "zero3" else "fsdp2"
     assert out.count(f"({kind}, 2 process(es), 2 micro-batch(es) each)") == len(cases), out[-3000:]
     assert "value model: a second LoRA adapter ('value')" in out and "value model: a separate copy" in out
+    # both cases took the policy's log-probs from the sharded output layer in chunks
+    assert out.count("[ppo] log-probs computed by the output layer") == len(cases), out[-3000:]
     start = load_file(str(eos_heavy_llama / "model.safetensors"))
     for name in cases:
         assert_same_model(tmp_path / "one" / name, tmp_path / "two" / name, "ppo", start)

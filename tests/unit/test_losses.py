@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tiller.losses import (
+    linear_token_kl,
     linear_token_logprobs,
     accuracy_interval,
     advantages_for,
@@ -235,6 +236,22 @@ def test_token_kl_hand_computed(chunk_size):
     assert (token_kl(b, a, chunk_size) >= 0).all()
     with pytest.raises(ValueError, match="one shape"):
         token_kl(a, b[:, :2])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, None])
+def test_linear_token_kl_is_token_kl_of_the_two_output_layers(chunk_size):
+    # hidden (1, 0) through rows (ln 3, 0) / (0, 0): the hand-computed case above, 0.1308120
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    policy_weight = torch.tensor([[math.log(3.0), 1.0], [0.0, 2.0]])
+    ref_weight = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    assert close(linear_token_kl(hidden, policy_weight, hidden, ref_weight, chunk_size), [0.1308120, 0.0])
+    torch.manual_seed(5)
+    h_p, h_q, w_p, w_q = torch.randn(7, 4), torch.randn(7, 4), torch.randn(11, 4), torch.randn(11, 4)
+    expected = token_kl((h_p @ w_p.T)[None], (h_q @ w_q.T)[None])[0]
+    assert close(linear_token_kl(h_p, w_p, h_q, w_q, chunk_size), expected)
+    assert linear_token_kl(h_p[:0], w_p, h_q[:0], w_q, chunk_size).shape == (0,)
+    with pytest.raises(ValueError, match="one shape each"):
+        linear_token_kl(h_p, w_p, h_q[:3], w_q)
 
 
 # ------------------------------------------------------------------------------------------

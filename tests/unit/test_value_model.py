@@ -12,6 +12,7 @@ import torch
 
 from tiller import value_model
 from tiller.config import LoraConfig, ModelConfig
+from tiller.logprobs import completion_logprobs
 from tiller.models import load_policy
 from tiller.value_model import PolicyWithValue
 
@@ -31,6 +32,9 @@ def shared(model_dir, checkpointing: bool = False) -> PolicyWithValue:
     return bundle
 
 
+PROMPT_LEN = 6  # the inputs' last 4 tokens are the completion
+
+
 def inputs():
     ids = torch.randint(3, 100, (2, 10), generator=torch.Generator().manual_seed(1))
     return ids, torch.ones_like(ids)
@@ -41,18 +45,34 @@ def test_each_path_sees_its_own_adapter_and_the_reference_is_the_start(tiny_llam
     ids, mask = inputs()
     start = load_policy(str(tiny_llama), ModelConfig(), None, "cpu")[0]
     with torch.no_grad():
-        logits, values = bundle(ids, mask, 5)
+        logps, values, _ = bundle(ids, mask, PROMPT_LEN)
         assert bundle.policy.active_adapter == "default"  # what the rollout engine and the saved policy see
         with bundle.policy.disable_adapter():  # how rl_rollout.reference_logprobs computes the reference
-            reference = bundle.policy(input_ids=ids, attention_mask=mask).logits[:, -5:]
-        assert torch.equal(reference, start(input_ids=ids, attention_mask=mask).logits[:, -5:])
-        assert not torch.allclose(logits, reference)  # the policy adapter is on in the policy's forward
+            reference = completion_logprobs(bundle.policy, ids, mask, PROMPT_LEN, 1.0)[0]
+        assert torch.equal(reference, completion_logprobs(start, ids, mask, PROMPT_LEN, 1.0)[0])
+        assert not torch.allclose(logps, reference)  # the policy adapter is on in the policy's forward
         for name, p in bundle.named_parameters():
             if "lora_B.value" in name:
                 p.zero_()
-        logits_2, values_2 = bundle(ids, mask, 5)
-    assert torch.equal(logits_2, logits)  # the value adapter does not touch the policy ...
+        logps_2, values_2, _ = bundle(ids, mask, PROMPT_LEN)
+    assert torch.equal(logps_2, logps)  # the value adapter does not touch the policy ...
     assert not torch.allclose(values_2, values)  # ... and is on in the value forward
+
+
+def test_the_policy_log_probs_are_those_of_its_logits_at_the_completion_tokens(tiny_llama):
+    """The bundle's policy half computes log-probs at the completion tokens from the output layer
+    (no [tokens, vocabulary] logits): the values the tempered log-softmax of the policy's own
+    logits gives, entropies too; values at every completion position and the one after."""
+    bundle = shared(tiny_llama).train()
+    ids, mask = inputs()
+    logps, values, entropy = bundle(ids, mask, PROMPT_LEN, 0.7, True)
+    with torch.no_grad():
+        logits = bundle.policy(input_ids=ids, attention_mask=mask).logits[:, PROMPT_LEN - 1:-1] / 0.7
+    log_softmax = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(logps, log_softmax.gather(-1, ids[:, PROMPT_LEN:, None])[..., 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(entropy, -(log_softmax.exp() * log_softmax).sum(-1), rtol=0, atol=1e-5)
+    assert logps.requires_grad and not entropy.requires_grad
+    assert values.shape == (ids.shape[0], ids.shape[1] - PROMPT_LEN + 1)
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -64,9 +84,9 @@ def test_one_backward_reaches_both_adapters_and_the_head(tiny_llama, checkpointi
     grads = {}
     for with_checkpoints in (False, checkpointing):
         bundle = shared(tiny_llama, with_checkpoints).train()
-        logits, values = bundle(ids, mask, 5)
+        logps, values, _ = bundle(ids, mask, PROMPT_LEN)
         trainable = [n for n, p in bundle.named_parameters() if p.requires_grad]
-        (logits.logsumexp(-1).sum() + values.sum()).backward()
+        (logps.sum() + values.sum()).backward()
         grads[with_checkpoints] = {n: p.grad for n, p in bundle.named_parameters() if p.requires_grad}
         # both adapters (A and B of 7 modules x 2 layers each) and the head
         assert len(trainable) == 2 * 2 * 7 * 2 + 2 and trainable == list(grads[with_checkpoints])
@@ -86,8 +106,8 @@ def test_an_adapted_lm_head_leaves_no_trained_parameter_without_gradient(tiny_ll
     value = None if kind == "shared" else load_policy(str(tiny_llama), ModelConfig(), lora, "cpu")[0]
     bundle = PolicyWithValue(policy, value)
     ids, mask = inputs()
-    logits, values = bundle(ids, mask, 5)
-    (logits.logsumexp(-1).sum() + values.sum()).backward()
+    logps, values, _ = bundle(ids, mask, PROMPT_LEN)
+    (logps.sum() + values.sum()).backward()
     trained = {n: p.grad for n, p in bundle.named_parameters() if p.requires_grad}
     assert any("lm_head.lora_A" in n for n in trained)  # the policy's head adapter trains
     assert [n for n, g in trained.items() if g is None] == []
@@ -103,7 +123,7 @@ def test_checkpointing_without_the_recompute_context_is_wrong(tiny_llama, monkey
             monkeypatch.setattr(value_model, "_recompute_with_the_same_adapter",
                                 lambda m: (contextlib.nullcontext(), contextlib.nullcontext()))
         bundle = shared(tiny_llama, checkpointing).train()
-        logits, values = bundle(ids, mask, 5)
+        _, values, _ = bundle(ids, mask, PROMPT_LEN)
         values.sum().backward()
         grads.append({n: p.grad for n, p in bundle.named_parameters() if "lora_A.value" in n})
     assert any(not torch.allclose(grads[0][n], grads[1][n], atol=1e-5) for n in grads[0])

@@ -77,7 +77,7 @@ from tiller.checkpoint import list_checkpoints, load_model_weights, verify_check
 from tiller.config import Config, RewardBackendConfig, get_key
 from tiller.eval_inputs import eval_prompts, reference_for  # shared with `tiller playground`
 from tiller.frozen_prefix import equal_leading_layers
-from tiller.logprobs import build_batch, completion_logits
+from tiller.logprobs import build_batch, completion_kl, completion_logits
 from tiller.model_card import add_policy_evaluation
 from tiller.models import STARTED_FROM, adapter_base, load_frozen, load_policy, load_tokenizer, policy_start, read_origin
 from tiller.report_data import POLICIES_FILE
@@ -149,11 +149,13 @@ def policy_kl(policy, reference, prompt_ids, completions, pad_id: int, batch_siz
         ids, mask, completion_mask, prompt_len = build_batch([prompt_ids[i] for i in batch],
                                                              [completions[i] for i in batch], 1, pad_id)
         ids, mask, completion_mask = ids.to(device), mask.to(device), completion_mask.to(device).float()
-        # token_kl upcasts chunk by chunk: no full float32 copy of bf16 logits
-        per_token = losses.token_kl(*_kl_logits(policy, reference, ids, mask, prompt_len, shared))
+        hidden = None if shared is None else shared[1].hidden(ids, mask)
+        per_token = completion_kl(policy, reference, ids, mask, prompt_len, shared, hidden)
         return losses.masked_sum(per_token, completion_mask, dim=-1).cpu().tolist()
 
-    rows = min(batch_size, 8)  # two [rows, answer length, vocabulary] logits tensors alive at once
+    # Two [rows, answer length, vocabulary] logits tensors alive at once where an output layer is
+    # not a plain linear layer (completion_kl); else their last hidden states only.
+    rows = min(batch_size, 8)
     # Rows of similar prompt length together: prompts are left-padded to the batch's longest.
     return run_in_length_batches([len(p) for p in prompt_ids], rows, kl_batch)
 

@@ -32,7 +32,7 @@ from tiller import losses
 from tiller.checkpoint import save_checkpoint
 from tiller.config import Config, to_yaml
 from tiller.degeneration import is_degenerate
-from tiller.logprobs import build_batch
+from tiller.logprobs import build_batch, describe_logprob_path
 from tiller.metrics import StepMetrics
 from tiller.model_card import CardInfo, rloo_figures
 from tiller.models import describe_origin, load_frozen, load_tokenizer, policy_start, write_origin
@@ -127,6 +127,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
             sharded=rt.sharded, log=lambda line: rt.print(f"[ppo] {line}"))
     model, unwrapped, optimizer, scheduler, updates = prepare_for_training(
         rt, model_bundle, p.optim, total_steps * updates_per_step, accum, p.micro_batch_per_device, "ppo")
+    rt.print(f"[ppo] {describe_logprob_path(unwrapped.policy)}")
     # Generation and the reference call the policy alone; under FSDP2 through the bundle's forward.
     policy = PolicyThroughBundle(model, unwrapped.policy) if rt.strategy == "fsdp2" else unwrapped.policy
     engine = make_engine(p.rollout.engine, policy, tokenizer, p.rollout, cfg.model)
