@@ -329,8 +329,13 @@ class OptimizerStep:
         advances by `schedule_steps` (the optimizer steps the skipped step would have taken)."""
         import warnings
 
-        for _ in range(schedule_steps):
-            self.scheduler.step()
+        with warnings.catch_warnings():
+            # Advancing the schedule past the skipped step is the point; when no optimizer step
+            # came before (the run's first update skipped), PyTorch warns that the first learning
+            # rate is skipped as if the calls were out of order: true, intended, and misleading.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before", category=UserWarning)
+            for _ in range(schedule_steps):
+                self.scheduler.step()
         self.skipped += 1
         self._in_a_row += 1
         at = self.start + self.steps + self.skipped
