@@ -306,8 +306,8 @@ def linear_token_kl(policy_hidden: Tensor, policy_weight: Tensor, ref_hidden: Te
     dtype = _compute_dtype(policy_hidden.dtype)
     rows = chunk_size or linear_token_rows(policy_weight.shape[0])
     # Written into one tensor made first: per-chunk results kept alive between the chunks' large
-    # temporaries left the heap unable to reuse them (measured on CPU: +1.2 GB of RSS in 2 of 5
-    # runs of 2,048 tokens at Qwen3's vocabulary, against none).
+    # temporaries left the heap unable to reuse them (measured on CPU: +1.0-1.3 GB of RSS in 3 of 8
+    # runs of 2,048 tokens at Qwen3's vocabulary, against none in 6; bench/README.md).
     kl = policy_hidden.new_empty(policy_hidden.shape[0], dtype=dtype)
     for part in _even_chunks(policy_hidden.shape[0], rows):
         kl[part] = _rows_kl(F.linear(policy_hidden[part], policy_weight), F.linear(ref_hidden[part], ref_weight), dtype)

@@ -135,6 +135,7 @@ def test_decoding_passes_the_cache_by_the_keyword_transformers_takes(tiny_policy
     """transformers 5 renamed forward's `past_key_values` to `cache` (the old name warns on every
     call and goes in 5.40); older versions know only `past_key_values`. The engine asks the model
     class, through peft's wrapper too, and decoding warns about neither."""
+    import inspect
     import warnings
 
     from transformers import LlamaForCausalLM
@@ -143,7 +144,7 @@ def test_decoding_passes_the_cache_by_the_keyword_transformers_takes(tiny_policy
     from tiller.models import apply_lora
 
     model, tokenizer = tiny_policy
-    takes_cache = "cache" in __import__("inspect").signature(LlamaForCausalLM.forward).parameters
+    takes_cache = "cache" in inspect.signature(LlamaForCausalLM.forward).parameters
     assert te.cache_keyword(model) == ("cache" if takes_cache else "past_key_values")
     wrapped = apply_lora(load_causal_lm(str(model.name_or_path)), LoraConfig(r=2, alpha=4, dropout=0.0), "CAUSAL_LM")
     assert te.cache_keyword(wrapped) == te.cache_keyword(model)
