@@ -223,7 +223,8 @@ def spec_for(name: str, files: dict, dtype: str, side: str, work: Path, tag: str
         prompts=w["prompts"], k=w["k"], max_new_tokens=w["max_new_tokens"], lora=w["lora"], lr=w["lr"],
         warmup=w["warmup"], measured=w["measured"],
         micro_batch=w["trl_micro_batch"] if side == "trl" else w["tiller_micro_batch"],
-        engine="vllm" if side == "tiller-vllm" else "transformers",
+        engine="vllm" if side.startswith("tiller-vllm") else "transformers",
+        vllm_lora_sync="merged" if side == "tiller-vllm-merged" else "adapter",
         max_prompt_tokens=w["max_prompt_tokens"], run_dir=str(work / name / f"run-{side}-{dtype}-{tag}"),
         shared_prompt=shared_prompt,
     )
@@ -292,6 +293,7 @@ def tiller_worker(spec: dict, out: Path) -> None:
                             target_modules=lora["targets"], merge_on_save=False) if lora else LoraConfig(enabled=False),
             optim=OptimConfig(lr=spec["lr"], scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
             rollout=RolloutConfig(engine=spec.get("engine", "transformers"), max_new_tokens=spec["max_new_tokens"],
+                                  vllm_lora_sync=spec.get("vllm_lora_sync", "adapter"),
                                   temperature=spec["temperature"]),
             reward=RewardBackendConfig(backend="classifier", batch_size=spec["micro_batch"],
                                        path=spec["reward_adapter_dir"] if spec["side"] == "tiller-lora-rm" else spec["reward_dir"]),
@@ -428,7 +430,8 @@ def main() -> None:
     ap.add_argument("--sides", default="tiller,trl")
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--vllm", action="store_true",
-                    help="add a tiller row with rollout.engine=vllm (SmolLM2 only; needs .venv-vllm from `make vllm-env`)")
+                    help="add two tiller rows with rollout.engine=vllm, the LoRA adapter synced as an adapter and "
+                         "merged (rollout.vllm_lora_sync; SmolLM2 only; needs .venv-vllm from `make vllm-env`)")
     ap.add_argument("--no-lora-reward", action="store_true",
                     help="skip the row whose reward model is a LoRA adapter on the policy's base (LoRA workloads)")
     ap.add_argument("--padded-rows", action="store_true",
@@ -444,6 +447,7 @@ def main() -> None:
     if args.worker:
         spec = json.loads(Path(args.spec).read_text())
         workers = {"tiller": tiller_worker, "tiller-lora-rm": tiller_worker, "tiller-vllm": tiller_worker,
+                   "tiller-vllm-merged": tiller_worker,
                    "overhead": overhead_worker}
         workers[args.worker](spec, Path(args.out))
         return
@@ -490,12 +494,13 @@ def main() -> None:
         if args.vllm and name == "smollm2":  # vLLM's CPU attention needs head_dim >= 64: not the tiny model
             if not VLLM_PY.exists():
                 raise SystemExit(f"--vllm needs {VLLM_PY}: run `make vllm-env` first")
-            configs.append(("tiller-vllm", "float32"))
+            configs += [("tiller-vllm", "float32"), ("tiller-vllm-merged", "float32")]
         results: dict[str, list[dict]] = {f"{s}/{d}": [] for s, d in configs}
         for rep in range(w["reps"]):  # A B A B: every configuration once per alternation
             for side, dtype in configs:
                 script = BENCH / ("trl_worker.py" if side == "trl" else "rloo_step.py")
-                python = {"trl": str(TRL_PY), "tiller-vllm": str(VLLM_PY)}.get(side, sys.executable)
+                python = {"trl": str(TRL_PY), "tiller-vllm": str(VLLM_PY), "tiller-vllm-merged": str(VLLM_PY)}.get(
+                    side, sys.executable)
                 spec = spec_for(name, files, dtype, side, work, str(rep), shared_prompt=not args.padded_rows)
                 res = run_worker(python, script, spec, work)
                 results[f"{side}/{dtype}"].append(res)

@@ -34,6 +34,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,9 @@ TINY_DIMS = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, nu
 WORDS = ("the quick brown fox jumps over lazy dog water boils at one hundred degrees please explain how plants turn "
          "light into sugar and oxygen what is capital of france thank you for question here short answer with key "
          "steps first second third finally sorry cannot help silly sure happy write polite email report friday").split()
-BUDGET_CAPS = {"build": 240, "rloo": 420, "reward": 180, "fsdp2": 180, "zero3": 180}  # seconds, per phase
+PHASES = ("build", "rloo", "reward", "lora-sync", "fsdp2", "zero3")
+# seconds, per phase
+BUDGET_CAPS = {"build": 240, "rloo": 420, "reward": 180, "lora-sync": 360, "fsdp2": 180, "zero3": 180}
 
 
 def toy_reward(prompts, completions):
@@ -268,10 +271,10 @@ def phase_rloo(cfg, watch: Watch) -> dict:
         observe(engine, "generate", watch, after="reward")
 
     observe(rloo, "make_engine", watch, before="engine start", after="setup", then=engine_made)
-    observe(rloo, "_reference_logprobs", watch, before="reference")
+    observe(rloo, "reference_logprobs", watch, before="reference")
     # the forward that carries the gradient is the update (reference and checks run without gradients)
     observe(rloo, "completion_logprobs", watch, before="train", when=torch.is_grad_enabled)
-    observe(rloo, "save_model", watch, before="save")
+    observe(rloo, "save_trained_model", watch, before="save")
     watch.enter("load policy")
     rloo.run(cfg)
     return {}
@@ -282,10 +285,73 @@ def phase_reward(cfg, watch: Watch) -> dict:
 
     observe(reward, "prepare_for_training", watch, after="train")
     observe(reward, "evaluate_pairs", watch, before="eval")
-    observe(reward, "save_model", watch, before="save")
+    observe(reward, "save_trained_model", watch, before="save")
     watch.enter("load model")
     reward.run(cfg)
     return {}
+
+
+def phase_lora_sync(cfg, watch: Watch, reps: int, max_new_tokens: int) -> dict:
+    """Issue 21, item 8: the LoRA policy's two ways into vLLM, one after the other on the same
+    policy and prompts. `adapter` (tiller's default): only the adapter travels, vLLM generates
+    through its LoRA kernels. `merged`: vLLM without LoRA, every weight reloaded in place with the
+    adapter merged in (what peers do). Each `reps` times: the adapter changes (as after an
+    update), then one timed sync and one timed generation of the RLOO step's completions."""
+    import dataclasses
+
+    import torch
+
+    from tiller.chat import render_prompt
+    from tiller.models import load_policy, load_tokenizer
+    from tiller.rollout import Sampling
+    from tiller.rollout.vllm_engine import VllmEngine
+
+    r = cfg.rloo
+    cuda = torch.cuda.is_available()
+    watch.enter("load policy")
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model)
+    model, _ = load_policy(cfg.model.name, cfg.model, r.lora, "cuda" if cuda else "cpu")
+    rows = [json.loads(line) for line in (Path(cfg.run_dir) / "data" / "train.prompts.jsonl").read_text().splitlines()]
+    prompts = tokenizer([render_prompt(tokenizer, row["messages"]) for row in rows[:r.prompts_per_step]],
+                        add_special_tokens=False)["input_ids"]
+    k = r.completions_per_prompt
+    sampling = Sampling(max_new_tokens, r.rollout.temperature, r.rollout.top_p, r.rollout.top_k)
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    generator = torch.Generator(device=lora_b[0].device).manual_seed(0)
+    sync = lambda: torch.cuda.synchronize() if cuda else None  # noqa: E731
+    out = {"reps": reps, "prompts": len(prompts), "completions_per_prompt": k, "max_new_tokens": max_new_tokens,
+           "sleep_between_steps": r.rollout.vllm_sleep_between_steps, "modes": {}}
+    for mode in ("adapter", "merged"):
+        watch.enter(f"{mode}: engine start")
+        engine = VllmEngine(model, tokenizer, dataclasses.replace(r.rollout, vllm_lora_sync=mode), model_cfg=cfg.model)
+        steps = []
+        for rep in range(reps):
+            with torch.no_grad():  # a new adapter each time, as after an update (B starts at zero)
+                for p in lora_b:
+                    p.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) * 1e-3)
+            watch.enter(f"{mode}: sync")
+            sync()
+            t0 = time.perf_counter()
+            engine.sync_weights(model)
+            sync()
+            t1 = time.perf_counter()
+            watch.enter(f"{mode}: generate")
+            gen = engine.generate(prompts, k, sampling, list(range(rep * len(prompts), (rep + 1) * len(prompts))))
+            sync()
+            t2 = time.perf_counter()
+            tokens = sum(len(c) for c in gen.completions)
+            steps.append({"sync_s": round(t1 - t0, 3), "generate_s": round(t2 - t1, 3),
+                          "completions": len(gen.completions), "tokens": tokens})
+            log(f"lora-sync {mode} {rep + 1}/{reps}: sync {t1 - t0:.2f} s, generate {t2 - t1:.2f} s "
+                f"({len(gen.completions) / (t2 - t1):.2f} completions/s, {tokens} tokens)")
+        watch.enter(f"{mode}: close")
+        engine.close()
+        steady = steps[1:] or steps  # the first also pays one-time costs (first adapter load, warm-up)
+        out["modes"][mode] = {"steps": steps,
+                              "sync_s": round(statistics.median(s["sync_s"] for s in steady), 3),
+                              "completions_per_s": round(sum(s["completions"] for s in steady)
+                                                         / sum(s["generate_s"] for s in steady), 3)}
+    return {"lora_sync": out}
 
 
 def child(args) -> None:
@@ -306,7 +372,8 @@ def child(args) -> None:
                                                               "seconds": round(time.perf_counter() - started, 1)}))
         cfg = load_config(spec["config"], spec["overrides"] + args.overrides)
         phase = {"build": lambda: phase_build(spec, cfg, watch), "rloo": lambda: phase_rloo(cfg, watch),
-                 "reward": lambda: phase_reward(cfg, watch)}[args.phase]
+                 "reward": lambda: phase_reward(cfg, watch),
+                 "lora-sync": lambda: phase_lora_sync(cfg, watch, spec["sync_reps"], spec["sync_tokens"])}[args.phase]
         result.update(phase())
         if args.tag in ("fsdp2", "zero3"):  # a launch that silently fell back to plain processes tests nothing
             from accelerate.state import AcceleratorState
@@ -443,11 +510,11 @@ def show_phase(name: str, res: dict) -> None:
     if parts:
         cpu = any("rss_peak_gib" in p for p in parts.values())
         head = "process peak RSS GiB" if cpu else "torch peak GiB  device peak GiB"
-        print(f"    {'part':<16}{'seconds':>9}  {head}", flush=True)
+        print(f"    {'part':<24}{'seconds':>9}  {head}", flush=True)
         for label, p in parts.items():
             mem = (f"{p.get('rss_peak_gib', 0):>20.2f}" if cpu
                    else f"{p['torch_peak_gib']:>14.2f}  {p['device_peak_gib']:>15.2f}")
-            print(f"    {label:<16}{p['seconds']:>9.1f}  {mem}", flush=True)
+            print(f"    {label:<24}{p['seconds']:>9.1f}  {mem}", flush=True)
     for key, value in (res.get("notes") or {}).items():
         print(f"    {key}: {value}", flush=True)
     if not res["ok"]:
@@ -463,12 +530,13 @@ def show_steps(run_dir: Path) -> dict:
     if not rows:
         return {}
     keys = ("generate", "reward", "reference", "train")
-    print(f"    {'step':<6}" + "".join(f"{k + ' s':>13}" for k in keys) + f"{'step s':>10}{'completions/s':>15}"
-          f"{'length':>8}", flush=True)
+    # weight sync s: the part of generate s spent giving vLLM the policy's weights
+    print(f"    {'step':<6}" + "".join(f"{k + ' s':>13}" for k in keys) + f"{'weight sync s':>15}{'step s':>10}"
+          f"{'completions/s':>15}{'length':>8}", flush=True)
     for r in rows:
         print(f"    {r['step']:<6}" + "".join(f"{r.get('time/' + k, 0):>13.2f}" for k in keys)
-              + f"{r['time/step']:>10.2f}{r['time/completions_per_second']:>15.2f}{r['completions/mean_length']:>8.0f}",
-              flush=True)
+              + f"{r.get('time/weight_sync', 0):>15.2f}{r['time/step']:>10.2f}{r['time/completions_per_second']:>15.2f}"
+              f"{r['completions/mean_length']:>8.0f}", flush=True)
     steady = rows[1:] or rows  # the first step also pays one-time costs (first adapter load, kernel warm-up)
     total = sum(r["time/step"] for r in steady)
     split = {k: round(sum(r.get(f"time/{k}", 0) for r in steady) / total, 3) for k in keys}
@@ -476,6 +544,22 @@ def show_steps(run_dir: Path) -> dict:
     print(f"    steps {steady[0]['step']}-{steady[-1]['step']}: {per_s:.2f} completions/s; time split "
           + ", ".join(f"{k} {v:.0%}" for k, v in split.items()), flush=True)
     return {"steps": rows, "completions_per_second": round(per_s, 3), "time_split": split}
+
+
+def show_lora_sync(res: dict) -> None:
+    """The two LoRA syncs side by side: time per sync, completions/s, peak memory while syncing."""
+    sync = res["lora_sync"]
+    parts = res.get("parts") or {}
+    cpu = any("rss_peak_gib" in p for p in parts.values())
+    memory = "process RSS GiB" if cpu else "device peak GiB (sync / generate)"
+    log(f"LoRA into vLLM, {sync['prompts']} prompts x {sync['completions_per_prompt']} completions x "
+        f"{sync['max_new_tokens']} tokens, {sync['reps']} syncs each (figures without the first; "
+        f"sleep between steps {'on' if sync['sleep_between_steps'] else 'off'}):")
+    print(f"    {'mode':<9}{'s per sync':>12}{'completions/s':>15}  {memory}", flush=True)
+    for mode, m in sync["modes"].items():
+        key = "rss_peak_gib" if cpu else "device_peak_gib"
+        sync_mem, gen_mem = (parts.get(f"{mode}: {part}", {}).get(key) for part in ("sync", "generate"))
+        print(f"    {mode:<9}{m['sync_s']:>12.2f}{m['completions_per_s']:>15.2f}  {sync_mem} / {gen_mem}", flush=True)
 
 
 def plan_estimate(cfg, dims: dict, gpu_gib: float | None) -> dict:
@@ -537,15 +621,23 @@ def main() -> int:
     p.add_argument("--engine", choices=["vllm", "transformers"], default="vllm",
                    help="RLOO rollout engine (--tiny uses vllm only where it imports)")
     p.add_argument("--budget", type=float, default=450, help="seconds for all phases; phases beyond it are skipped")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"which phases, comma-separated; they run in this order: {','.join(PHASES)} (default: all; "
+                        "build always runs; fsdp2 and zero3 only with several GPUs)")
+    p.add_argument("--sync-reps", type=int, default=3, help="lora-sync: syncs and generations per mode")
+    p.add_argument("--sync-tokens", type=int, default=256, help="lora-sync: tokens per completion")
     p.add_argument("--out", default="gpu-check.json", help="JSON summary, rewritten after every phase")
     p.add_argument("--workdir", help="where to put the model and run (default: /dev/shm if roomy, else the temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (model, run) afterwards")
-    p.add_argument("--phase", choices=["build", "rloo", "reward"], help=argparse.SUPPRESS)  # phase processes
+    p.add_argument("--phase", choices=PHASES[:4], help=argparse.SUPPRESS)  # a phase's own process
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--tag", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.phase:
         child(args)
+    unknown = sorted(set(args.phases.split(",")) - set(PHASES))
+    if unknown:
+        p.error(f"--phases: unknown {', '.join(unknown)} (known: {', '.join(PHASES)})")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_phase ends the running phase
 
     started = time.perf_counter()
@@ -586,7 +678,9 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
         log(f"config error: {e}")
         out_path.write_text(json.dumps({"ok": False, "config_error": str(e), "env": env_info}, indent=1))
         return 2
-    (work / "check.json").write_text(json.dumps({"config": args.config, "overrides": overrides, "tiny": args.tiny}))
+    sync_tokens = min(args.sync_tokens, 16) if args.tiny else args.sync_tokens
+    (work / "check.json").write_text(json.dumps({"config": args.config, "overrides": overrides, "tiny": args.tiny,
+                                                 "sync_reps": args.sync_reps, "sync_tokens": sync_tokens}))
     summary = {"mode": "tiny (CPU)" if args.tiny else "gpu", "env": env_info, "workdir": str(work),
                "config": args.config, "overrides": overrides, "phases": {}}
 
@@ -602,9 +696,10 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
     if args.tiny:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run stays on CPU even on a GPU machine
     me = [sys.executable, str(Path(__file__).resolve())]
-    phases = [(name, me + ["--phase", name]) for name in ("build", "rloo", "reward")]
+    wanted = set(args.phases.split(",")) | {"build"}
+    phases = [(name, me + ["--phase", name]) for name in ("build", "rloo", "reward", "lora-sync") if name in wanted]
     n = env_info["gpus"]
-    for strategy in ("fsdp2", "zero3") if n > 1 else ():
+    for strategy in [s for s in ("fsdp2", "zero3") if s in wanted] if n > 1 else ():
         (work / f"run-{strategy}").mkdir()  # its own run folder (outputs, metrics), the same data
         (work / f"run-{strategy}" / "data").symlink_to(run_dir / "data")
         sets = ["--set", f"run_dir={work / f'run-{strategy}'}", "--set", "reward.train.micro_batch_per_device=2",
@@ -613,7 +708,7 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
                   str(ROOT / "configs" / "accelerate" / f"{strategy}.yaml"), "--num_processes", str(n),
                   "--main_process_port", str(free_port()), str(Path(__file__).resolve())]
         phases.append((strategy, launch + ["--phase", "reward", "--tag", strategy] + sets))
-    if n <= 1:
+    if n <= 1 and wanted & {"fsdp2", "zero3"}:
         summary["phases"]["fsdp2/zero3"] = {"ok": None, "skipped": f"{n} GPU visible: needs several"}
         log(f"fsdp2, zero3: skipped ({n} GPU visible: they need several)")
     plan = None
@@ -622,6 +717,10 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
         if name == "zero3" and not env_info["deepspeed"]:
             summary["phases"][name] = {"ok": None, "skipped": "deepspeed is not installed"}
             log(f"{name}: skipped (deepspeed is not installed)")
+            continue
+        if name == "lora-sync" and engine != "vllm":
+            summary["phases"][name] = {"ok": None, "skipped": "needs vllm (it compares vLLM's two LoRA syncs)"}
+            log(f"{name}: skipped (vllm is not installed here: it compares vLLM's two LoRA syncs)")
             continue
         if left < 30:
             summary["phases"][name] = {"ok": None, "skipped": f"budget of {args.budget:.0f} s spent"}
@@ -639,6 +738,8 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
                 return 1
             gpu_gib = (res.get("gpu") or {}).get("total_gib")
             plan = summary["plan"] = plan_estimate(cfg, res["dims"], gpu_gib)
+        if name == "lora-sync" and res.get("lora_sync"):
+            show_lora_sync(res)
         if name == "rloo":
             res.update(show_steps(run_dir))
             if plan:

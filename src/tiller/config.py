@@ -241,6 +241,13 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = field(default=0.4, metadata=_range(0.0, 1.0, lo_open=True))
     vllm_tensor_parallel_size: int = field(default=1, metadata=_range(1))
     vllm_sleep_between_steps: bool = True
+    # How a LoRA policy's weights reach vLLM before each generation. adapter: only the adapter
+    # (a few MB) travels and vLLM applies it with its LoRA kernels on one copy of the base.
+    # merged: vLLM runs without LoRA; tiller merges the adapter into each adapted weight one
+    # matrix at a time (the training weights stay as they are) and reloads every weight in place,
+    # as for full fine-tuning: a sync moves the whole model, generation runs at the plain model's
+    # speed. docs/scaling.md has what each costs and how `make gpu-check` measures them.
+    vllm_lora_sync: Literal["adapter", "merged"] = "adapter"
 
 
 @dataclass

@@ -158,9 +158,10 @@ def add_completion_metrics(m, completions: list[list[int]], has_eos: torch.Tenso
 
 
 def step_figures(m, rt, grad_norm, scheduler, done: int, completions_per_step: int, skipped: int,
-                 timings: dict[str, float]) -> dict:
+                 timings: dict[str, float], within: dict[str, float] | None = None) -> dict:
     """`m` reduced over every process, plus what is equal on every process: grad norm, lr,
-    episodes, skipped updates and the step's timings."""
+    episodes, skipped updates and the step's timings. `timings` are the step's consecutive
+    parts (they sum to time/step); `within` are logged too, each part of one of those."""
     figures = m.reduce(rt)
     figures.update({
         "train/grad_norm": torch.as_tensor(float(grad_norm)),
@@ -169,7 +170,7 @@ def step_figures(m, rt, grad_norm, scheduler, done: int, completions_per_step: i
         "guard/skipped_updates": torch.tensor(float(skipped)),
     })
     step_total = sum(timings.values())
-    figures.update({f"time/{key}": v for key, v in timings.items()})
+    figures.update({f"time/{key}": v for key, v in {**timings, **(within or {})}.items()})
     figures["time/step"] = step_total
     figures["time/completions_per_second"] = completions_per_step / step_total
     return figures

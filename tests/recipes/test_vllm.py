@@ -161,6 +161,37 @@ def test_lora_adapter_sync_reaches_vllm(tiny256, tokenizer, prompt_ids):
         engine.close()
 
 
+def test_merged_lora_sync_reaches_vllm(tiny256, tokenizer, prompt_ids):
+    """rollout.vllm_lora_sync: merged: vLLM without LoRA, every weight reloaded with the adapter
+    merged in; it generates what the LoRA model generates, and the training weights stay as they were."""
+    base = load_causal_lm(str(tiny256))
+    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=0.0), "CAUSAL_LM")
+    engine = VllmEngine(model, tokenizer, RolloutConfig(engine="vllm", vllm_lora_sync="merged"), return_logprobs=True)
+    short = Sampling(max_new_tokens=10, temperature=0.0)
+    prompt_ids = prompt_ids[:3]
+    try:
+        assert engine.llm.llm_engine.vllm_config.lora_config is None  # no LoRA kernels: a plain model
+        with pytest.raises(RuntimeError, match="before sync_weights"):
+            engine.generate(prompt_ids, 1, short, SEEDS[:3])
+        first, reference = greedy_both(engine, model, tokenizer, prompt_ids, short)
+        assert first.completions == reference.completions  # B = 0: the merged weights are the base's
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn_like(p) * 0.5)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        after, reference = greedy_both(engine, model, tokenizer, prompt_ids, short)
+        assert after.completions != first.completions
+        assert after.completions == reference.completions
+        assert_logprobs_close(tiller_logprobs(model, prompt_ids, after.completions, tokenizer.pad_token_id, 0.0),
+                              engine.last_logprobs)
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+        assert engine._lora_request is None and engine.syncs == 2
+    finally:
+        engine.close()
+
+
 def test_eval_generate_answers_with_vllm(tiny256, tokenizer, prompt_ids):
     model = load_causal_lm(str(tiny256)).eval()
     by_vllm = generate_answers(model, tokenizer, prompt_ids, GREEDY, 2, 0, "vllm", RolloutConfig(engine="vllm"))
@@ -168,9 +199,11 @@ def test_eval_generate_answers_with_vllm(tiny256, tokenizer, prompt_ids):
     assert by_vllm == by_transformers
 
 
-def test_rloo_runs_with_vllm_rollouts(tmp_path, tiny256):
+@pytest.mark.parametrize("lora_sync", ["adapter", "merged"])
+def test_rloo_runs_with_vllm_rollouts(tmp_path, tiny256, lora_sync):
     write_prompts(tmp_path)
-    cfg = rloo_config(tmp_path, tiny256, max_steps=3, rollout={"engine": "vllm", "max_new_tokens": 12},
+    cfg = rloo_config(tmp_path, tiny256, max_steps=3,
+                      rollout={"engine": "vllm", "max_new_tokens": 12, "vllm_lora_sync": lora_sync},
                       lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "last_n_layers": 1},
                       optim={"lr": 1e-2, "scheduler": "constant"}, beta=0.1)
     rloo.run(config_from_dict(cfg))
@@ -179,4 +212,34 @@ def test_rloo_runs_with_vllm_rollouts(tmp_path, tiny256):
     assert rows[0]["objective/kl"] == 0.0  # step 1 samples from the untouched policy (B = 0)
     assert rows[-1]["objective/kl"] != 0.0
     assert all(r["time/generate"] > 0 and r["completions/mean_length"] > 0 for r in rows)
+    # the weights' trip into vLLM is logged as a part of time/generate, not counted twice in the step
+    assert all(0 < r["time/weight_sync"] < r["time/generate"] for r in rows)
+    for r in rows:
+        parts = r["time/generate"] + r["time/reward"] + r["time/reference"] + r["time/train"]
+        assert r["time/step"] == pytest.approx(parts, rel=1e-9)
     assert (tmp_path / "rloo" / "model" / "adapter_model.safetensors").is_file()  # lora.merge_on_save false
+
+
+def test_gpu_check_compares_the_two_lora_syncs_on_cpu(tmp_path):
+    """`make gpu-check`'s lora-sync phase (issue 21, item 8), as its CPU dry run: both syncs run,
+    each reaches vLLM, and the summary holds time per sync, completions/s and memory per mode."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "gpu-check.json"
+    command = [sys.executable, str(root / "scripts" / "gpu_check.py"), "--tiny", "--phases", "build,lora-sync",
+               "--sync-reps", "2", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert set(summary["phases"]) == {"build", "lora-sync"}  # --phases: nothing else ran or was reported
+    sync = summary["phases"]["lora-sync"]["lora_sync"]
+    assert set(sync["modes"]) == {"adapter", "merged"}
+    for mode, m in sync["modes"].items():
+        assert len(m["steps"]) == 2 and m["completions_per_s"] > 0 and m["sync_s"] > 0
+        assert all(step["completions"] == 4 * 4 and step["tokens"] > 0 for step in m["steps"])
+        assert summary["phases"]["lora-sync"]["parts"][f"{mode}: sync"]["times"] == 2
+    assert "s per sync" in run.stdout and "merged" in run.stdout

@@ -162,3 +162,42 @@ def test_decoding_passes_the_cache_by_the_keyword_transformers_takes(tiny_policy
             te.TransformersEngine(m, tokenizer).generate(prompts, 2, Sampling(max_new_tokens=6, temperature=1.0), [0, 1])
     assert not [w for w in caught if "past_key_values" in str(w.message) or "deprecated" in str(w.message)], \
         [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merged_lora_weights_are_merge_and_unload_bit_for_bit(tmp_path, dtype):
+    """rollout.vllm_lora_sync: merged sends vLLM every weight of the base, the adapted ones with
+    the adapter merged in: the same names and the same bits as peft's merge_and_unload, while
+    the training weights (base and adapter) stay exactly as they were."""
+    import copy
+
+    from tiller.config import LoraConfig
+    from tiller.models import apply_lora
+    from tiller.rollout.vllm_engine import merged_lora_weights
+    from tiller.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny", num_layers=2)
+    base = load_causal_lm(str(folder)).to(dtype)
+    base_weights = {n: p.detach().clone() for n, p in base.named_parameters()}
+    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=0.0, last_n_layers=1), "CAUSAL_LM")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)  # peft starts B at zero: a trained adapter is not
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    merged = dict(merged_lora_weights(model))
+
+    expected = dict(copy.deepcopy(model).merge_and_unload().named_parameters())
+    assert list(merged) == list(expected) == list(base_weights)  # the base's checkpoint names, in order
+    for name, tensor in expected.items():
+        assert merged[name].dtype == dtype
+        assert torch.equal(merged[name], tensor), name
+    # the last layer's seven projections changed (last_n_layers=1); every other weight is the base's
+    changed = sorted(n for n in merged if not torch.equal(merged[n], base_weights[n]))
+    assert changed == sorted(f"model.layers.1.{part}.weight" for part in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name

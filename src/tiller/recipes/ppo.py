@@ -164,6 +164,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- 2. generate
         t0 = time.perf_counter()
         engine.sync_weights(policy)
+        weight_sync = time.perf_counter() - t0  # part of time/generate: the weights' trip into vLLM
         gen = engine.generate(prompt_ids, k, sampling, [sampling_seed(cfg.seed, step, i) for i in mine])
         timings["generate"] = time.perf_counter() - t0
 
@@ -256,7 +257,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         m.mean("value/returns_mean", losses.masked_mean(returns, mask), mask.sum())
         m.std("objective/advantage_std", advantages[mask.bool()])
         add_completion_metrics(m, gen.completions, has_eos, degenerate, parts, mixed, reward_backends, rt.device)
-        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings)
+        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings,
+                                   {"weight_sync": weight_sync})
         logged = tracker.log(step_metrics, done) if done % p.log_every == 0 else {}
         if logged:
             bar.set_postfix(reward=f"{logged.get('objective/scores', 0):.3f}", kl=f"{logged.get('objective/kl', 0):.3f}")

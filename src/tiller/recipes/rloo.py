@@ -194,6 +194,7 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
         # ---- 2. generate
         t0 = time.perf_counter()
         engine.sync_weights(unwrapped)
+        weight_sync = time.perf_counter() - t0  # part of time/generate: the weights' trip into vLLM
         gen = engine.generate(prompt_ids, k, sampling, [sampling_seed(cfg.seed, step, i) for i in mine])
         timings["generate"] = time.perf_counter() - t0
 
@@ -376,7 +377,8 @@ def run(cfg: Config, resume: bool = False, stop_after: int | None = None, accept
 
         # ---- metrics (over all processes: counts summed, min / max, means weighted), samples, checkpoints
         add_completion_metrics(m, gen.completions, has_eos, degenerate, parts, mixed, reward_backends, rt.device)
-        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings)
+        step_metrics = step_figures(m, rt, grad_norm, scheduler, done, completions_per_step, updates.skipped, timings,
+                                   {"weight_sync": weight_sync})
         if done % r.log_every == 0:
             logged = tracker.log(step_metrics, done)
         else:

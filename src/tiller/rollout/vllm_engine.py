@@ -10,6 +10,9 @@ model identity as training); before every generation the recipe calls `sync_weig
 - full fine-tuning: the weights are loaded in place by the worker's `reload_weights` (vLLM's
   in-place reload: the model's own `load_weights`, which fuses q/k/v and gate/up as vLLM stores
   them, wrapped so each layer is re-processed), then the prefix cache is reset.
+- LoRA policy with `rollout.vllm_lora_sync: merged`: vLLM runs without LoRA, and every weight is
+  reloaded in place as for full fine-tuning, each adapted one with the adapter merged into it
+  (`merged_lora_weights`: one matrix at a time, the training weights untouched).
 
 Sampling means the same as in the transformers engine (tiller.rollout.Sampling):
 temperature (0 = greedy), top_p, top_k (0 = off), max_new_tokens, stop at the model's EOS ids,
@@ -21,12 +24,12 @@ equal seeds give equal text only when greedy). Completions are cut after the fir
 
 GPU only (no-op on CPU): `rollout.vllm_gpu_memory_utilization` is vLLM's share of the GPU;
 `rollout.vllm_sleep_between_steps` puts vLLM to sleep after each generation (level 1 under
-LoRA: base weights to CPU RAM, KV cache freed; level 2 under full fine-tuning: everything
-freed, since all weights are loaded again at the next sync) and wakes it, weights first, at
-the next sync. `rollout.vllm_tensor_parallel_size` > 1 shards vLLM over groups of that many
-consecutive training processes (vLLM's `external_launcher` backend, as TRL's colocate mode
-does): each group gathers its members' prompts, generates them together, and each process
-keeps its own share. Under several processes vLLM always uses `external_launcher`, which joins
+LoRA with adapter sync: base weights to CPU RAM, KV cache freed; level 2 under full fine-tuning
+or merged LoRA sync: everything freed, since all weights are loaded again at the next sync)
+and wakes it, weights first, at the next sync. `rollout.vllm_tensor_parallel_size` > 1 shards
+vLLM over groups of that many consecutive training processes (vLLM's `external_launcher`
+backend, as TRL's colocate mode does): each group gathers its members' prompts, generates them
+together, and each process keeps its own share. Under several processes vLLM always uses `external_launcher`, which joins
 the process group accelerate already created.
 
 On CPU the KV cache takes `VLLM_CPU_KVCACHE_SPACE` GiB (vLLM's variable; default here 1) and
@@ -80,6 +83,45 @@ def _gathered(params):
 
         return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
     return contextlib.nullcontext()
+
+
+def _whole_weights(model):
+    """(name, whole tensor) for each parameter, gathered one at a time under ZeRO-3 / FSDP2."""
+    for name, p in model.named_parameters():
+        with _gathered([p]):
+            yield name, _full_tensor(p.detach())
+
+
+def merged_lora_weights(model):
+    """(checkpoint name, tensor) for every parameter of a peft LoRA model's base, each adapted
+    weight with the active adapter merged into it: W + peft's own delta (B @ A x scaling), the
+    values `merge_and_unload()` would give, bit for bit. One matrix at a time, gathered with its
+    adapter under ZeRO-3 / FSDP2; the model's weights are never modified (merging in place and
+    unmerging after, as peers do, leaves bf16 weights rounded differently from before)."""
+    from peft.tuners.lora import LoraLayer
+
+    adapter = model.active_adapter
+    base = model.get_base_model()
+    adapted = {f"{name}.base_layer.weight": module for name, module in base.named_modules()
+               if isinstance(module, LoraLayer) and adapter in module.lora_A}
+    for name, p in base.named_parameters():
+        if ".lora_" in name:
+            continue
+        module = adapted.get(name)
+        hf_name = name.replace(".base_layer.", ".")
+        if module is None:
+            with _gathered([p]):
+                yield hf_name, _full_tensor(p.detach())
+            continue
+        if module.lora_bias.get(adapter):  # its merge changes the bias too: not done here
+            raise ValueError(f"{name}: a LoRA adapter with its own bias (lora_bias) is not merged here; "
+                             "use rollout.vllm_lora_sync: adapter")
+        adapter_params = [*module.lora_A[adapter].parameters(), *module.lora_B[adapter].parameters()]
+        with torch.no_grad(), _gathered([p, *adapter_params]):
+            delta = _full_tensor(module.get_delta_weight(adapter))
+            # peft keeps a bf16 base's adapter in fp32: the sum in fp32, rounded once (as its merge)
+            yield hf_name, (_full_tensor(p.detach()) + delta).to(p.dtype)
+            del delta
 
 
 def _weights_path(model, tokenizer, tmp_root: Path) -> str:
@@ -157,7 +199,10 @@ class VllmEngine:
         self._lora_request = None
         self._lora_id = 0
         self._sleeping: set[str] = set()
-        self._sleep_level = 1 if self.is_lora else 2
+        # None (full fine-tuning), "adapter" or "merged": see the module's docstring
+        self.lora_sync = cfg.vllm_lora_sync if self.is_lora else None
+        self._sleep_level = 1 if self.lora_sync == "adapter" else 2
+        self.syncs = 0  # completed sync_weights calls
 
         # In-process engine: tensors move by reference; required by external_launcher too. Set
         # while the engine is built, then restored, so subprocesses do not inherit it.
@@ -206,7 +251,7 @@ class VllmEngine:
             kwargs["enable_sleep_mode"] = cfg.vllm_sleep_between_steps
         if distributed:
             kwargs["distributed_executor_backend"] = "external_launcher"
-        if self.is_lora:
+        if self.lora_sync == "adapter":
             peft_cfg = model.peft_config[model.active_adapter]
             kwargs["enable_lora"] = True
             kwargs["max_lora_rank"] = next(r for r in VLLM_LORA_RANKS if r >= peft_cfg.r)
@@ -225,28 +270,25 @@ class VllmEngine:
     # ------------------------------------------------------------------ weights
 
     def sync_weights(self, model) -> None:
-        """Make vLLM generate with `model`'s current weights (the adapter only, under LoRA)."""
+        """Make vLLM generate with `model`'s current weights (under LoRA: the adapter only, or every
+        weight with the adapter merged in, as `rollout.vllm_lora_sync` says)."""
         self._wake(["weights"])
-        if self.is_lora:
+        if self.lora_sync == "adapter":
             self._sync_adapter(model)
+        elif self.lora_sync == "merged":
+            self._reload(merged_lora_weights(model))
         else:
-            self._sync_full(model)
+            self._reload(_whole_weights(model))
         if "kv_cache" not in self._sleeping:  # sleeping already dropped the cache
             self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.syncs += 1
 
-    def _sync_full(self, model) -> None:
-        """Parameters by HF name (vLLM's `load_weights` maps and fuses them); buffers such as the
-        rotary tables are vLLM's own."""
-        params = list(model.named_parameters())
-
-        def weights():
-            for name, p in params:
-                with _gathered([p]):
-                    yield name, _full_tensor(p.detach())
-
+    def _reload(self, weights) -> None:
+        """(HF name, tensor) pairs into vLLM in place (vLLM's `load_weights` maps and fuses them);
+        buffers such as the rotary tables are vLLM's own."""
         # vLLM's in-place reload (checkpoint-format names): the model's own load_weights under the
         # reload bookkeeping that restores each layer's weight loaders and post-processing.
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights(), "is_checkpoint_format": True})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         if not self.on_gpu:
             self.llm.apply_model(_repack_cpu_heads)
 
@@ -315,7 +357,7 @@ class VllmEngine:
         from vllm.inputs import TokensPrompt
 
         started = time.perf_counter()
-        if self.is_lora and self._lora_request is None:
+        if self.is_lora and not self.syncs:
             raise RuntimeError("VllmEngine.generate before sync_weights: the LoRA adapter has not reached vLLM")
         self._wake(["weights", "kv_cache"])
         prompts, seeds, mine = self._gather_tp(prompts, seeds)
