@@ -13,14 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_gpu_check_dry_run_labels_every_part_it_times(tmp_path):
+def gpu_check_dry_run(tmp_path, *args: str) -> tuple[dict, str]:
+    """`scripts/gpu_check.py --tiny *args` in this Python: (its JSON summary, what it printed)."""
     out = tmp_path / "gpu-check.json"
-    command = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--tiny", "--engine", "transformers",
-               "--phases", "build,rloo,reward", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    command = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--tiny", *args,
+               "--workdir", str(tmp_path / "work"), "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads(out.read_text())
+    return json.loads(out.read_text()), run.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_labels_every_part_it_times(tmp_path):
+    summary, _ = gpu_check_dry_run(tmp_path, "--engine", "transformers", "--phases", "build,rloo,reward")
     assert summary["ok"] and set(summary["phases"]) == {"build", "rloo", "reward"}
     for name in ("rloo", "reward"):
         phase = summary["phases"][name]

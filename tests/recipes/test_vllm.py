@@ -18,6 +18,7 @@ pytest.importorskip(
                    "run `.venv-vllm/bin/python -m pytest tests/recipes/test_vllm.py -q`")
 
 from tests.conftest import QUESTIONS, write_prompts  # noqa: E402
+from tests.recipes.test_gpu_check import gpu_check_dry_run  # noqa: E402
 from tests.recipes.test_rloo import rloo_config  # noqa: E402
 from tiller.chat import render_prompt  # noqa: E402
 from tiller.config import LoraConfig, RolloutConfig  # noqa: E402
@@ -221,20 +222,10 @@ def test_rloo_runs_with_vllm_rollouts(tmp_path, tiny256, lora_sync):
 
 
 def test_gpu_check_compares_the_two_lora_syncs_on_cpu(tmp_path):
-    """`make gpu-check`'s lora-sync phase (issue 21, item 8), as its CPU dry run: both syncs run,
-    each reaches vLLM, and the summary holds time per sync, completions/s and memory per mode."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    out = tmp_path / "gpu-check.json"
-    command = [sys.executable, str(root / "scripts" / "gpu_check.py"), "--tiny", "--phases", "build,lora-sync",
-               "--sync-reps", "2", "--workdir", str(tmp_path / "work"), "--out", str(out)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads(out.read_text())
+    """`make gpu-check`'s lora-sync phase (issue 21, item 8), as its CPU dry run: both syncs run
+    their reps, and the summary holds time per sync, completions/s and memory per mode (that each
+    sync reaches vLLM is the two sync tests above)."""
+    summary, printed = gpu_check_dry_run(tmp_path, "--phases", "build,lora-sync", "--sync-reps", "2")
     assert set(summary["phases"]) == {"build", "lora-sync"}  # --phases: nothing else ran or was reported
     sync = summary["phases"]["lora-sync"]["lora_sync"]
     assert set(sync["modes"]) == {"adapter", "merged"}
@@ -242,4 +233,4 @@ def test_gpu_check_compares_the_two_lora_syncs_on_cpu(tmp_path):
         assert len(m["steps"]) == 2 and m["completions_per_s"] > 0 and m["sync_s"] > 0
         assert all(step["completions"] == 4 * 4 and step["tokens"] > 0 for step in m["steps"])
         assert summary["phases"]["lora-sync"]["parts"][f"{mode}: sync"]["times"] == 2
-    assert "s per sync" in run.stdout and "merged" in run.stdout
+    assert "s per sync" in printed and "merged" in printed
