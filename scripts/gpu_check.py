@@ -51,7 +51,8 @@ TINY_DIMS = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, nu
 WORDS = ("the quick brown fox jumps over lazy dog water boils at one hundred degrees please explain how plants turn "
          "light into sugar and oxygen what is capital of france thank you for question here short answer with key "
          "steps first second third finally sorry cannot help silly sure happy write polite email report friday").split()
-PHASES = ("build", "rloo", "reward", "lora-sync", "fsdp2", "zero3")
+# lora-sync before reward: it answers issue 21, item 8, and the reward phase is the cheaper one to lose
+PHASES = ("build", "rloo", "lora-sync", "reward", "fsdp2", "zero3")
 # seconds, per phase
 BUDGET_CAPS = {"build": 240, "rloo": 420, "reward": 180, "lora-sync": 360, "fsdp2": 180, "zero3": 180}
 
@@ -620,7 +621,7 @@ def main() -> int:
     p.add_argument("--reward-steps", type=int, default=2, help="reward-model steps")
     p.add_argument("--engine", choices=["vllm", "transformers"], default="vllm",
                    help="RLOO rollout engine (--tiny uses vllm only where it imports)")
-    p.add_argument("--budget", type=float, default=450, help="seconds for all phases; phases beyond it are skipped")
+    p.add_argument("--budget", type=float, default=540, help="seconds for all phases; phases beyond it are skipped")
     p.add_argument("--phases", default=",".join(PHASES),
                    help=f"which phases, comma-separated; they run in this order: {','.join(PHASES)} (default: all; "
                         "build always runs; fsdp2 and zero3 only with several GPUs)")
@@ -697,7 +698,7 @@ def check(args, env_info: dict, work: Path, out_path: Path, started: float) -> i
         env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run stays on CPU even on a GPU machine
     me = [sys.executable, str(Path(__file__).resolve())]
     wanted = set(args.phases.split(",")) | {"build"}
-    phases = [(name, me + ["--phase", name]) for name in ("build", "rloo", "reward", "lora-sync") if name in wanted]
+    phases = [(name, me + ["--phase", name]) for name in PHASES[:4] if name in wanted]
     n = env_info["gpus"]
     for strategy in [s for s in ("fsdp2", "zero3") if s in wanted] if n > 1 else ():
         (work / f"run-{strategy}").mkdir()  # its own run folder (outputs, metrics), the same data
