@@ -499,8 +499,8 @@ def main() -> None:
         for rep in range(w["reps"]):  # A B A B: every configuration once per alternation
             for side, dtype in configs:
                 script = BENCH / ("trl_worker.py" if side == "trl" else "rloo_step.py")
-                python = {"trl": str(TRL_PY), "tiller-vllm": str(VLLM_PY), "tiller-vllm-merged": str(VLLM_PY)}.get(
-                    side, sys.executable)
+                python = (str(TRL_PY) if side == "trl" else str(VLLM_PY) if side.startswith("tiller-vllm")
+                          else sys.executable)
                 spec = spec_for(name, files, dtype, side, work, str(rep), shared_prompt=not args.padded_rows)
                 res = run_worker(python, script, spec, work)
                 results[f"{side}/{dtype}"].append(res)

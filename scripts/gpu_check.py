@@ -553,12 +553,12 @@ def show_lora_sync(res: dict) -> None:
     parts = res.get("parts") or {}
     cpu = any("rss_peak_gib" in p for p in parts.values())
     memory = "process RSS GiB" if cpu else "device peak GiB (sync / generate)"
+    key = "rss_peak_gib" if cpu else "device_peak_gib"
     log(f"LoRA into vLLM, {sync['prompts']} prompts x {sync['completions_per_prompt']} completions x "
         f"{sync['max_new_tokens']} tokens, {sync['reps']} syncs each (figures without the first; "
         f"sleep between steps {'on' if sync['sleep_between_steps'] else 'off'}):")
     print(f"    {'mode':<9}{'s per sync':>12}{'completions/s':>15}  {memory}", flush=True)
     for mode, m in sync["modes"].items():
-        key = "rss_peak_gib" if cpu else "device_peak_gib"
         sync_mem, gen_mem = (parts.get(f"{mode}: {part}", {}).get(key) for part in ("sync", "generate"))
         print(f"    {mode:<9}{m['sync_s']:>12.2f}{m['completions_per_s']:>15.2f}  {sync_mem} / {gen_mem}", flush=True)
 

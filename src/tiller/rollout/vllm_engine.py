@@ -29,8 +29,8 @@ or merged LoRA sync: everything freed, since all weights are loaded again at the
 and wakes it, weights first, at the next sync. `rollout.vllm_tensor_parallel_size` > 1 shards
 vLLM over groups of that many consecutive training processes (vLLM's `external_launcher`
 backend, as TRL's colocate mode does): each group gathers its members' prompts, generates them
-together, and each process keeps its own share. Under several processes vLLM always uses `external_launcher`, which joins
-the process group accelerate already created.
+together, and each process keeps its own share. Under several processes vLLM always uses
+`external_launcher`, which joins the process group accelerate already created.
 
 On CPU the KV cache takes `VLLM_CPU_KVCACHE_SPACE` GiB (vLLM's variable; default here 1) and
 vLLM runs eagerly (its torch.compile warm-up costs minutes on a small CPU). vLLM must be
